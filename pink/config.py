@@ -1,0 +1,163 @@
+"""Configuration: a TOML file plus ``PINK_<SECTION>_<KEY>`` environment overrides.
+
+The file is found at ``$PINK_CONFIG`` (default ``/etc/pink/pink.toml``). Every value has a
+default that suits an all-in-one cluster on one host, except secrets, which must be set where
+they are used. Bad values raise :class:`ConfigError` naming the key and what it should be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+DEFAULT_PATH = "/etc/pink/pink.toml"
+
+
+@dataclasses.dataclass(frozen=True)
+class EtcdConfig:
+    endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    ca_cert: str = ""
+    cert: str = ""
+    key: str = ""
+    #: Seconds one etcd request may take before the endpoint counts as unreachable.
+    timeout_s: float = 5.0
+    #: Key prefix, so several clusters can share one etcd.
+    prefix: str = "/pink"
+
+
+@dataclasses.dataclass(frozen=True)
+class WebConfig:
+    secret_key: str = ""
+    #: Private key web servers use to reach the workers' transfer account.
+    ssh_key: str = "/etc/pink/ssh/id_ed25519"
+    #: Pinned host keys of the workers; unknown hosts are refused, never added.
+    known_hosts: str = "/etc/pink/ssh/known_hosts"
+    #: Must match nginx's client_max_body_size.
+    max_upload_bytes: int = 64 << 30
+    quota_running_jobs: int = 16
+    quota_queued_jobs: int = 100
+    quota_upload_bytes: int = 64 << 30
+    #: How often each web server sweeps for jobs of dead workers.
+    janitor_interval_s: float = 5.0
+    #: QUEUED jobs of a worker that is down wait this long for it, then fail.
+    lost_worker_grace_s: float = 600.0
+    #: UPLOADING records older than this, whose web server died, are failed.
+    stale_upload_s: float = 3600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    name: str = dataclasses.field(default_factory=socket.gethostname)
+    docker_url: str = "unix:///var/run/docker.sock"
+    inbox: str = "/var/lib/pink/inbox"
+    outbox: str = "/var/lib/pink/outbox"
+    #: How web servers reach this worker over SSH.
+    ssh_host: str = "127.0.0.1"
+    ssh_port: int = 22
+    ssh_user: str = "pink-transfer"
+    lease_ttl_s: int = 10
+    loop_interval_s: float = 1.0
+    #: "auto" (ask nvidia-smi), "none", or a comma list of indices to use.
+    gpus: str = "auto"
+    #: Container runtime for GPU jobs; empty means "nvidia" when the host has GPUs.
+    runtime: str = ""
+    cpus_per_job: float = 0.0  # 0 = no limit
+    memory_per_job: str = ""  # docker syntax, e.g. "8g"; empty = no limit
+    pids_limit: int = 4096
+    network: str = "none"
+    stop_grace_s: float = 10.0
+    max_parallel_jobs: int = 4
+    compressor: tuple[str, ...] = ("zstd", "-1", "-T0", "-q")
+    archive_suffix: str = ".tar.zst"
+    drain: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    etcd: EtcdConfig = dataclasses.field(default_factory=EtcdConfig)
+    web: WebConfig = dataclasses.field(default_factory=WebConfig)
+    worker: WorkerConfig = dataclasses.field(default_factory=WorkerConfig)
+    path: str = ""
+
+    def check(self) -> "Config":
+        """Cross-field rules: the loop and retries must fit in the lease TTL."""
+        w = self.worker
+        if w.lease_ttl_s < 3 * w.loop_interval_s:
+            raise ConfigError(
+                f"worker.lease_ttl_s ({w.lease_ttl_s}) must be at least 3 x worker.loop_interval_s "
+                f"({w.loop_interval_s}) so a busy loop does not lose its lease"
+            )
+        if self.etcd.timeout_s * 2 > w.lease_ttl_s:
+            raise ConfigError(
+                f"etcd.timeout_s ({self.etcd.timeout_s}) must be at most half of worker.lease_ttl_s"
+            )
+        if not self.etcd.endpoints:
+            raise ConfigError("etcd.endpoints is empty: list at least one host:port")
+        return self
+
+
+_SECTIONS = {"etcd": EtcdConfig, "web": WebConfig, "worker": WorkerConfig}
+
+
+def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:
+    name = f"{section}.{field.name}"
+    kind = type(field.default) if field.default is not dataclasses.MISSING else str
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                    raise ValueError(value)
+                return low in {"1", "true", "yes", "on"}
+            return bool(value)
+        if kind is tuple:
+            if isinstance(value, str):
+                value = [v for v in (p.strip() for p in value.split(",")) if v]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(value)
+            return tuple(str(v) for v in value)
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            return float(value)
+        if not isinstance(value, (str, int, float)):
+            raise ValueError(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: {value!r} is not a valid {kind.__name__}") from None
+
+
+def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the config file (if it exists) and apply environment overrides."""
+    env = os.environ if env is None else env
+    path = path or env.get("PINK_CONFIG") or DEFAULT_PATH
+    raw: dict[str, Any] = {}
+    if Path(path).exists():
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    unknown = set(raw) - set(_SECTIONS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(_SECTIONS)}")
+    sections = {}
+    for section, cls in _SECTIONS.items():
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        given = dict(raw.get(section, {}))
+        bad = set(given) - set(fields)
+        if bad:
+            raise ConfigError(f"{path}: unknown key(s) in [{section}]: {sorted(bad)}")
+        for fname in fields:
+            env_name = f"PINK_{section}_{fname}".upper()
+            if env_name in env:
+                given[fname] = env[env_name]
+        sections[section] = cls(**{k: _coerce(section, fields[k], v) for k, v in given.items()})
+    return Config(path=path, **sections).check()

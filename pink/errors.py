@@ -1,0 +1,29 @@
+"""Typed exceptions shared by the web servers, the workers and the CLI.
+
+Every message is meant to be shown to a person: it says what went wrong and, where it can,
+what to do next.
+"""
+
+
+class PinkError(Exception):
+    """Base class of every error PINK raises on purpose."""
+
+
+class ConfigError(PinkError):
+    """A configuration file or environment variable has a bad or missing value."""
+
+
+class StoreUnavailable(PinkError):
+    """etcd could not be reached (no quorum, all endpoints down, timeout). Transient."""
+
+
+class ImageArchiveError(PinkError):
+    """The uploaded bytes are not a valid, safe `docker save` archive. Permanent."""
+
+
+class TransferError(PinkError):
+    """Copying bytes to or from a worker over SSH failed. Usually transient."""
+
+
+class WorkerUnavailable(TransferError):
+    """No SSH connection to the worker could be made (down, wrong host key, refused)."""
