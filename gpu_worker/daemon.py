@@ -1,0 +1,276 @@
+"""The worker daemon's loop (one per GPU server, run by systemd).
+
+Each cycle: keep the lease alive (re-register if it was lost), re-read this worker's queue from
+etcd (the truth; the watch only wakes the loop early), adopt claimed jobs nobody here runs,
+stop runs whose job was cancelled or marked LOST, start what the plan allows, publish a
+heartbeat, and log one status line when something changed. Signal handlers only set a flag.
+Stopping the daemon leaves containers running: the next start adopts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import docker
+import docker.errors
+import requests
+
+from pink import config as pink_config
+from pink import scheduling
+from pink.errors import PinkError
+from pink.gpus import Gpu, discover_gpus
+from pink.model import JOB_ID, WorkerInfo
+from pink.states import CLAIMED, JobState
+from pink.store import QueueEntry, Store
+
+from .runner import JobRun
+
+log = logging.getLogger(__name__)
+
+
+class WorkerDaemon:
+    def __init__(self, cfg: pink_config.Config, store: Store | None = None) -> None:
+        self.cfg = cfg
+        self.wcfg = cfg.worker
+        self.store = store or Store(cfg.etcd)
+        self.engine = docker.DockerClient(base_url=self.wcfg.docker_url, timeout=120)
+        self.gpus: list[Gpu] = discover_gpus(self.wcfg.gpus)
+        self.runtime = self.wcfg.runtime or ("nvidia" if self.gpus else "")
+        self.runs: dict[str, JobRun] = {}
+        self.stop_requested = threading.Event()
+        self.wake = threading.Event()
+        self.lease_id = 0
+        self._unwatch = None
+        self._watch_broken = True
+        self._failing = False
+        self._last_status = ""
+        self._images: tuple[str, ...] = ()
+        self._layers: tuple[str, ...] = ()
+        self._images_at = 0.0
+        self._layer_cache: dict[str, tuple[str, ...]] = {}
+        self._heartbeat_sent = ""
+        for folder in (self.wcfg.inbox, self.wcfg.outbox):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+
+    # ----- registration and lease ------------------------------------------------------------------
+    def info(self) -> WorkerInfo:
+        busy = {i for run in self.runs.values() for i in run.gpu_indices}
+        disk = shutil.disk_usage(self.wcfg.inbox)
+        return WorkerInfo(
+            name=self.wcfg.name, ssh_host=self.wcfg.ssh_host, ssh_port=self.wcfg.ssh_port,
+            ssh_user=self.wcfg.ssh_user, inbox=self.wcfg.inbox, outbox=self.wcfg.outbox,
+            gpus=tuple({"index": g.index, "uuid": g.uuid, "name": g.name, "memory_mib": g.memory_mib}
+                       for g in self.gpus),
+            cpus=os.cpu_count() or 1,
+            memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+            archive_suffix=self.wcfg.archive_suffix, registered_at=time.time(),
+            disk_free_bytes=disk.free, images=self._images, layers=self._layers,
+            gpus_free=tuple(g.index for g in self.gpus if g.index not in busy),
+            running=len(self.runs), max_parallel_jobs=self.wcfg.max_parallel_jobs,
+            heartbeat_at=time.time(),
+        )
+
+    def _refresh_images(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._images_at < 15:
+            return
+        ids = {image.id for image in self.engine.images.list()}
+        # The image list carries no layers: inspect each image once and remember it.
+        self._layer_cache = {i: self._layer_cache.get(i) or tuple(
+            self.engine.api.inspect_image(i).get("RootFS", {}).get("Layers", ())) for i in ids}
+        self._images = tuple(sorted(ids))
+        self._layers = tuple(sorted({d for layers in self._layer_cache.values() for d in layers}))
+        self._images_at = time.monotonic()
+
+    def register(self) -> None:
+        self._refresh_images(force=True)
+        self.lease_id = self.store.grant_lease(self.wcfg.lease_ttl_s)
+        info = self.info()
+        self.store.register_worker(info, self.lease_id)
+        self._heartbeat_sent = ""
+        log.info("registered worker %s (%d GPUs, lease %x)", self.wcfg.name, len(self.gpus), self.lease_id)
+        if self.wcfg.drain:
+            self.store.set_drained(self.wcfg.name, True)
+        # Claims of the jobs this worker still holds must hang on the new lease.
+        for entry in self.store.queue(self.wcfg.name):
+            if entry.state in CLAIMED:
+                job = self.store.get_job(entry.job_id)
+                if job is not None and job.state in CLAIMED:
+                    renewed = self.store.renew_claim(job, self.wcfg.name, self.lease_id)
+                    if renewed is not None and job.id in self.runs:
+                        self.runs[job.id].job = renewed
+
+    def keep_lease(self) -> None:
+        if self.lease_id and self.store.refresh_lease(self.lease_id):
+            return
+        if self.lease_id:
+            log.warning("lease %x expired (etcd unreachable for longer than %ss?); registering again",
+                        self.lease_id, self.wcfg.lease_ttl_s)
+        self.register()
+
+    def heartbeat(self) -> None:
+        self._refresh_images()
+        info = self.info()
+        body = info.heartbeat_json().decode()
+        # Heartbeats only carry news: the lease refresh alone keeps the worker alive.
+        key = body.split('"heartbeat_at"')[0]
+        if key != self._heartbeat_sent:
+            self.store.heartbeat(info, self.lease_id)
+            self._heartbeat_sent = key
+
+    def watch(self) -> None:
+        if not self._watch_broken:
+            return
+
+        def on_event(ok: bool) -> None:
+            if not ok:
+                self._watch_broken = True
+            self.wake.set()
+
+        if self._unwatch is not None:
+            try:
+                self._unwatch()
+            except Exception:  # the broken watch's stream may already be gone
+                pass
+        self._unwatch = self.store.watch_prefix(("queue", self.wcfg.name, ""), on_event)
+        self._watch_broken = False
+
+    # ----- one cycle ---------------------------------------------------------------------------------
+    def cycle(self) -> None:
+        self.keep_lease()
+        self.watch()
+        entries = self.store.queue(self.wcfg.name)
+        by_id = {e.job_id: e for e in entries}
+        # Runs that ended, or whose job left our hands (cancelled, LOST: gone from the queue).
+        for job_id, run in list(self.runs.items()):
+            if run.done.is_set():
+                del self.runs[job_id]
+            elif job_id not in by_id or by_id[job_id].state not in CLAIMED:
+                run.cancel.set()
+        # Claimed jobs nobody here runs: after a restart, adopt them.
+        for entry in entries:
+            if entry.state in CLAIMED and entry.job_id not in self.runs:
+                job = self.store.get_job(entry.job_id)
+                if job is not None and job.state in CLAIMED:
+                    self._launch(job)
+        self._start_queued(entries)
+        self.heartbeat()
+        self._log_status(entries)
+
+    def _start_queued(self, entries: list[QueueEntry]) -> None:
+        if self.store.is_drained(self.wcfg.name):
+            return
+        running: dict[str, int] = {}
+        for run in self.runs.values():
+            running[run.job.user] = running.get(run.job.user, 0) + 1
+        queued = [scheduling.QueuedJob(e.job_id, e.user, e.priority, e.created_at, e.gpus)
+                  for e in entries if e.state is JobState.QUEUED]
+        busy = {i for run in self.runs.values() for i in run.gpu_indices}
+        free = [g.index for g in self.gpus if g.index not in busy]
+        slots = self.wcfg.max_parallel_jobs - len(self.runs)
+        for decision in scheduling.plan(queued, running, free, slots, total_gpus=len(self.gpus)):
+            if not decision.starts:
+                continue
+            job = self.store.get_job(decision.job_id)
+            if job is None or job.state is not JobState.QUEUED:
+                continue
+            claimed = self.store.claim(job, self.wcfg.name, self.lease_id, decision.gpu_indices)
+            if claimed is not None:
+                log.info("job %s: claimed (user %s, GPUs %s)", job.id, job.user, list(decision.gpu_indices) or "none")
+                self._launch(claimed)
+
+    def _launch(self, job) -> None:
+        run = JobRun(job=job, cfg=self.wcfg, store=self.store, engine=self.engine, runtime=self.runtime)
+        self.runs[job.id] = run
+        run.start()
+
+    def _log_status(self, entries: list[QueueEntry]) -> None:
+        queued = sum(1 for e in entries if e.state is JobState.QUEUED)
+        status = f"worker {self.wcfg.name}: {len(self.runs)} running, {queued} queued, " \
+                 f"GPUs free {list(self.info().gpus_free)}"
+        if status != self._last_status:
+            log.info("%s", status)
+            self._last_status = status
+
+    # ----- housekeeping ----------------------------------------------------------------------------
+    def sweep_orphans(self) -> None:
+        """Remove containers and inbox files whose job is over or unknown (never a live one)."""
+        live = {e.job_id for e in self.store.queue(self.wcfg.name)}
+        for container in self.engine.containers.list(all=True, filters={"label": f"pink.worker={self.wcfg.name}"}):
+            job_id = container.labels.get("pink.job", "")
+            if job_id in live or job_id in self.runs:
+                continue
+            job = self.store.get_job(job_id) if JOB_ID.match(job_id) else None
+            if job is None or job.state.terminal:
+                log.info("removing container %s of finished job %s", container.name, job_id)
+                try:
+                    container.remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+        for path in Path(self.wcfg.inbox).glob("*.tar"):
+            job_id = path.name[:-4]
+            if job_id in live or not JOB_ID.match(job_id):
+                continue
+            job = self.store.get_job(job_id)
+            if job is None or job.state.terminal:
+                log.info("removing inbox file of finished job %s", job_id)
+                path.unlink(missing_ok=True)
+
+    # ----- main loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        log.info("worker %s starting: engine %s, GPUs %s, runtime %s", self.wcfg.name, self.wcfg.docker_url,
+                 [g.index for g in self.gpus] or "none (CPU-only)", self.runtime or "default")
+        last_sweep = 0.0
+        try:
+            while not self.stop_requested.is_set():
+                self.wake.clear()
+                try:
+                    self.cycle()
+                    if time.monotonic() - last_sweep > 60:
+                        self.sweep_orphans()
+                        last_sweep = time.monotonic()
+                    if self._failing:
+                        log.info("worker %s: back to normal", self.wcfg.name)
+                    self._failing = False
+                except (PinkError, docker.errors.DockerException, requests.RequestException) as exc:
+                    if not self._failing:
+                        log.warning("cycle failed: %s", exc, exc_info=True)
+                    else:
+                        log.warning("cycle failed again: %s", exc)
+                    self._failing = True
+                self.wake.wait(self.wcfg.loop_interval_s)
+        finally:
+            if self._unwatch is not None:
+                try:
+                    self._unwatch()
+                except Exception:
+                    pass
+            log.info("worker %s stopped; %d containers keep running and are adopted on restart",
+                     self.wcfg.name, len(self.runs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pink-worker", description="PINK worker daemon")
+    parser.add_argument("--config", help="config file (default $PINK_CONFIG or /etc/pink/pink.toml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        daemon = WorkerDaemon(pink_config.load(args.config))
+    except (PinkError, docker.errors.DockerException) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+
+    def stop(signum, _frame) -> None:
+        daemon.stop_requested.set()
+        daemon.wake.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    daemon.run()
+    return 0

@@ -1,0 +1,318 @@
+"""Running one claimed job on Docker (DESIGN §2.3-2.4), one thread per job.
+
+Order, as in docker-py and buildbot: load the image (an open file, never bytes) -> create
+``pink-<job>`` -> start -> follow logs -> wait with the timeout -> export through the
+compressor -> record -> remove the container in ``finally``. Every state change is a CAS; when
+one loses, the job was cancelled or marked LOST by someone else, and the run stops.
+
+The same code adopts a job after a worker restart: it looks at the container first, so a
+container that has started is never started again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import docker.errors
+import docker.types
+import requests
+
+from pink.config import WorkerConfig
+from pink.errors import PinkError
+from pink.model import Job
+from pink.states import JobState
+from pink.store import Store
+
+log = logging.getLogger(__name__)
+
+NEVER_STARTED = "0001-01-01T00:00:00Z"
+CHUNK = 1 << 20
+
+
+class Abort(Exception):
+    """The job left our hands (cancelled, LOST) or failed permanently; stop this run."""
+
+
+def container_name(job_id: str) -> str:
+    return f"pink-{job_id}"
+
+
+@dataclass
+class JobRun:
+    """One job being executed by this worker; the daemon reads ``done`` and ``gpu_indices``."""
+
+    job: Job
+    cfg: WorkerConfig
+    store: Store
+    engine: docker.DockerClient
+    runtime: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    @property
+    def gpu_indices(self) -> tuple[int, ...]:
+        return self.job.gpu_indices
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._main, name=f"job-{self.job.id}", daemon=True)
+        self.thread.start()
+
+    def update(self, new: JobState, **changes) -> Job:
+        """CAS ``self.job`` to ``new``; on a lost race, stop the run."""
+        moved = self.store.transition(self.job, new, **changes)
+        if moved is None:
+            current = self.store.get_job(self.job.id)
+            raise Abort(f"job changed under us (now {current.state if current else 'deleted'})")
+        self.job = moved
+        return moved
+
+    # ----- paths -------------------------------------------------------------------------------
+    @property
+    def inbox_file(self) -> Path:
+        return Path(self.cfg.inbox) / f"{self.job.id}.tar"
+
+    @property
+    def archive_file(self) -> Path:
+        return Path(self.cfg.outbox) / f"{self.job.id}{self.cfg.archive_suffix}"
+
+    @property
+    def log_file(self) -> Path:
+        return Path(self.cfg.outbox) / f"{self.job.id}.log"
+
+    # ----- the run -------------------------------------------------------------------------------
+    def _main(self) -> None:
+        container = None
+        try:
+            container = self._container()
+            if self.job.state is JobState.STARTING:
+                container = self._start(container)
+            if self.job.state is JobState.RUNNING:
+                self._run(container)
+            if self.job.state is JobState.EXPORTING:
+                self._export_and_finish(container)
+        except Abort as exc:
+            log.info("job %s: run stopped: %s", self.job.id, exc)
+            self._stop(container)
+        except PinkError as exc:
+            # etcd unreachable for longer than the retry deadline: leave the container alone;
+            # the daemon adopts the job again when etcd answers.
+            log.warning("job %s: store unavailable, will resume: %s", self.job.id, exc)
+            return
+        except Exception as exc:  # a bug or an engine failure: record it, never retry the job
+            log.exception("job %s: run failed", self.job.id)
+            self._fail(f"worker error: {type(exc).__name__}: {exc}")
+            self._stop(container)
+        finally:
+            self.done.set()
+        self._cleanup(container)
+
+    def _container(self):
+        try:
+            return self.engine.containers.get(container_name(self.job.id))
+        except docker.errors.NotFound:
+            return None
+
+    def _load_image(self) -> None:
+        try:
+            self.engine.images.get(self.job.image_id)
+            return  # already here (a resubmit, or a load before a crash)
+        except docker.errors.ImageNotFound:
+            pass
+        if not self.inbox_file.exists():
+            raise Abort(self._fail(f"image {self.job.image_id} is neither on worker {self.cfg.name} "
+                                   f"nor in its inbox; submit again"))
+        with self.inbox_file.open("rb") as f:
+            try:
+                images = self.engine.images.load(f)
+            except docker.errors.APIError as exc:
+                raise Abort(self._fail(f"docker could not load the image: {exc.explanation or exc}")) from None
+        if self.job.image_id not in {i.id for i in images}:
+            raise Abort(self._fail(f"the archive did not load image {self.job.image_id}"))
+
+    def _start(self, container):
+        if container is None:
+            self._load_image()
+            container = self._create()
+        container.reload()
+        if container.attrs["State"]["StartedAt"] == NEVER_STARTED:
+            if self.cancel.is_set():
+                raise Abort("cancelled before start")
+            container.start()
+            container.reload()
+            log.info("job %s: started container %s", self.job.id, container.short_id)
+        else:
+            log.info("job %s: adopting container %s that already started", self.job.id, container.short_id)
+        started = _docker_time(container.attrs["State"]["StartedAt"])
+        self.update(JobState.RUNNING, started_at=started)
+        return container
+
+    def _create(self):
+        job = self.job
+        kwargs: dict = dict(
+            name=container_name(job.id),
+            labels={"pink.job": job.id, "pink.user": job.user, "pink.worker": self.cfg.name},
+            network_mode=self.cfg.network,
+            privileged=False,
+            security_opt=["no-new-privileges"],
+            cap_drop=["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP", "SYS_CHROOT"],
+            pids_limit=self.cfg.pids_limit,
+            log_config=docker.types.LogConfig(type="json-file", config={"max-size": "100m", "max-file": "1"}),
+            detach=True,
+        )
+        if self.cfg.cpus_per_job:
+            kwargs["nano_cpus"] = int(self.cfg.cpus_per_job * 1e9)
+        if self.cfg.memory_per_job:
+            kwargs["mem_limit"] = self.cfg.memory_per_job
+        if job.gpu_indices:
+            kwargs["device_requests"] = [docker.types.DeviceRequest(
+                driver="nvidia", device_ids=[str(i) for i in job.gpu_indices], capabilities=[["gpu"]])]
+            if self.runtime:
+                kwargs["runtime"] = self.runtime
+            kwargs["environment"] = {"PINK_GPUS": ",".join(map(str, job.gpu_indices))}
+        return self.engine.containers.create(job.image_id, **kwargs)
+
+    def _run(self, container) -> None:
+        logger = threading.Thread(target=self._copy_logs, args=(container,), daemon=True)
+        logger.start()
+        exited = threading.Event()
+        result: dict = {}
+
+        def wait() -> None:
+            try:
+                result.update(container.wait())
+            except (docker.errors.APIError, requests.RequestException) as exc:
+                result["error"] = exc
+            exited.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        started = self.job.started_at or time.time()
+        deadline = started + self.job.timeout_s
+        outcome, reason = JobState.SUCCEEDED, ""
+        while not exited.is_set():
+            if self.cancel.is_set():
+                raise Abort("cancelled or lost")
+            if time.time() >= deadline:
+                log.info("job %s: timeout after %ss; stopping", self.job.id, self.job.timeout_s)
+                container.stop(timeout=int(self.cfg.stop_grace_s))
+                exited.wait(30)
+                outcome, reason = JobState.TIMED_OUT, f"stopped after its timeout of {self.job.timeout_s} s"
+                break
+            exited.wait(min(0.5, max(deadline - time.time(), 0.01)))
+        logger.join(10)
+        container.reload()
+        code = container.attrs["State"].get("ExitCode")
+        finished = _docker_time(container.attrs["State"].get("FinishedAt", "")) or time.time()
+        if outcome is JobState.SUCCEEDED and code != 0:
+            outcome = JobState.FAILED
+            reason = f"the container exited with code {code}"
+            if container.attrs["State"].get("OOMKilled"):
+                reason += " (killed: out of memory)"
+        self.update(JobState.EXPORTING, exit_code=code, outcome=outcome.value, reason=reason,
+                    finished_at=finished,
+                    gpu_seconds=round(len(self.job.gpu_indices) * max(finished - started, 0), 3))
+
+    def _copy_logs(self, container) -> None:
+        # Rewritten from the engine's log each time, so an adopted job's log file is complete.
+        with self.log_file.open("wb") as out:
+            try:
+                for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                    out.write(chunk)
+                    out.flush()
+            except (docker.errors.APIError, requests.RequestException):
+                log.warning("job %s: log stream ended early", self.job.id)
+
+    def _export_and_finish(self, container) -> None:
+        size, digest = 0, ""
+        if self.job.output != "none" and container is not None:
+            size, digest = self._export(container)
+        log_bytes = self.log_file.stat().st_size if self.log_file.exists() else 0
+        self.update(JobState(self.job.outcome or JobState.FAILED.value), reason=self.job.reason,
+                    output_bytes=size, output_sha256=digest, log_bytes=log_bytes)
+        log.info("job %s: %s (exit %s, archive %d bytes)", self.job.id, self.job.state, self.job.exit_code, size)
+
+    def _export(self, container) -> tuple[int, str]:
+        """Stream ``docker export`` through the compressor into the outbox; (size, sha256)."""
+        part = self.archive_file.with_name(self.archive_file.name + ".part")
+        proc = subprocess.Popen(list(self.cfg.compressor), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        feed_error: list[BaseException] = []
+
+        def feed() -> None:
+            try:
+                for chunk in container.export(chunk_size=CHUNK):
+                    proc.stdin.write(chunk)
+            except BaseException as exc:  # reported below; the reader must not hang
+                feed_error.append(exc)
+            finally:
+                proc.stdin.close()
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        sha = hashlib.sha256()
+        size = 0
+        with part.open("wb") as out:
+            while chunk := proc.stdout.read(CHUNK):
+                sha.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        feeder.join()
+        if proc.wait() != 0 or feed_error:
+            part.unlink(missing_ok=True)
+            raise RuntimeError(f"export failed: {feed_error[0] if feed_error else 'compressor exit ' + str(proc.returncode)}")
+        part.rename(self.archive_file)
+        return size, sha.hexdigest()
+
+    # ----- endings -------------------------------------------------------------------------------
+    def _fail(self, reason: str) -> str:
+        try:
+            moved = self.store.transition(self.job, JobState.FAILED, reason=reason)
+            if moved is not None:
+                self.job = moved
+        except PinkError:
+            log.warning("job %s: could not record failure: %s", self.job.id, reason)
+        return reason
+
+    def _stop(self, container) -> None:
+        if container is None:
+            return
+        try:
+            container.stop(timeout=int(self.cfg.stop_grace_s))
+        except docker.errors.NotFound:
+            pass  # already gone: a race with cleanup, not an error
+
+    def _cleanup(self, container) -> None:
+        """Remove what the job left on this host once its record is terminal."""
+        if not self.job.state.terminal:
+            try:
+                self.job = self.store.get_job(self.job.id) or self.job
+            except PinkError:
+                return  # the daemon's sweep cleans up once etcd answers
+            if not self.job.state.terminal:
+                return
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        self.inbox_file.unlink(missing_ok=True)
+
+
+def _docker_time(text: str) -> float | None:
+    """Docker's RFC 3339 nanosecond timestamps to UNIX seconds."""
+    if not text or text.startswith("0001-"):
+        return None
+    from datetime import datetime
+
+    main, _, frac = text.rstrip("Z").partition(".")
+    seconds = datetime.fromisoformat(main + "+00:00").timestamp()
+    return seconds + (float("0." + frac[:9]) if frac else 0.0)

@@ -1,0 +1,66 @@
+"""Password hashing and API tokens (used by the web servers and ``pink-admin``)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+
+from .model import USER_NAME, Token, User
+from .store import Store
+
+_N, _R, _P = 2**14, 8, 1
+
+
+def hash_password(password: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    b64 = base64.b64encode
+    return f"scrypt${_N}${_R}${_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r),
+                             p=int(p), dklen=32)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+def check_new_password(password: str) -> None:
+    if len(password) < 8:
+        raise ValueError("passwords need at least 8 characters")
+
+
+def create_user(store: Store, name: str, password: str, admin: bool = False) -> User:
+    if not USER_NAME.match(name):
+        raise ValueError(f"bad user name {name!r}: use lowercase letters, digits, '_', '.', '-'")
+    check_new_password(password)
+    user = User(name=name, password_hash=hash_password(password), admin=admin, created_at=time.time())
+    if not store.create_user(user):
+        raise ValueError(f"user {name!r} already exists")
+    return user
+
+
+def authenticate(store: Store, name: str, password: str) -> User | None:
+    user = store.get_user(name) if USER_NAME.match(name or "") else None
+    if user is None:
+        # Spend the same time as a real check so timing does not reveal which names exist.
+        verify_password(password, hash_password("x" * 8))
+        return None
+    return user if verify_password(password, user.password_hash) else None
+
+
+def issue_token(store: Store, user: str, name: str = "") -> tuple[str, Token]:
+    """Create a bearer token; the secret is returned once and only its hash is stored."""
+    secret = "pink_" + secrets.token_urlsafe(32)
+    token = Token(id=secrets.token_hex(6), user=user, name=name[:100], created_at=time.time())
+    store.create_token(secret, token)
+    return secret, token

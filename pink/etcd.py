@@ -1,0 +1,103 @@
+"""The raw etcd layer: a client per endpoint with failover, errors turned into our own types.
+
+Everything above this module speaks in :class:`~pink.errors.StoreUnavailable` and plain return
+values; nothing above imports grpc or etcd3 exceptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Callable, TypeVar
+
+# etcd3 (last released 2020) ships protobuf modules generated for the old pure-Python runtime;
+# today's protobuf refuses them unless told to use the Python implementation. Set it here,
+# before the first import, so no user has to export it in their shell.
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+
+import etcd3  # noqa: E402
+import etcd3.exceptions  # noqa: E402
+import grpc  # noqa: E402
+
+from .config import EtcdConfig  # noqa: E402
+from .errors import ConfigError, StoreUnavailable  # noqa: E402
+from .retry import Retry  # noqa: E402
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_TRANSIENT = (
+    etcd3.exceptions.ConnectionFailedError,
+    etcd3.exceptions.ConnectionTimeoutError,
+    etcd3.exceptions.InternalServerError,
+    grpc.RpcError,
+)
+
+transactions = etcd3.Transactions()  # compare/op builders for the store layer
+
+
+class EtcdClient:
+    """Talks to one of several etcd endpoints, moving to the next one when a call fails.
+
+    ``call`` retries transient failures on the next endpoint until ``retry``'s deadline; then
+    it raises :class:`StoreUnavailable` (no quorum, every member down, or a partition).
+    """
+
+    def __init__(self, cfg: EtcdConfig, retry: Retry | None = None) -> None:
+        self.cfg = cfg
+        self.retry = retry or Retry(deadline_s=max(2.0, cfg.timeout_s))
+        self._endpoints = [self._parse(e) for e in cfg.endpoints]
+        self._clients: dict[int, etcd3.Etcd3Client] = {}
+        self._current = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _parse(endpoint: str) -> tuple[str, int]:
+        ep = endpoint.removeprefix("https://").removeprefix("http://").rstrip("/")
+        host, sep, port = ep.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"etcd endpoint {endpoint!r} must be host:port")
+        return host.strip("[]"), int(port)
+
+    def _client(self) -> tuple[int, etcd3.Etcd3Client]:
+        with self._lock:
+            idx = self._current
+            client = self._clients.get(idx)
+            if client is None:
+                host, port = self._endpoints[idx]
+                tls = {}
+                if self.cfg.ca_cert:
+                    tls["ca_cert"] = self.cfg.ca_cert
+                    if self.cfg.cert:
+                        tls.update(cert_cert=self.cfg.cert, cert_key=self.cfg.key)
+                client = etcd3.client(host=host, port=port, timeout=self.cfg.timeout_s, **tls)
+                self._clients[idx] = client
+            return idx, client
+
+    def _failover(self, idx: int) -> None:
+        with self._lock:
+            if self._current == idx and len(self._endpoints) > 1:
+                self._current = (idx + 1) % len(self._endpoints)
+                log.info("etcd endpoint %s:%s failed; trying %s:%s", *self._endpoints[idx],
+                         *self._endpoints[self._current])
+
+    def call(self, fn: Callable[[etcd3.Etcd3Client], T], what: str = "etcd call") -> T:
+        def once() -> T:
+            idx, client = self._client()
+            try:
+                return fn(client)
+            except _TRANSIENT as exc:
+                self._failover(idx)
+                raise StoreUnavailable(
+                    f"etcd is unavailable ({what}: {type(exc).__name__}); "
+                    "check that a majority of etcd members is up"
+                ) from exc
+
+        return self.retry(once, what)
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()

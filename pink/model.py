@@ -1,0 +1,150 @@
+"""Immutable records read from the store: jobs, workers, users, tokens."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from typing import Any
+
+from .states import JobState
+
+JOB_ID = re.compile(r"^[0-9a-f]{20}$")
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+OUTPUT_MODES = ("full", "none")
+
+
+def new_job_id(now: float | None = None) -> str:
+    """20 hex digits: milliseconds since the epoch, then randomness, so ids sort by age."""
+    ms = int((time.time() if now is None else now) * 1000)
+    return f"{ms:012x}{os.urandom(4).hex()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    id: str
+    user: str
+    state: JobState
+    worker: str
+    gpus: int = 0
+    timeout_s: int = 3600
+    output: str = "full"
+    priority: int = 0
+    name: str = ""
+    image_id: str = ""
+    image_bytes: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    history: tuple[dict, ...] = ()
+    gpu_indices: tuple[int, ...] = ()
+    exit_code: int | None = None
+    reason: str = ""
+    #: Outcome decided when the container stopped, written as the terminal state after export.
+    outcome: str = ""
+    output_bytes: int = 0
+    output_sha256: str = ""
+    log_bytes: int = 0
+    gpu_seconds: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    resubmit_of: str = ""
+    idempotency_key: str = ""
+    #: Random id of the write that produced this version; lets a retried CAS recognise itself.
+    write_id: str = ""
+    #: etcd mod_revision this record was read at (0 = not stored yet). Not serialised.
+    mod_revision: int = dataclasses.field(default=0, compare=False)
+
+    def to_json(self) -> bytes:
+        data = dataclasses.asdict(self)
+        del data["mod_revision"]
+        data["state"] = self.state.value
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, mod_revision: int = 0) -> "Job":
+        data: dict[str, Any] = json.loads(raw)
+        names = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k in names}
+        data["state"] = JobState(data["state"])
+        data["history"] = tuple(data.get("history", ()))
+        data["gpu_indices"] = tuple(data.get("gpu_indices", ()))
+        return cls(**data, mod_revision=mod_revision)
+
+    def public(self) -> dict[str, Any]:
+        """The job as the API shows it."""
+        data = json.loads(self.to_json())
+        for private in ("write_id", "idempotency_key", "outcome"):
+            data.pop(private, None)
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """What a worker registers (static) plus its heartbeat (dynamic, on its lease)."""
+
+    name: str
+    ssh_host: str
+    ssh_port: int
+    ssh_user: str
+    inbox: str
+    outbox: str
+    gpus: tuple[dict, ...] = ()
+    cpus: int = 1
+    memory_bytes: int = 0
+    archive_suffix: str = ".tar.zst"
+    registered_at: float = 0.0
+    # dynamic part, from the heartbeat key; alive False when the lease is gone
+    alive: bool = False
+    drained: bool = False
+    disk_free_bytes: int = 0
+    images: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()
+    gpus_free: tuple[int, ...] = ()
+    running: int = 0
+    max_parallel_jobs: int = 1
+    heartbeat_at: float = 0.0
+
+    STATIC = ("name", "ssh_host", "ssh_port", "ssh_user", "inbox", "outbox", "gpus", "cpus",
+              "memory_bytes", "archive_suffix", "registered_at")
+
+    def static_json(self) -> bytes:
+        return json.dumps({k: getattr(self, k) for k in self.STATIC}).encode()
+
+    def heartbeat_json(self) -> bytes:
+        keys = ("disk_free_bytes", "images", "layers", "gpus_free", "running",
+                "max_parallel_jobs", "heartbeat_at")
+        return json.dumps({k: getattr(self, k) for k in keys}).encode()
+
+    @classmethod
+    def from_parts(cls, static: bytes, heartbeat: bytes | None, drained: bool) -> "WorkerInfo":
+        data = json.loads(static)
+        if heartbeat is not None:
+            data.update(json.loads(heartbeat), alive=True)
+        names = {f.name for f in dataclasses.fields(cls)}
+        data = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
+        return cls(**data, drained=drained)
+
+    def public(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("layers")
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class User:
+    name: str
+    password_hash: str
+    admin: bool = False
+    created_at: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Token:
+    id: str
+    user: str
+    name: str = ""
+    created_at: float = 0.0

@@ -1,0 +1,72 @@
+"""Forced command for the workers' transfer account (``authorized_keys`` ``command=``).
+
+Web servers reach a worker as a non-root account whose key may only do these things:
+
+* ``scp -t <inbox>/<job>.tar``            receive an image upload
+* ``tail -c +<N> <outbox>/<job>.<ext>``   read an archive or log from byte N-1 (N >= 1)
+* ``rm -f <inbox>/<job>.tar``             drop a failed upload
+
+Anything else is refused. The command is split with :mod:`shlex` and run with an argument
+list (no shell), and every path must be a file directly inside the inbox or outbox whose name
+is a job id, so nothing a user typed can reach a shell or leave those folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import sys
+
+JOB_ID = re.compile(r"^[0-9a-f]{20}$")
+OUTBOX_SUFFIXES = (".tar.zst", ".tar.gz", ".tar", ".log")
+
+
+def _job_file(path: str, folder: str, suffixes: tuple[str, ...]) -> str | None:
+    """The absolute path if ``path`` names ``<folder>/<job id><suffix>``, else None."""
+    full = os.path.normpath(os.path.join(folder, path))
+    if os.path.dirname(full) != os.path.normpath(folder):
+        return None
+    name = os.path.basename(full)
+    for suffix in suffixes:
+        if name.endswith(suffix) and JOB_ID.match(name[: -len(suffix)]):
+            return full
+    return None
+
+
+def allowed_argv(command: str, inbox: str, outbox: str) -> list[str] | None:
+    """Translate an SSH command into the argv to execute, or None if it is not allowed."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    match words:
+        case ["scp", "-t", path] | ["scp", "-t", "--", path]:
+            target = _job_file(path, inbox, (".tar",))
+            return ["scp", "-t", "--", target] if target else None
+        case ["tail", "-c", offset, path] if re.fullmatch(r"\+[1-9][0-9]{0,18}", offset):
+            target = _job_file(path, outbox, OUTBOX_SUFFIXES)
+            return ["tail", "-c", offset, "--", target] if target else None
+        case ["rm", "-f", path]:
+            target = _job_file(path, inbox, (".tar",))
+            return ["rm", "-f", "--", target] if target else None
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inbox", required=True)
+    parser.add_argument("--outbox", required=True)
+    args = parser.parse_args(argv)
+    command = os.environ.get("SSH_ORIGINAL_COMMAND", "")
+    run = allowed_argv(command, args.inbox, args.outbox)
+    if run is None:
+        sys.stderr.write(f"pink-ssh-gate: refused command {command!r}\n")
+        return 126
+    os.execvp(run[0], run)
+    return 127  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""The store: what PINK's keys in etcd mean, and the only code that writes them.
+
+Rules every method keeps (DESIGN §3):
+
+* A job changes state only through :meth:`Store.transition` (and :meth:`Store.claim`, which is a
+  transition): one transaction that compares the job key's ``mod_revision`` with the one the
+  caller read. Losing that race returns ``None``; it is not an error.
+* New jobs, idempotency keys, claims, users and tokens are create-if-absent.
+* Claims and worker heartbeats hang on the worker's lease, so they vanish with the worker.
+* Only an unreachable etcd raises (:class:`~pink.errors.StoreUnavailable`).
+
+Key layout under the prefix (default ``/pink``)::
+
+    jobs/<id>                 the job record (JSON)
+    queue/<worker>/<id>       index of the worker's non-terminal jobs (small JSON)
+    userjobs/<user>/<id>      index of a user's jobs
+    idem/<user>/<sha256(key)> job id created for an Idempotency-Key
+    claims/<id>               worker name; on the worker's lease
+    workers/<name>            static registration; alive/<name> heartbeat on the lease
+    drain/<name>              present while an admin has drained the worker
+    down/<name>               when a web server first saw the worker without a lease
+    users/<name>, tokens/<sha256(token)>
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+import uuid
+from typing import Any, Callable, Iterable
+
+from .config import EtcdConfig
+from .errors import StoreUnavailable
+from .etcd import EtcdClient, transactions as tx
+from .model import Job, Token, User, WorkerInfo
+from .states import CLAIMED, JobState, can_transition
+
+log = logging.getLogger(__name__)
+
+
+class IllegalTransition(ValueError):
+    """A caller asked for a move the state table forbids: a bug, not a race."""
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueEntry:
+    """A non-terminal job as its worker's queue index shows it."""
+
+    job_id: str
+    user: str
+    state: JobState
+    gpus: int
+    timeout_s: int
+    priority: int
+    created_at: float
+    image_id: str = ""
+
+    def to_json(self) -> bytes:
+        data = dataclasses.asdict(self)
+        data["state"] = self.state.value
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "QueueEntry":
+        data = json.loads(raw)
+        data["state"] = JobState(data["state"])
+        return cls(**data)
+
+    @classmethod
+    def of(cls, job: Job) -> "QueueEntry":
+        return cls(job.id, job.user, job.state, job.gpus, job.timeout_s, job.priority,
+                   job.created_at, job.image_id)
+
+
+class Store:
+    def __init__(self, cfg: EtcdConfig, client: EtcdClient | None = None) -> None:
+        self.prefix = cfg.prefix.rstrip("/")
+        self.etcd = client or EtcdClient(cfg)
+
+    # ----- keys -----------------------------------------------------------------------------
+    def _k(self, *parts: str) -> str:
+        return "/".join((self.prefix, *parts))
+
+    def job_key(self, job_id: str) -> str:
+        return self._k("jobs", job_id)
+
+    def queue_key(self, worker: str, job_id: str = "") -> str:
+        return self._k("queue", worker, job_id)
+
+    def claim_key(self, job_id: str) -> str:
+        return self._k("claims", job_id)
+
+    # ----- low level --------------------------------------------------------------------------
+    def _txn(self, compare: list, success: list, what: str) -> tuple[bool, int, list]:
+        """Run one transaction; return (succeeded, revision it wrote at, responses)."""
+
+        def run(client):
+            ok, responses = client.transaction(compare=compare, success=success, failure=[])
+            revision = 0
+            for r in responses:
+                if not isinstance(r, list) and r.HasField("response_put"):
+                    revision = r.response_put.header.revision
+            return ok, revision, responses
+
+        return self.etcd.call(run, what)
+
+    def _get(self, key: str) -> tuple[bytes | None, int]:
+        value, meta = self.etcd.call(lambda c: c.get(key), f"get {key}")
+        return value, (meta.mod_revision if meta else 0)
+
+    def _get_prefix(self, prefix: str, keys_only: bool = False) -> list[tuple[str, bytes, int]]:
+        def run(client):
+            return [
+                (m.key.decode(), v, m.mod_revision)
+                for v, m in client.get_prefix(prefix, keys_only=keys_only)
+            ]
+
+        return self.etcd.call(run, f"list {prefix}")
+
+    # ----- jobs -----------------------------------------------------------------------------
+    def create_job(self, job: Job) -> tuple[Job, bool]:
+        """Create ``job`` if absent. With an idempotency key already used by this user, return
+        the job that key created instead: ``(job, created)``."""
+        job = dataclasses.replace(job, write_id=uuid.uuid4().hex)
+        compare = [tx.version(self.job_key(job.id)) == 0]
+        success = [
+            tx.put(self.job_key(job.id), job.to_json()),
+            tx.put(self.queue_key(job.worker, job.id), QueueEntry.of(job).to_json()),
+            tx.put(self._k("userjobs", job.user, job.id), b""),
+        ]
+        if job.idempotency_key:
+            idem_key = self._k("idem", job.user, _hash(job.idempotency_key))
+            compare.append(tx.version(idem_key) == 0)
+            success.append(tx.put(idem_key, job.id))
+        ok, revision, _ = self._txn(compare, success, f"create job {job.id}")
+        if ok:
+            return dataclasses.replace(job, mod_revision=revision), True
+        if job.idempotency_key:
+            found = self.job_for_idempotency_key(job.user, job.idempotency_key)
+            if found is not None:
+                return found, False
+        raise StoreUnavailable(f"job id {job.id} already exists; retry the submission")
+
+    def job_for_idempotency_key(self, user: str, key: str) -> Job | None:
+        raw, _ = self._get(self._k("idem", user, _hash(key)))
+        return self.get_job(raw.decode()) if raw is not None else None
+
+    def get_job(self, job_id: str) -> Job | None:
+        raw, revision = self._get(self.job_key(job_id))
+        return Job.from_json(raw, revision) if raw is not None else None
+
+    def get_jobs(self, job_ids: Iterable[str]) -> list[Job]:
+        keys = [self.job_key(j) for j in job_ids]
+        if not keys:
+            return []
+
+        def run(client):
+            _, responses = client.transaction(compare=[], success=[tx.get(k) for k in keys], failure=[])
+            return [Job.from_json(v, m.mod_revision) for r in responses for v, m in r]
+
+        return self.etcd.call(run, "get jobs")
+
+    def list_jobs(self, user: str | None = None, limit: int = 200) -> list[Job]:
+        """Newest first. With ``user``, only that user's jobs (read through the user index)."""
+        if user is None:
+            rows = self._get_prefix(self._k("jobs", ""))
+            jobs = [Job.from_json(v, rev) for _, v, rev in rows]
+            return sorted(jobs, key=lambda j: j.id, reverse=True)[:limit]
+        keys = self._get_prefix(self._k("userjobs", user, ""), keys_only=True)
+        ids = sorted((k.rsplit("/", 1)[1] for k, _, _ in keys), reverse=True)[:limit]
+        return sorted(self.get_jobs(ids), key=lambda j: j.id, reverse=True)
+
+    def transition(
+        self,
+        job: Job,
+        new: JobState,
+        *,
+        reason: str = "",
+        compare: Iterable = (),
+        ops: Iterable = (),
+        now: float | None = None,
+        **changes: Any,
+    ) -> Job | None:
+        """Move ``job`` (as read, at its mod_revision) to ``new``; ``None`` if someone else
+        changed the job first. Illegal moves raise :class:`IllegalTransition`."""
+        if not can_transition(job.state, new):
+            raise IllegalTransition(f"job {job.id}: {job.state} -> {new} is not allowed")
+        now = time.time() if now is None else now
+        entry = {"state": new.value, "at": now}
+        if reason:
+            entry["reason"] = reason
+        updated = dataclasses.replace(
+            job, state=new, updated_at=now, history=(*job.history, entry),
+            reason=reason or job.reason, write_id=uuid.uuid4().hex, **changes,
+        )
+        key = self.job_key(job.id)
+        success = [tx.put(key, updated.to_json()), *ops]
+        if new.terminal:
+            success += [tx.delete(self.queue_key(job.worker, job.id)), tx.delete(self.claim_key(job.id))]
+        else:
+            success.append(tx.put(self.queue_key(job.worker, job.id), QueueEntry.of(updated).to_json()))
+        all_compare = [tx.mod(key) == job.mod_revision, *compare]
+        try:
+            ok, revision, _ = self._txn(all_compare, success, f"{job.id} {job.state}->{new}")
+        except StoreUnavailable:
+            raise
+        if ok:
+            return dataclasses.replace(updated, mod_revision=revision)
+        # The compare failed. If an earlier attempt of this very call committed before its
+        # answer was lost (the retry helper re-sent it), the record carries our write id.
+        current = self.get_job(job.id)
+        if current is not None and current.write_id == updated.write_id:
+            return current
+        return None
+
+    def claim(self, job: Job, worker: str, lease_id: int, gpu_indices: tuple[int, ...]) -> Job | None:
+        """QUEUED -> STARTING for ``worker``, with a claim key on its lease (at most once)."""
+        claim = self.claim_key(job.id)
+        return self.transition(
+            job, JobState.STARTING,
+            compare=[tx.version(claim) == 0],
+            ops=[tx.put(claim, worker, lease=lease_id)],
+            gpu_indices=tuple(gpu_indices),
+        )
+
+    def renew_claim(self, job: Job, worker: str, lease_id: int) -> Job | None:
+        """Re-attach a claimed job to a new lease of the same worker (after a restart or a lost
+        lease). Rewrites the job too, so it races cleanly with a web server marking it LOST."""
+        if job.state not in CLAIMED:
+            raise IllegalTransition(f"job {job.id} is {job.state}, not claimed")
+        updated = dataclasses.replace(job, write_id=uuid.uuid4().hex, updated_at=time.time())
+        key = self.job_key(job.id)
+        ok, revision, _ = self._txn(
+            [tx.mod(key) == job.mod_revision],
+            [tx.put(key, updated.to_json()), tx.put(self.claim_key(job.id), worker, lease=lease_id)],
+            f"renew claim {job.id}",
+        )
+        return dataclasses.replace(updated, mod_revision=revision) if ok else None
+
+    def claims(self) -> dict[str, str]:
+        """job id -> worker, for every live claim."""
+        return {k.rsplit("/", 1)[1]: v.decode() for k, v, _ in self._get_prefix(self._k("claims", ""))}
+
+    def queue(self, worker: str) -> list[QueueEntry]:
+        return [QueueEntry.from_json(v) for _, v, _ in self._get_prefix(self.queue_key(worker, ""))]
+
+    def all_queues(self) -> dict[str, list[QueueEntry]]:
+        out: dict[str, list[QueueEntry]] = {}
+        for key, value, _ in self._get_prefix(self._k("queue", "")):
+            worker = key.rsplit("/", 2)[1]
+            out.setdefault(worker, []).append(QueueEntry.from_json(value))
+        return out
+
+    # ----- workers ----------------------------------------------------------------------------
+    def grant_lease(self, ttl: int) -> int:
+        return self.etcd.call(lambda c: c.lease(ttl).id, "grant lease")
+
+    def refresh_lease(self, lease_id: int) -> bool:
+        """Keep the lease alive; False when it has already expired."""
+
+        def run(client):
+            return [r.TTL for r in client.refresh_lease(lease_id)]
+
+        ttls = self.etcd.call(run, "refresh lease")
+        return bool(ttls) and ttls[-1] > 0
+
+    def revoke_lease(self, lease_id: int) -> None:
+        self.etcd.call(lambda c: c.revoke_lease(lease_id), "revoke lease")
+
+    def register_worker(self, info: WorkerInfo, lease_id: int) -> None:
+        self._txn(
+            [],
+            [
+                tx.put(self._k("workers", info.name), info.static_json()),
+                tx.put(self._k("alive", info.name), info.heartbeat_json(), lease=lease_id),
+                tx.delete(self._k("down", info.name)),
+            ],
+            f"register worker {info.name}",
+        )
+
+    def heartbeat(self, info: WorkerInfo, lease_id: int) -> None:
+        key = self._k("alive", info.name)
+        self.etcd.call(lambda c: c.put(key, info.heartbeat_json(), lease=lease_id), "heartbeat")
+
+    def workers(self) -> list[WorkerInfo]:
+        static = {k.rsplit("/", 1)[1]: v for k, v, _ in self._get_prefix(self._k("workers", ""))}
+        alive = {k.rsplit("/", 1)[1]: v for k, v, _ in self._get_prefix(self._k("alive", ""))}
+        drained = {k.rsplit("/", 1)[1] for k, _, _ in self._get_prefix(self._k("drain", ""), keys_only=True)}
+        return [WorkerInfo.from_parts(v, alive.get(n), n in drained) for n, v in sorted(static.items())]
+
+    def get_worker(self, name: str) -> WorkerInfo | None:
+        return next((w for w in self.workers() if w.name == name), None)
+
+    def set_drained(self, name: str, drained: bool) -> None:
+        key = self._k("drain", name)
+        if drained:
+            self.etcd.call(lambda c: c.put(key, b"1"), "drain")
+        else:
+            self.etcd.call(lambda c: c.delete(key), "undrain")
+
+    def is_drained(self, name: str) -> bool:
+        return self._get(self._k("drain", name))[0] is not None
+
+    def down_since(self, name: str, now: float) -> float:
+        """When a worker was first seen without a lease (recorded now if not yet)."""
+        key = self._k("down", name)
+        self._txn([tx.version(key) == 0], [tx.put(key, repr(now))], "mark worker down")
+        raw, _ = self._get(key)
+        return float(raw) if raw is not None else now
+
+    # ----- users and tokens -------------------------------------------------------------------
+    def create_user(self, user: User) -> bool:
+        key = self._k("users", user.name)
+        ok, _, _ = self._txn([tx.version(key) == 0], [tx.put(key, json.dumps(dataclasses.asdict(user)))], "create user")
+        return ok
+
+    def put_user(self, user: User) -> None:
+        key = self._k("users", user.name)
+        self.etcd.call(lambda c: c.put(key, json.dumps(dataclasses.asdict(user))), "update user")
+
+    def get_user(self, name: str) -> User | None:
+        raw, _ = self._get(self._k("users", name))
+        return User(**json.loads(raw)) if raw is not None else None
+
+    def users(self) -> list[User]:
+        return [User(**json.loads(v)) for _, v, _ in self._get_prefix(self._k("users", ""))]
+
+    def create_token(self, secret: str, token: Token) -> None:
+        key = self._k("tokens", _hash(secret))
+        self._txn([tx.version(key) == 0], [tx.put(key, json.dumps(dataclasses.asdict(token)))], "create token")
+
+    def token(self, secret: str) -> Token | None:
+        raw, _ = self._get(self._k("tokens", _hash(secret)))
+        return Token(**json.loads(raw)) if raw is not None else None
+
+    def tokens(self, user: str) -> list[tuple[str, Token]]:
+        rows = self._get_prefix(self._k("tokens", ""))
+        found = [(k, Token(**json.loads(v))) for k, v, _ in rows]
+        return [(k, t) for k, t in found if t.user == user]
+
+    def revoke_token(self, user: str, token_id: str) -> bool:
+        for key, tok in self.tokens(user):
+            if tok.id == token_id:
+                self.etcd.call(lambda c: c.delete(key), "revoke token")
+                return True
+        return False
+
+    # ----- watches ----------------------------------------------------------------------------
+    def watch_prefix(self, prefix_parts: tuple[str, ...], on_event: Callable[[bool], None]) -> Callable[[], None]:
+        """Call ``on_event(ok)`` on every change under the prefix (ok False: the watch broke
+        and must be re-created). Watches only wake loops; loops re-read the store."""
+        prefix = self._k(*prefix_parts)
+
+        def callback(response) -> None:
+            on_event(not isinstance(response, Exception))
+
+        def run(client):
+            watch_id = client.add_watch_prefix_callback(prefix, callback)
+            return lambda: client.cancel_watch(watch_id)
+
+        return self.etcd.call(run, f"watch {prefix}")

@@ -1,0 +1,36 @@
+"""JSON errors, made in one place."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from pink.errors import StoreUnavailable, WorkerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, message: str, headers: dict | None = None):
+    response = jsonify(error=message)
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return error_response(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(StoreUnavailable)
+    def store_down(exc: StoreUnavailable):
+        log.warning("etcd unavailable: %s", exc)
+        return error_response(503, "the cluster database (etcd) is unavailable; try again in a "
+                                   "minute, and tell the operators if it lasts", {"Retry-After": "5"})
+
+    @app.errorhandler(WorkerUnavailable)
+    def worker_down(exc: WorkerUnavailable):
+        return error_response(503, str(exc), {"Retry-After": "5"})

@@ -1,0 +1,91 @@
+"""Each web server sweeps for jobs whose worker is gone (DESIGN §3).
+
+* A claimed job (STARTING/RUNNING/EXPORTING) whose claim key vanished with its worker's lease
+  becomes LOST. The transaction also compares that the claim is still absent, and every claim
+  renewal rewrites the job, so exactly one writer wins even with many web servers sweeping.
+* QUEUED jobs of a worker without a lease wait ``lost_worker_grace_s`` (a reboot keeps the
+  inbox), then FAIL with a reason.
+* UPLOADING records older than ``stale_upload_s`` (their web server died mid-upload) FAIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from flask import Flask
+
+from pink.config import WebConfig
+from pink.errors import PinkError
+from pink.etcd import transactions as tx
+from pink.states import CLAIMED, JobState
+from pink.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, int]:
+    """One pass; returns how many jobs it moved, by new state."""
+    now = time.time() if now is None else now
+    moved = {"LOST": 0, "FAILED": 0}
+    alive = {w.name for w in store.workers() if w.alive}
+    claims = store.claims()
+    for worker, entries in store.all_queues().items():
+        down_for = 0.0
+        if worker not in alive:
+            down_for = now - store.down_since(worker, now)
+        for entry in entries:
+            if entry.state in CLAIMED and entry.job_id not in claims:
+                job = store.get_job(entry.job_id)
+                if job is None or job.state not in CLAIMED:
+                    continue
+                was = job.state
+                done = store.transition(
+                    job, JobState.LOST, now=now,
+                    compare=[tx.version(store.claim_key(job.id)) == 0],
+                    reason=f"worker {worker} went away while the job was {was}; it may or may not "
+                           f"have run to the end. PINK never re-runs it by itself: resubmit it if needed",
+                )
+                if done is not None:
+                    moved["LOST"] += 1
+                    log.warning("job %s: LOST (worker %s gone while %s)", job.id, worker, was)
+            elif entry.state is JobState.QUEUED and worker not in alive and down_for > cfg.lost_worker_grace_s:
+                moved["FAILED"] += _fail(store, entry.job_id, JobState.QUEUED, now,
+                                         f"worker {worker} has been unavailable for {down_for:.0f} s; "
+                                         f"the job never started: resubmit it")
+            elif entry.state is JobState.UPLOADING and now - entry.created_at > cfg.stale_upload_s:
+                moved["FAILED"] += _fail(store, entry.job_id, JobState.UPLOADING, now,
+                                         "the upload never finished (its web server stopped); submit again")
+    return moved
+
+
+def _fail(store: Store, job_id: str, expected: JobState, now: float, reason: str) -> int:
+    job = store.get_job(job_id)
+    if job is None or job.state is not expected:
+        return 0
+    return int(store.transition(job, JobState.FAILED, reason=reason, now=now) is not None)
+
+
+def start(app: Flask) -> threading.Thread:
+    store: Store = app.extensions["pink.store"]
+    cfg: WebConfig = app.extensions["pink.config"].web
+
+    def loop() -> None:
+        failing = False
+        while True:
+            try:
+                sweep(store, cfg)
+                failing = False
+            except PinkError as exc:
+                # Log the first failure, stay quiet while it lasts.
+                if not failing:
+                    log.warning("janitor: %s", exc)
+                failing = True
+            except Exception:
+                log.exception("janitor pass failed")
+            time.sleep(cfg.janitor_interval_s)
+
+    thread = threading.Thread(target=loop, name="pink-janitor", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,228 @@
+"""Job logic of the web servers: placement, submission (streamed upload), queue positions."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pink import scheduling
+from pink.config import Config
+from pink.dockertar import ValidatingReader
+from pink.errors import ImageArchiveError, PinkError, TransferError
+from pink.model import IMAGE_ID, OUTPUT_MODES, Job, User, WorkerInfo, new_job_id
+from pink.states import CLAIMED, JobState
+from pink.store import QueueEntry, Store
+from pink.transfer import WorkerLinks
+
+log = logging.getLogger(__name__)
+
+
+class SubmitError(PinkError):
+    """The submission was refused; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    gpus: int = 0
+    timeout_s: int = 3600
+    output: str = "full"
+    name: str = ""
+    priority: int = 0
+    image_id: str = ""
+    resubmit_of: str = ""
+
+    @classmethod
+    def parse(cls, args, user: User) -> "JobSpec":
+        def number(key: str, default: int, low: int, high: int) -> int:
+            raw = args.get(key, "")
+            if raw == "":
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SubmitError(400, f"{key} must be a whole number, not {raw!r}") from None
+            if not low <= value <= high:
+                raise SubmitError(400, f"{key} must be between {low} and {high}")
+            return value
+
+        output = args.get("output", "full")
+        if output not in OUTPUT_MODES:
+            raise SubmitError(400, f"output must be one of {', '.join(OUTPUT_MODES)}")
+        name = args.get("name", "")
+        if len(name) > 120 or not name.isprintable():
+            raise SubmitError(400, "name must be at most 120 printable characters")
+        image_id = args.get("image", "")
+        if image_id and not IMAGE_ID.match(image_id):
+            raise SubmitError(400, "image must look like sha256:<64 hex digits>")
+        return cls(
+            gpus=number("gpus", 0, 0, 64),
+            timeout_s=number("timeout", 3600, 1, 7 * 24 * 3600),
+            output=output,
+            name=name,
+            # Only admins may jump the queue; anyone may politely go last.
+            priority=number("priority", 0, -100, 100 if user.admin else 0),
+            image_id=image_id,
+            resubmit_of=args.get("resubmit_of", "")[:20],
+        )
+
+
+def worker_views(workers: list[WorkerInfo], queues: dict[str, list[QueueEntry]]) -> list[scheduling.WorkerView]:
+    views = []
+    for w in workers:
+        entries = queues.get(w.name, [])
+        views.append(scheduling.WorkerView(
+            name=w.name, alive=w.alive, drained=w.drained, gpus=len(w.gpus), cpus=w.cpus,
+            images=frozenset(w.images),
+            queued_gpu_seconds=sum(e.gpus * e.timeout_s for e in entries),
+            active_jobs=len(entries),
+        ))
+    return views
+
+
+def check_quota(cfg: Config, user: User, queues: dict[str, list[QueueEntry]], upload_bytes: int) -> None:
+    mine = [e for entries in queues.values() for e in entries if e.user == user.name]
+    waiting = sum(1 for e in mine if e.state in (JobState.UPLOADING, JobState.QUEUED))
+    if waiting >= cfg.web.quota_queued_jobs:
+        raise SubmitError(429, f"you already have {waiting} jobs waiting (quota "
+                               f"{cfg.web.quota_queued_jobs}); wait for some to start or cancel them")
+    if upload_bytes > cfg.web.quota_upload_bytes:
+        raise SubmitError(413, f"the image is {upload_bytes} bytes; the per-upload quota is "
+                               f"{cfg.web.quota_upload_bytes} bytes")
+
+
+def submit(
+    cfg: Config, store: Store, links: WorkerLinks, user: User, spec: JobSpec,
+    body: BinaryIO, length: int | None, idempotency_key: str = "",
+) -> tuple[Job, bool]:
+    """Place, record and upload one job. Returns ``(job, created)``; ``created`` is False when
+    the idempotency key had already created a job (nothing is read or sent then)."""
+    if idempotency_key:
+        if len(idempotency_key) > 200:
+            raise SubmitError(400, "Idempotency-Key is longer than 200 characters")
+        # A retry of a request that already made its job: answer it, read nothing.
+        existing = store.job_for_idempotency_key(user.name, idempotency_key)
+        if existing is not None:
+            return existing, False
+    reuse = spec.image_id and not length
+    if not reuse and length is None:
+        raise SubmitError(411, "send the image with a Content-Length header (the CLI and the web "
+                               "page do); chunked uploads are not accepted")
+    queues = store.all_queues()
+    check_quota(cfg, user, queues, length or 0)
+    workers = store.workers()
+    views = worker_views(workers, queues)
+    if reuse:
+        holders = [v for v in views if spec.image_id in v.images]
+        if not holders:
+            raise SubmitError(409, f"no worker holds image {spec.image_id}; upload the tarball")
+        views = holders
+    chosen = scheduling.choose_worker(views, spec.gpus, spec.image_id or None)
+    if chosen is None:
+        raise SubmitError(503, "no worker can take this job now: " + scheduling.explain_no_worker(views, spec.gpus))
+    worker = next(w for w in workers if w.name == chosen.name)
+    now = time.time()
+    job = Job(
+        id=new_job_id(now), user=user.name, worker=worker.name,
+        state=JobState.QUEUED if reuse else JobState.UPLOADING,
+        gpus=spec.gpus, timeout_s=spec.timeout_s, output=spec.output, priority=spec.priority,
+        name=spec.name, image_id=spec.image_id, created_at=now, updated_at=now,
+        history=({"state": "QUEUED" if reuse else "UPLOADING", "at": now},),
+        resubmit_of=spec.resubmit_of, idempotency_key=idempotency_key,
+    )
+    job, created = store.create_job(job)
+    if not created or reuse:
+        return job, created
+    return _upload(store, links, worker, job, body, length or 0), True
+
+
+def _upload(store: Store, links: WorkerLinks, worker: WorkerInfo, job: Job, body: BinaryIO, length: int) -> Job:
+    link = links.get(worker)
+    reader = ValidatingReader(body, length, present_diff_ids=worker.layers)
+    started = time.monotonic()
+    try:
+        link.upload(job.id, reader, length)
+    except ImageArchiveError as exc:
+        _fail_upload(store, link, job, str(exc))
+        raise SubmitError(400, str(exc)) from None
+    except TransferError as exc:
+        _fail_upload(store, link, job, f"could not copy the image to worker {worker.name}: {exc}")
+        raise SubmitError(503, f"{exc}; try again") from None
+    except BaseException as exc:  # client gone, worker killed: never leave a half upload behind
+        _fail_upload(store, link, job, f"upload interrupted ({type(exc).__name__})")
+        raise
+    info = reader.info
+    assert info is not None  # the reader finished, so the checker ran
+    seconds = time.monotonic() - started
+    log.info("job %s: %d bytes to %s in %.1fs (%.0f MB/s)", job.id, length, worker.name, seconds,
+             length / max(seconds, 1e-6) / 1e6)
+    queued = store.transition(job, JobState.QUEUED, image_id=info.config_digest, image_bytes=length)
+    if queued is None:  # cancelled while uploading
+        current = store.get_job(job.id) or job
+        _remove_quietly(link, job.id)
+        return current
+    return queued
+
+
+def _fail_upload(store: Store, link, job: Job, reason: str) -> None:
+    _remove_quietly(link, job.id)
+    try:
+        store.transition(job, JobState.FAILED, reason=reason)
+    except PinkError:
+        # The janitor fails stale UPLOADING records later; the inbox file is already gone.
+        log.warning("job %s: could not record the failed upload", job.id, exc_info=True)
+
+
+def _remove_quietly(link, job_id: str) -> None:
+    try:
+        link.remove_upload(job_id)
+    except (PinkError, OSError):
+        # The worker's inbox sweeper removes files of terminal jobs; log and go on.
+        log.warning("job %s: could not remove the partial upload", job_id, exc_info=True)
+
+
+def queue_info(store: Store, jobs: list[Job]) -> dict[str, tuple[int, str]]:
+    """Queue position and why it waits, for every QUEUED job in ``jobs``."""
+    waiting = {j.worker for j in jobs if j.state is JobState.QUEUED}
+    if not waiting:
+        return {}
+    workers = {w.name: w for w in store.workers() if w.name in waiting}
+    out: dict[str, tuple[int, str]] = {}
+    for name in waiting:
+        entries = store.queue(name)
+        worker = workers.get(name)
+        if worker is None or not worker.alive:
+            for e in entries:
+                out[e.job_id] = (0, f"worker {name} is down; the job waits for it to come back")
+            continue
+        running: dict[str, int] = {}
+        for e in entries:
+            if e.state in CLAIMED:
+                running[e.user] = running.get(e.user, 0) + 1
+        queued = [scheduling.QueuedJob(e.job_id, e.user, e.priority, e.created_at, e.gpus)
+                  for e in entries if e.state is JobState.QUEUED]
+        slots = max(worker.max_parallel_jobs - sum(running.values()), 0)
+        if worker.drained:
+            reason_all = f"worker {name} is drained; the job waits until it is undrained"
+        else:
+            reason_all = ""
+        for d in scheduling.plan(queued, running, worker.gpus_free, slots, total_gpus=len(worker.gpus)):
+            out[d.job_id] = (d.position, reason_all or d.reason or "starting")
+    return out
+
+
+def public_jobs(store: Store, jobs: list[Job]) -> list[dict]:
+    positions = queue_info(store, jobs)
+    result = []
+    for job in jobs:
+        data = job.public()
+        position, reason = positions.get(job.id, (None, ""))
+        data["queue_position"] = position
+        data["waiting_reason"] = reason
+        result.append(data)
+    return result

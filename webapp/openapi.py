@@ -1,0 +1,96 @@
+"""OpenAPI 3 document of the JSON API (served at /api/v1/openapi.json)."""
+
+_JOB = {"$ref": "#/components/schemas/Job"}
+_ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _ok(schema: dict, description: str = "ok") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _param(name: str, where: str = "query", kind: str = "string", required: bool = False, text: str = "") -> dict:
+    return {"name": name, "in": where, "required": required, "schema": {"type": kind}, "description": text}
+
+
+_ID = _param("job_id", "path", required=True)
+
+SPEC = {
+    "openapi": "3.0.3",
+    "info": {"title": "PINK API", "version": "1", "description": "Run docker images on GPU servers, at most once."},
+    "servers": [{"url": "/api/v1"}],
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+            "Job": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"}, "user": {"type": "string"}, "name": {"type": "string"},
+                    "state": {"type": "string", "enum": ["UPLOADING", "QUEUED", "STARTING", "RUNNING", "EXPORTING",
+                                                         "SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "LOST"]},
+                    "worker": {"type": "string"}, "gpus": {"type": "integer"},
+                    "gpu_indices": {"type": "array", "items": {"type": "integer"}},
+                    "timeout_s": {"type": "integer"}, "output": {"type": "string"}, "priority": {"type": "integer"},
+                    "image_id": {"type": "string"}, "image_bytes": {"type": "integer"},
+                    "created_at": {"type": "number"}, "updated_at": {"type": "number"},
+                    "history": {"type": "array", "items": {"type": "object"}},
+                    "exit_code": {"type": "integer", "nullable": True}, "reason": {"type": "string"},
+                    "output_bytes": {"type": "integer"}, "output_sha256": {"type": "string"},
+                    "log_bytes": {"type": "integer"}, "gpu_seconds": {"type": "number"},
+                    "started_at": {"type": "number", "nullable": True}, "finished_at": {"type": "number", "nullable": True},
+                    "resubmit_of": {"type": "string"}, "queue_position": {"type": "integer", "nullable": True},
+                    "waiting_reason": {"type": "string"},
+                },
+            },
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/tokens": {
+            "post": {"summary": "Log in: trade a user name and password for a bearer token", "security": [],
+                     "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                         "username": {"type": "string"}, "password": {"type": "string"}, "name": {"type": "string"}}}}}},
+                     "responses": {"201": _ok({"type": "object"}), "401": _ERR}},
+            "get": {"summary": "List your tokens", "responses": {"200": _ok({"type": "object"})}},
+        },
+        "/tokens/{token_id}": {"delete": {"summary": "Revoke a token", "parameters": [_param("token_id", "path", required=True)],
+                                          "responses": {"204": {"description": "revoked"}, "404": _ERR}}},
+        "/me": {"get": {"summary": "Who am I", "responses": {"200": _ok({"type": "object"}), "401": _ERR}}},
+        "/jobs": {
+            "post": {
+                "summary": "Submit a job: the body is the raw `docker save` tarball (or empty with image=)",
+                "parameters": [
+                    _param("gpus", kind="integer", text="GPUs (0 = CPU only)"),
+                    _param("timeout", kind="integer", text="seconds before SIGTERM"),
+                    _param("output", text="full | none"), _param("name"), _param("priority", kind="integer"),
+                    _param("image", text="sha256:<hex> of an image a worker already holds"),
+                    _param("Idempotency-Key", "header", text="retries with the same key return the same job"),
+                ],
+                "requestBody": {"content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": {"201": _ok({"type": "object", "properties": {"job": _JOB}}),
+                              "200": _ok({"type": "object", "properties": {"job": _JOB}}, "same Idempotency-Key"),
+                              "400": _ERR, "401": _ERR, "409": _ERR, "411": _ERR, "413": _ERR, "429": _ERR, "503": _ERR},
+            },
+            "get": {"summary": "List your jobs, newest first",
+                    "parameters": [_param("state"), _param("limit", kind="integer"), _param("all", text="1: everyone's (admins)")],
+                    "responses": {"200": _ok({"type": "object", "properties": {"jobs": {"type": "array", "items": _JOB}}})}},
+        },
+        "/jobs/{job_id}": {"get": {"summary": "One job", "parameters": [_ID],
+                                   "responses": {"200": _ok({"type": "object", "properties": {"job": _JOB}}), "404": _ERR}}},
+        "/jobs/{job_id}/cancel": {"post": {"summary": "Cancel a job", "parameters": [_ID],
+                                           "responses": {"200": _ok({"type": "object"}), "404": _ERR, "409": _ERR}}},
+        "/jobs/{job_id}/logs": {"get": {"summary": "The container's log", "parameters": [
+            _ID, _param("offset", kind="integer"), _param("follow", text="1: stream until the job ends")],
+            "responses": {"200": {"description": "log text", "content": {"text/plain": {}}}, "404": _ERR}}},
+        "/jobs/{job_id}/output": {"get": {"summary": "Download the output archive (zstd tar); Range supported",
+                                          "parameters": [_ID, _param("Range", "header")],
+                                          "responses": {"200": {"description": "archive"}, "206": {"description": "part"},
+                                                        "404": _ERR, "409": _ERR, "416": {"description": "bad range"}}}},
+        "/images/{image_id}": {"get": {"summary": "Which workers hold an image", "parameters": [_param("image_id", "path", required=True)],
+                                       "responses": {"200": _ok({"type": "object"})}}},
+        "/workers": {"get": {"summary": "Workers, GPUs and load", "responses": {"200": _ok({"type": "object"})}}},
+        "/workers/{name}/drain": {"post": {"summary": "Drain (or ?undo=1 undrain) a worker (admins)",
+                                           "parameters": [_param("name", "path", required=True), _param("undo")],
+                                           "responses": {"200": _ok({"type": "object"}), "403": _ERR}}},
+    },
+}
