@@ -349,7 +349,9 @@ class ImageArchiveChecker:
             typeflag = b"5"
         self._add_member(name, link, typeflag, size, offset)
 
-    def _add_member(self, raw_name: str, link: str, typeflag: bytes, size: int, offset: int) -> None:
+    def _add_member(
+        self, raw_name: str, link: str, typeflag: bytes, size: int, offset: int
+    ) -> None:
         name = self._safe_name(raw_name, "member")
         if typeflag in (b"3", b"4", b"6"):
             kind_word = {b"3": "character device", b"4": "block device", b"6": "fifo"}[typeflag]

@@ -16,8 +16,13 @@ from typing import Callable, TypeVar
 # before the first import, so no user has to export it in their shell.
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
-import etcd3  # noqa: E402
-import etcd3.exceptions  # noqa: E402
+import warnings  # noqa: E402
+
+with warnings.catch_warnings():
+    # Its generated modules use protobuf calls that today's protobuf marks deprecated.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import etcd3  # noqa: E402
+    import etcd3.exceptions  # noqa: E402
 import grpc  # noqa: E402
 
 from .config import EtcdConfig  # noqa: E402

@@ -23,7 +23,7 @@ def docker(*args: str) -> str:
     try:
         proc = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
     except FileNotFoundError:
-        pytest.fail("the docker CLI is not installed; these tests need docker and a running dockerd")
+        pytest.fail("the docker CLI is not installed; these tests need it and a running dockerd")
     if proc.returncode != 0:
         pytest.fail(f"`docker {' '.join(args)}` failed: {proc.stderr.strip()}")
     return proc.stdout.strip()

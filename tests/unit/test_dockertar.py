@@ -36,7 +36,9 @@ _TYPES = {
 }
 
 
-def make_tar(members: list[M], fmt: int = tarfile.PAX_FORMAT, pax_headers: dict | None = None) -> bytes:
+def make_tar(
+    members: list[M], fmt: int = tarfile.PAX_FORMAT, pax_headers: dict | None = None
+) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=fmt, pax_headers=pax_headers) as tar:
         for m in members:
@@ -112,10 +114,11 @@ def legacy_image(layers: list[bytes] | None = None, dir_prefix: str = "") -> Ima
     first_dir: dict[bytes, str] = {}
     for i, lay in enumerate(layers):
         d = dir_prefix + sha(lay + bytes([i]))
-        members += [M(d, kind="dir"), M(f"{d}/VERSION", b"1.0"), M(f"{d}/json", b'{"id":"%s"}' % d.encode())]
+        members += [M(d, kind="dir"), M(f"{d}/VERSION", b"1.0"), M(f"{d}/json", b"{}")]
         if lay in first_dir:
             # As Docker 20.10 writes a repeated layer.
-            members.append(M(f"{d}/layer.tar", kind="symlink", link=f"../{first_dir[lay].rsplit('/', 1)[-1]}/layer.tar"))
+            target = f"../{first_dir[lay].rsplit('/', 1)[-1]}/layer.tar"
+            members.append(M(f"{d}/layer.tar", kind="symlink", link=target))
         else:
             first_dir[lay] = d
             members.append(M(f"{d}/layer.tar", lay))
@@ -150,7 +153,9 @@ def oci_image(layers: list[bytes] | None = None) -> Image:
     members += [M(f"blobs/sha256/{h}", data) for h, data in blobs.items()]
     paths = [f"blobs/sha256/{sha(lay)}" for lay in layers]
     index = {"schemaVersion": 2, "manifests": [{"digest": f"sha256:{sha(oci_manifest)}"}]}
-    manifest = [{"Config": f"blobs/sha256/{sha(config)}", "RepoTags": ["sample:1"], "Layers": paths}]
+    manifest = [
+        {"Config": f"blobs/sha256/{sha(config)}", "RepoTags": ["sample:1"], "Layers": paths}
+    ]
     members += [
         M("index.json", json.dumps(index).encode()),
         M("manifest.json", json.dumps(manifest).encode()),
@@ -325,6 +330,7 @@ def test_gzip_compressed_archive() -> None:
 
 def test_empty_tar_has_no_files() -> None:
     fails(make_tar([]), "contains no files")
+    fails(make_tar([], pax_headers={"comment": "only a global header"}), "contains no files")
 
 
 # ---------------------------------------------------------------------------- truncation
@@ -339,8 +345,8 @@ def test_truncated_in_header() -> None:
 def test_truncated_in_data() -> None:
     data = legacy_image().tar()
     info = offsets(data)["manifest.json"]
-    fails(data[: info.offset_data + 10], "truncated", "ends in the middle of member 'manifest.json'",
-          f"got 10 of {info.size} bytes")
+    fails(data[: info.offset_data + 10], "truncated",
+          "ends in the middle of member 'manifest.json'", f"got 10 of {info.size} bytes")
 
 
 def test_truncated_in_padding() -> None:
@@ -353,7 +359,8 @@ def test_truncated_in_padding() -> None:
 def test_missing_end_blocks() -> None:
     data = legacy_image().tar()
     end = end_of_members(data)
-    fails(data[:end], "truncated", "without the end-of-archive marker", "after member 'repositories'")
+    fails(data[:end], "truncated", "without the end-of-archive marker",
+          "after member 'repositories'")
     fails(data[: end + 512], "truncated", "end-of-archive marker")
 
 
@@ -374,7 +381,8 @@ def test_corrupt_header_checksum_mid_archive() -> None:
 
 
 def test_garbage_after_end_of_archive() -> None:
-    fails(legacy_image().tar() + b"PK\x03\x04", "unexpected data after the end of the tar archive", in_feed=True)
+    fails(legacy_image().tar() + b"PK\x03\x04", "unexpected data after the end of the tar archive",
+          in_feed=True)
 
 
 # ------------------------------------------------------------------------------- safety
@@ -399,11 +407,13 @@ def test_nul_in_pax_name() -> None:
 
 
 def test_symlink_absolute_target() -> None:
-    fails(_with(M("etc-link", kind="symlink", link="/etc")), "'etc-link'", "absolute path '/etc'", in_feed=True)
+    fails(_with(M("etc-link", kind="symlink", link="/etc")), "'etc-link'",
+          "absolute path '/etc'", in_feed=True)
 
 
 def test_symlink_relative_escape() -> None:
-    fails(_with(M("a/b/up", kind="symlink", link="../../../etc/passwd")), "'a/b/up'", "outside the archive", in_feed=True)
+    fails(_with(M("a/b/up", kind="symlink", link="../../../etc/passwd")), "'a/b/up'",
+          "outside the archive", in_feed=True)
 
 
 def test_symlink_inside_archive_with_dotdot_is_fine() -> None:
@@ -414,23 +424,30 @@ def test_symlink_inside_archive_with_dotdot_is_fine() -> None:
 
 def test_symlink_chain_escape_found_at_finish() -> None:
     img = legacy_image()
-    img.members[1:1] = [M("here", kind="symlink", link="."), M("away", kind="symlink", link="here/..")]
+    img.members[1:1] = [
+        M("here", kind="symlink", link="."), M("away", kind="symlink", link="here/..")
+    ]
     fails(img.tar(), "'away'", "outside the archive")
 
 
 def test_member_below_a_symlinked_directory() -> None:
     img = legacy_image()
-    img.members[1:1] = [M("sub", kind="dir"), M("lnk", kind="symlink", link="sub"), M("lnk/file", b"x")]
+    img.members[1:1] = [
+        M("sub", kind="dir"), M("lnk", kind="symlink", link="sub"), M("lnk/file", b"x")
+    ]
     fails(img.tar(), "'lnk/file'", "which is a symlink", in_feed=True)
 
 
 def test_hardlink_escape() -> None:
-    fails(_with(M("hl", kind="hardlink", link="../etc/shadow")), "'hl'", "'..' component", in_feed=True)
-    fails(_with(M("hl", kind="hardlink", link="/etc/shadow")), "'hl'", "absolute path", in_feed=True)
+    fails(_with(M("hl", kind="hardlink", link="../etc/shadow")), "'hl'", "'..' component",
+          in_feed=True)
+    fails(_with(M("hl", kind="hardlink", link="/etc/shadow")), "'hl'", "absolute path",
+          in_feed=True)
 
 
 def test_hardlink_to_unseen_member() -> None:
-    fails(_with(M("hl", kind="hardlink", link="manifest.json")), "hardlink 'hl'", "not a file earlier", in_feed=True)
+    fails(_with(M("hl", kind="hardlink", link="manifest.json")), "hardlink 'hl'",
+          "not a file earlier", in_feed=True)
 
 
 def test_hardlinked_layer_is_accepted() -> None:
@@ -466,12 +483,14 @@ def test_missing_manifest() -> None:
 
 
 def test_manifest_not_json() -> None:
-    fails(legacy_image().replace("manifest.json", b"[not json").tar(), "manifest.json", "not valid JSON")
+    data = legacy_image().replace("manifest.json", b"[not json").tar()
+    fails(data, "manifest.json", "not valid JSON")
 
 
 def test_manifest_points_at_missing_layer() -> None:
     img = legacy_image([LAYER_A, LAYER_B])
-    fails(img.without(img.layer_paths[1]).tar(), "layer", img.layer_paths[1], "missing from the archive")
+    fails(img.without(img.layer_paths[1]).tar(), "layer", img.layer_paths[1],
+          "missing from the archive")
 
 
 def test_missing_config() -> None:
@@ -494,7 +513,9 @@ def test_config_digest_mismatch_oci() -> None:
 
 def test_diff_ids_and_layers_count_mismatch() -> None:
     img = legacy_image([LAYER_A, LAYER_B])
-    manifest = [{"Config": f"{sha(img.config)}.json", "RepoTags": [], "Layers": img.layer_paths[:1]}]
+    manifest = [
+        {"Config": f"{sha(img.config)}.json", "RepoTags": [], "Layers": img.layer_paths[:1]}
+    ]
     fails(img.replace("manifest.json", json.dumps(manifest).encode()).tar(),
           "lists 2 layers", "manifest.json lists 1")
 
@@ -545,7 +566,9 @@ def test_non_json_small_files_do_not_use_the_metadata_budget() -> None:
 def test_validating_reader_passes_bytes_through() -> None:
     data = oci_image().tar()
     progress: list[int] = []
-    reader = ValidatingReader(io.BytesIO(data), len(data), chunk_size=1000, on_progress=progress.append)
+    reader = ValidatingReader(
+        io.BytesIO(data), len(data), chunk_size=1000, on_progress=progress.append
+    )
     out = bytearray()
     while reader.tell() < len(data):
         out += reader.read(4096)
@@ -565,7 +588,8 @@ def test_validating_reader_read_all() -> None:
 def test_validating_reader_truncated_source() -> None:
     data = legacy_image().tar()
     reader = ValidatingReader(io.BytesIO(data[:-3000]), len(data))
-    with pytest.raises(ImageArchiveError, match=rf"upload truncated: got {len(data) - 3000} of {len(data)} bytes"):
+    expected = rf"upload truncated: got {len(data) - 3000} of {len(data)} bytes"
+    with pytest.raises(ImageArchiveError, match=expected):
         while reader.read(1 << 16):
             pass
 

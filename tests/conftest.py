@@ -1,0 +1,27 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+import pytest
+
+from pink.sampleimage import build_sample_image
+
+#: Sample job images: busybox rootfs + a shell script (built locally, no registry).
+SCRIPTS = {
+    "writer": "echo hello; mkdir -p /out; echo result-42 > /out/result.txt",
+    "fail": "echo about to fail; echo oops >&2; exit 3",
+    "sleeper": "trap 'echo got TERM; exit 143' TERM; mkdir -p /out; echo working > /out/progress.txt; "
+               "while true; do sleep 0.2; done",
+    "counter": "mkdir -p /out; echo started >> /out/starts; sleep 6; echo done > /out/result.txt",
+}
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    """name -> path of a `docker save` tarball of that sample image."""
+    folder = tmp_path_factory.mktemp("images")
+    out = {}
+    for name, script in SCRIPTS.items():
+        out[name] = folder / f"{name}.tar"
+        build_sample_image(f"pink-test-{name}:latest", script, out[name])
+    return out
