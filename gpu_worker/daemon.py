@@ -26,6 +26,7 @@ from pink import config as pink_config
 from pink import scheduling
 from pink.errors import PinkError
 from pink.gpus import Gpu, discover_gpus
+from pink.lease import Lease
 from pink.model import JOB_ID, WorkerInfo
 from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
@@ -46,7 +47,7 @@ class WorkerDaemon:
         self.runs: dict[str, JobRun] = {}
         self.stop_requested = threading.Event()
         self.wake = threading.Event()
-        self.lease_id = 0
+        self.lease = Lease(self.store, self.wcfg.lease_ttl_s, f"worker {self.wcfg.name}")
         self._unwatch = None
         self._watch_broken = True
         self._failing = False
@@ -90,11 +91,10 @@ class WorkerDaemon:
 
     def register(self) -> None:
         self._refresh_images(force=True)
-        self.lease_id = self.store.grant_lease(self.wcfg.lease_ttl_s)
         info = self.info()
-        self.store.register_worker(info, self.lease_id)
+        self.store.register_worker(info, self.lease.id)
         self._heartbeat_sent = ""
-        log.info("registered worker %s (%d GPUs, lease %x)", self.wcfg.name, len(self.gpus), self.lease_id)
+        log.info("registered worker %s (%d GPUs, lease %x)", self.wcfg.name, len(self.gpus), self.lease.id)
         if self.wcfg.drain:
             self.store.set_drained(self.wcfg.name, True)
         # Claims of the jobs this worker still holds must hang on the new lease.
@@ -102,17 +102,13 @@ class WorkerDaemon:
             if entry.state in CLAIMED:
                 job = self.store.get_job(entry.job_id)
                 if job is not None and job.state in CLAIMED:
-                    renewed = self.store.renew_claim(job, self.wcfg.name, self.lease_id)
+                    renewed = self.store.renew_claim(job, self.wcfg.name, self.lease.id)
                     if renewed is not None and job.id in self.runs:
                         self.runs[job.id].job = renewed
 
     def keep_lease(self) -> None:
-        if self.lease_id and self.store.refresh_lease(self.lease_id):
-            return
-        if self.lease_id:
-            log.warning("lease %x expired (etcd unreachable for longer than %ss?); registering again",
-                        self.lease_id, self.wcfg.lease_ttl_s)
-        self.register()
+        if self.lease.keepalive():
+            self.register()
 
     def heartbeat(self) -> None:
         self._refresh_images()
@@ -121,7 +117,7 @@ class WorkerDaemon:
         # Heartbeats only carry news: the lease refresh alone keeps the worker alive.
         key = body.split('"heartbeat_at"')[0]
         if key != self._heartbeat_sent:
-            self.store.heartbeat(info, self.lease_id)
+            self.store.heartbeat(info, self.lease.id)
             self._heartbeat_sent = key
 
     def watch(self) -> None:
@@ -180,7 +176,7 @@ class WorkerDaemon:
             job = self.store.get_job(decision.job_id)
             if job is None or job.state is not JobState.QUEUED:
                 continue
-            claimed = self.store.claim(job, self.wcfg.name, self.lease_id, decision.gpu_indices)
+            claimed = self.store.claim(job, self.wcfg.name, self.lease.id, decision.gpu_indices)
             if claimed is not None:
                 log.info("job %s: claimed (user %s, GPUs %s)", job.id, job.user, list(decision.gpu_indices) or "none")
                 self._launch(claimed)
@@ -232,7 +228,7 @@ class WorkerDaemon:
                 self.wake.clear()
                 try:
                     self.cycle()
-                    if time.monotonic() - last_sweep > 60:
+                    if time.monotonic() - last_sweep > self.wcfg.sweep_interval_s:
                         self.sweep_orphans()
                         last_sweep = time.monotonic()
                     if self._failing:

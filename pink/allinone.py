@@ -140,6 +140,21 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
     """Poll ``predicate`` until it returns something truthy; raise ServiceError on timeout."""
     deadline = time.monotonic() + timeout
@@ -315,8 +330,13 @@ class Service:
                 self._wait_exit(10)
         # Helpers that stayed behind in its process group (the group id is the pid because of
         # start_new_session); the group id cannot be reused while any member lives.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+        if group_members(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            # SIGKILL is delivered asynchronously: return only once they are gone.
+            deadline = time.monotonic() + 5
+            while group_members(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
         if self.pidfile:
             with contextlib.suppress(FileNotFoundError):
                 self.pidfile.unlink()
@@ -404,6 +424,24 @@ def etcd_get(endpoints: Sequence[str], key: str, timeout: float = 1.0) -> dict[s
             continue
         kvs = resp.json().get("kvs") or []
         return kvs[0] if kvs else None
+    raise ServiceError(f"no etcd endpoint answered: {last}")
+
+
+def etcd_get_prefix(endpoints: Sequence[str], prefix: str, timeout: float = 2.0) -> list[dict[str, Any]]:
+    """Every key-value under ``prefix`` through etcd's JSON gateway (values base64)."""
+    raw = prefix.encode()
+    end = raw[:-1] + bytes([raw[-1] + 1]) if raw and raw[-1] < 0xFF else b"\0"
+    body = {"key": base64.b64encode(raw).decode(), "range_end": base64.b64encode(end).decode()}
+    last: Exception | None = None
+    for endpoint in endpoints:
+        url = endpoint if "://" in endpoint else f"http://{endpoint}"
+        try:
+            resp = requests.post(f"{url}/v3/kv/range", json=body, timeout=timeout)
+            resp.raise_for_status()
+        except requests.RequestException as exc:
+            last = exc
+            continue
+        return list(resp.json().get("kvs") or [])
     raise ServiceError(f"no etcd endpoint answered: {last}")
 
 
@@ -640,6 +678,7 @@ class Dockerd(Service):
         self._short_exec: Path | None = None
         self.exec_root = self.base_dir / "exec"
         self.docker_pidfile = self.base_dir / "dockerd.pid"
+        self._terminating = False
 
     @property
     def sock(self) -> Path:
@@ -694,13 +733,19 @@ class Dockerd(Service):
         if ids:
             self.docker("rm", "-f", *ids, check=False)
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def terminate(self) -> None:
         # dockerd waits for running containers on shutdown: remove them first so that a
         # test's leftovers cannot stall teardown.
-        if self.alive():
+        if self.alive() and not self._terminating:
             with contextlib.suppress(subprocess.SubprocessError, OSError):
                 self.remove_all_containers()
+            self._terminating = True
+        super().terminate()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.terminate()
         super().stop(timeout)
+        self._terminating = False
         if self._short_exec is not None and not _mounts_under(self._short_exec):
             shutil.rmtree(self._short_exec, ignore_errors=True)
 
@@ -1431,7 +1476,7 @@ class LocalCluster:
         self.tokens: dict[str, str] = {}
         self.passwords: dict[str, str] = {}
         self._sessions: list[ApiSession] = []
-        self._images_before: set[str] = set()
+        self._images_before: set[str] | None = None
         self.tag = secrets.token_hex(3)
 
     # -- what tests use
@@ -1498,7 +1543,8 @@ class LocalCluster:
         user = current_user()
         ssh_dir = self.base_dir / "ssh"
         client_key = ssh_keygen(ssh_dir / "id_ed25519", "pink-web")
-        self._images_before = set(self._system_images())
+        images = self._system_images()
+        self._images_before = set(images) if images is not None else None
 
         # 1. Things with no dependencies, started together: etcd, sshds, extra engines.
         if not self.etcd_endpoints:
@@ -1577,15 +1623,44 @@ class LocalCluster:
         log.info("local cluster up in %.1fs at %s", time.monotonic() - t0, self.url)
         return self
 
-    def _system_images(self) -> list[str]:
+    def _system_images(self) -> list[str] | None:
+        """Image ids on the system engine, or None if it did not answer."""
         try:
             out = subprocess.run(
                 [_binary("docker", "/usr/bin/docker"), "-H", SYSTEM_DOCKER_URL, "images", "-q", "--no-trunc"],
                 capture_output=True, text=True, timeout=60,
             )
         except (subprocess.SubprocessError, OSError):
-            return []
-        return out.stdout.split() if out.returncode == 0 else []
+            return None
+        return out.stdout.split() if out.returncode == 0 else None
+
+    def remove_loaded_images(self) -> None:
+        """Remove images from the system engine that this cluster's jobs brought there.
+
+        Only images named by this cluster's job records *and* absent when it started: other
+        clusters (a parallel test run) and images built by fixtures are left alone. No force,
+        so an image a container still uses stays.
+        """
+        now = self._system_images()
+        if self._images_before is None or now is None:
+            return
+        jobs = etcd_get_prefix(self.etcd_endpoints, f"{self.etcd_prefix.rstrip('/')}/jobs/")
+        used = set()
+        for kv in jobs:
+            with contextlib.suppress(ValueError, TypeError):
+                used.add(json.loads(base64.b64decode(kv.get("value", ""))).get("image_id", ""))
+        docker = _binary("docker", "/usr/bin/docker")
+        for image in sorted((set(now) - self._images_before) & used):
+            tags = subprocess.run(
+                [docker, "-H", SYSTEM_DOCKER_URL, "image", "inspect", "--format", "{{json .RepoTags}}", image],
+                capture_output=True, text=True, timeout=60,
+            )
+            try:
+                names = json.loads(tags.stdout or "null") or [image]
+            except ValueError:
+                names = [image]
+            # Removing every tag deletes the image; removing by id would refuse a multi-tag one.
+            subprocess.run([docker, "-H", SYSTEM_DOCKER_URL, "rmi", *names], capture_output=True, timeout=120)
 
     def remove_job_containers(self) -> None:
         """Remove containers that this cluster's workers created (label pink.job + pink.worker)."""
@@ -1612,16 +1687,9 @@ class LocalCluster:
         front: list[Service] = ([self.nginx] if self.nginx else []) + list(self.web) + [w.daemon for w in self.workers]
         attempt("stop web servers and workers", lambda: stop_many(front))
         attempt("remove job containers", self.remove_job_containers)
-        new_images = set(self._system_images()) - self._images_before
-        if new_images:
-            attempt("remove test images", lambda: subprocess.run(
-                [_binary("docker", "/usr/bin/docker"), "-H", SYSTEM_DOCKER_URL, "rmi", "-f", *sorted(new_images)],
-                capture_output=True, timeout=120,
-            ))
+        attempt("remove images the jobs loaded", self.remove_loaded_images)
         for w in self.workers:
             attempt(f"stop sshd of {w.name}", w.sshd.stop)
-            if w.dockerd:
-                attempt(f"remove containers of {w.name}", w.dockerd.remove_all_containers)
         engines = [w.dockerd for w in self.workers if w.dockerd]
         attempt("stop extra docker engines", lambda: stop_many(engines, 30))
         for engine in engines:

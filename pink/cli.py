@@ -133,10 +133,13 @@ def load_config() -> dict[str, Any]:
     except ValueError as exc:
         raise CliError(
             EXIT_AUTH,
-            f"the CLI config {path} is not valid JSON ({exc}); delete it and run `pink login` again",
+            f"the CLI config {path} is not valid JSON ({exc}); "
+            "delete it and run `pink login` again",
         ) from exc
     if not isinstance(data, dict):
-        raise CliError(EXIT_AUTH, f"the CLI config {path} is not a JSON object; delete it and log in again")
+        raise CliError(
+            EXIT_AUTH, f"the CLI config {path} is not a JSON object; delete it and log in again"
+        )
     return data
 
 
@@ -174,7 +177,9 @@ def normalize_url(url: str) -> str:
         url = "https://" + url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise CliError(EXIT_USAGE, f"{url!r} is not a server URL; give one like https://pink.example.org")
+        raise CliError(
+            EXIT_USAGE, f"{url!r} is not a server URL; give one like https://pink.example.org"
+        )
     path = parts.path.rstrip("/")
     if path.endswith(API_PREFIX):
         path = path[: -len(API_PREFIX)]
@@ -200,9 +205,15 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     url = normalize_url(args.url or os.environ.get("PINK_URL") or file_url)
     # The saved token and CA belong to the saved server: never send that token elsewhere.
     same_server = bool(url) and url == file_url
-    token = args.token or os.environ.get("PINK_TOKEN") or (str(cfg.get("token") or "") if same_server else "")
-    ca_cert = args.ca_cert or os.environ.get("PINK_CA_CERT") or (
-        str(cfg.get("ca_cert") or "") if same_server else ""
+    token = (
+        args.token
+        or os.environ.get("PINK_TOKEN")
+        or (str(cfg.get("token") or "") if same_server else "")
+    )
+    ca_cert = (
+        args.ca_cert
+        or os.environ.get("PINK_CA_CERT")
+        or (str(cfg.get("ca_cert") or "") if same_server else "")
     )
     return Settings(url=url, token=token, ca_cert=ca_cert)
 
@@ -256,7 +267,9 @@ def parse_duration(text: str) -> int:
     """``3600``, ``90s``, ``30m``, ``2h`` or ``1d`` → seconds (argparse type)."""
     m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text.lower())
     if not m or int(m.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; use seconds or e.g. 90s, 30m, 2h, 1d")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; use seconds or e.g. 90s, 30m, 2h, 1d"
+        )
     return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
@@ -292,7 +305,9 @@ class Progress:
 
     REDRAW_S = 0.1
 
-    def __init__(self, verb: str, total: int | None, *, bar: bool, summary: bool, done: int = 0) -> None:
+    def __init__(
+        self, verb: str, total: int | None, *, bar: bool, summary: bool, done: int = 0
+    ) -> None:
         self.verb = verb
         self.total = total
         self.bar = bar
@@ -326,12 +341,18 @@ class Progress:
             fill = min(1.0, self.done / self.total)
             eta = (self.total - self.done) / rate if rate > 0 else None
             text += f" / {human_bytes(self.total)} {fill * 100:3.0f}%"
-            text += f"  {rate / 1e6:.1f} MB/s  ETA {human_duration(eta) if eta is not None else '?'}"
+            text += (
+                f"  {rate / 1e6:.1f} MB/s  ETA {human_duration(eta) if eta is not None else '?'}"
+            )
         else:
             text += f"  {rate / 1e6:.1f} MB/s"
         columns = shutil.get_terminal_size((80, 24)).columns
         width = max(0, min(30, columns - len(text) - 4))
-        bar = f"[{'#' * int(fill * width)}{'.' * (width - int(fill * width))}] " if width >= 10 else ""
+        bar = (
+            f"[{'#' * int(fill * width)}{'.' * (width - int(fill * width))}] "
+            if width >= 10
+            else ""
+        )
         line = (bar + text)[: max(columns - 1, 1)]
         self.stream.write("\r" + line.ljust(max(columns - 1, 1)))
         self.stream.flush()
@@ -375,26 +396,47 @@ class Ui:
 
 
 def _ui(args: argparse.Namespace) -> Ui:
-    return Ui(quiet=bool(getattr(args, "quiet", False)), fmt=getattr(args, "fmt", "table") or "table")
+    return Ui(
+        quiet=bool(getattr(args, "quiet", False)), fmt=getattr(args, "fmt", "table") or "table"
+    )
 
 
 # ---------------------------------------------------------------------------- HTTP client
 
 
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions requests/urllib3 wrapped in it, outermost first."""
+    chain = [exc]
+    while len(chain) < 8:
+        cur = chain[-1]
+        nested = getattr(cur, "reason", None)
+        if not isinstance(nested, BaseException):
+            nested = next((a for a in reversed(cur.args) if isinstance(a, BaseException)), None)
+        if nested is None or nested in chain:
+            break
+        chain.append(nested)
+    return chain
+
+
 def _short_reason(exc: BaseException) -> str:
     """The useful part of a requests/urllib3 exception ("Connection refused", ...)."""
-    inner: Any = exc
-    for _ in range(4):
-        nxt = getattr(inner, "reason", None) or (inner.args[0] if getattr(inner, "args", None) else None)
-        if not isinstance(nxt, BaseException):
-            break
-        inner = nxt
+    inner = _exception_chain(exc)[-1]
     text = str(inner)
     m = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
     if m:
         return m.group(1).strip()
     text = re.sub(r"<[^>]+ object at 0x[0-9a-f]+>: ", "", text)
     return text[:300] or type(inner).__name__
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """True when no connection was made at all (refused, no route, unknown host)."""
+    return any(
+        isinstance(
+            e, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)
+        )
+        for e in _exception_chain(exc)
+    )
 
 
 def _error_message(resp: requests.Response) -> str:
@@ -433,7 +475,7 @@ class Api:
         self.url = settings.url
         self.session = requests.Session()
         # Verification is never switched off: the cluster's CA when given, system CAs otherwise.
-        self.session.verify = settings.ca_cert or True
+        self.verify: str | bool = settings.ca_cert or True
         self.session.headers["User-Agent"] = f"pink-cli/{__version__}"
         if settings.token:
             self.session.headers["Authorization"] = f"Bearer {settings.token}"
@@ -445,6 +487,22 @@ class Api:
         self.close()
 
     def close(self) -> None:
+        # urllib3 2.x only drops its pools on clear() and closes their sockets when they are
+        # garbage collected; a traceback kept from a failed attempt can hold a pool, and with it
+        # an open connection, indefinitely. Close them now.
+        for adapter in self.session.adapters.values():
+            managers = [
+                getattr(adapter, "poolmanager", None),
+                *getattr(adapter, "proxy_manager", {}).values(),
+            ]
+            for manager in managers:
+                pools = getattr(manager, "pools", None)
+                if pools is None:
+                    continue
+                for key in list(pools.keys()):
+                    pool = pools.get(key)
+                    if pool is not None:
+                        pool.close()
         self.session.close()
 
     def send(
@@ -465,6 +523,8 @@ class Api:
                 timeout=timeout or (CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
                 # A redirect would drop the token (other host) or turn a POST into a GET.
                 allow_redirects=False,
+                # Per request: set on the session, $REQUESTS_CA_BUNDLE would win over --ca-cert.
+                verify=self.verify,
                 **kwargs,
             )
         except requests.exceptions.SSLError as exc:
@@ -476,12 +536,17 @@ class Api:
                 else ""
             )
             raise CliError(EXIT_NETWORK, f"TLS with {self.url} failed: {reason}.{hint}") from exc
-        except requests.exceptions.Timeout as exc:
-            raise NetworkError(f"{self.url} did not answer in time ({_short_reason(exc)}); try again later") from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise NetworkError(
-                f"cannot reach {self.url}: {_short_reason(exc)}. Check the URL and that the cluster is up"
-            ) from exc
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            if _never_connected(exc):
+                raise NetworkError(
+                    f"cannot reach {self.url}: {_short_reason(exc)}. "
+                    "Check the URL and that the cluster is up"
+                ) from exc
+            if isinstance(exc, requests.exceptions.Timeout):
+                raise NetworkError(
+                    f"{self.url} did not answer in time ({_short_reason(exc)}); try again later"
+                ) from exc
+            raise NetworkError(f"the connection to {self.url} broke: {_short_reason(exc)}") from exc
         except requests.exceptions.RequestException as exc:
             raise NetworkError(f"request to {self.url} failed: {_short_reason(exc)}") from exc
         log.debug("-> %s", resp.status_code)
@@ -492,15 +557,19 @@ class Api:
                 where = resp.headers.get("Location", "?")
                 raise HttpError(
                     resp.status_code,
-                    f"{self.url} redirects to {where}: use that server URL (pink login URL or --url)",
+                    f"{self.url} redirects to {where}: "
+                    "use that server URL (pink login URL or --url)",
                 )
             message = _error_message(resp)
         if resp.status_code == 401:
             raise HttpError(
                 401,
-                f"the server refused the credentials ({message}): run `pink login {self.url} --user NAME` again",
+                f"the server refused the credentials ({message}): "
+                f"run `pink login {self.url} --user NAME` again",
             )
-        raise HttpError(resp.status_code, f"the server refused the request (HTTP {resp.status_code}): {message}")
+        raise HttpError(
+            resp.status_code, f"the server refused the request (HTTP {resp.status_code}): {message}"
+        )
 
     def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         resp = self.send(method, path, **kwargs)
@@ -516,7 +585,9 @@ class Api:
                     "is the URL that of a PINK server?",
                 ) from exc
         if not isinstance(data, dict):
-            raise CliError(EXIT_REFUSED, f"{self.url} answered {method} {path} with unexpected JSON")
+            raise CliError(
+                EXIT_REFUSED, f"{self.url} answered {method} {path} with unexpected JSON"
+            )
         return data
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -526,7 +597,10 @@ class Api:
 def _job_of(data: dict[str, Any]) -> dict[str, Any]:
     job = data.get("job")
     if not isinstance(job, dict) or "id" not in job:
-        raise CliError(EXIT_REFUSED, "the server's answer has no job record; is it a PINK server of the same version?")
+        raise CliError(
+            EXIT_REFUSED,
+            "the server's answer has no job record; is it a PINK server of the same version?",
+        )
     return job
 
 
@@ -547,9 +621,15 @@ class ImageArchive:
 
 def _read_member(tf: tarfile.TarFile, member: tarfile.TarInfo, limit: int, what: str) -> bytes:
     if not member.isfile():
-        raise CliError(EXIT_USAGE, f"{tf.name}: {member.name} is not a regular file; is it a `docker save` archive?")
+        raise CliError(
+            EXIT_USAGE,
+            f"{tf.name}: {member.name} is not a regular file; is it a `docker save` archive?",
+        )
     if member.size > limit:
-        raise CliError(EXIT_USAGE, f"{tf.name}: {what} {member.name} is implausibly large ({human_bytes(member.size)})")
+        raise CliError(
+            EXIT_USAGE,
+            f"{tf.name}: {what} {member.name} is implausibly large ({human_bytes(member.size)})",
+        )
     f = tf.extractfile(member)
     assert f is not None  # isfile() was checked
     with f:
@@ -567,7 +647,10 @@ def read_image_archive(path: Path) -> ImageArchive:
         with open(path, "rb") as f:
             magic = f.read(6)
     except FileNotFoundError:
-        raise CliError(EXIT_USAGE, f"{path}: no such file (give the tarball written by `docker save -o FILE IMAGE`)") from None
+        raise CliError(
+            EXIT_USAGE,
+            f"{path}: no such file (give the tarball written by `docker save -o FILE IMAGE`)",
+        ) from None
     except OSError as exc:
         raise CliError(EXIT_USAGE, f"cannot read {path}: {exc.strerror}") from exc
     for prefix, kind in COMPRESSED_MAGIC.items():
@@ -584,18 +667,24 @@ def read_image_archive(path: Path) -> ImageArchive:
             except KeyError:
                 raise CliError(
                     EXIT_USAGE,
-                    f"{path} has no manifest.json: it is not a complete `docker save` archive (truncated?)",
+                    f"{path} has no manifest.json: "
+                    "it is not a complete `docker save` archive (truncated?)",
                 ) from None
             try:
-                manifest = json.loads(_read_member(tf, manifest_member, MAX_CONFIG_BYTES, "manifest"))
+                manifest = json.loads(
+                    _read_member(tf, manifest_member, MAX_CONFIG_BYTES, "manifest")
+                )
             except ValueError as exc:
-                raise CliError(EXIT_USAGE, f"{path}: manifest.json is not valid JSON ({exc})") from exc
+                raise CliError(
+                    EXIT_USAGE, f"{path}: manifest.json is not valid JSON ({exc})"
+                ) from exc
             if not isinstance(manifest, list) or not manifest or not isinstance(manifest[0], dict):
                 raise CliError(EXIT_USAGE, f"{path}: manifest.json lists no image")
             if len(manifest) != 1:
                 raise CliError(
                     EXIT_USAGE,
-                    f"{path} holds {len(manifest)} images; PINK runs one: `docker save` a single image per file",
+                    f"{path} holds {len(manifest)} images; PINK runs one: "
+                    "`docker save` a single image per file",
                 )
             entry = manifest[0]
             config_name = entry.get("Config")
@@ -604,12 +693,19 @@ def read_image_archive(path: Path) -> ImageArchive:
             try:
                 config_member = tf.getmember(config_name)
             except KeyError:
-                raise CliError(EXIT_USAGE, f"{path}: the image config {config_name} named by manifest.json is missing") from None
+                raise CliError(
+                    EXIT_USAGE,
+                    f"{path}: the image config {config_name} named by manifest.json is missing",
+                ) from None
             config = _read_member(tf, config_member, MAX_CONFIG_BYTES, "image config")
     except tarfile.TarError as exc:
-        raise CliError(EXIT_USAGE, f"{path} is not a tar archive ({exc}); give the output of `docker save`") from exc
+        raise CliError(
+            EXIT_USAGE, f"{path} is not a tar archive ({exc}); give the output of `docker save`"
+        ) from exc
     tags = tuple(str(t) for t in (entry.get("RepoTags") or []) if isinstance(t, str))
-    return ImageArchive(path=path, size=size, image_id="sha256:" + hashlib.sha256(config).hexdigest(), tags=tags)
+    return ImageArchive(
+        path=path, size=size, image_id="sha256:" + hashlib.sha256(config).hexdigest(), tags=tags
+    )
 
 
 def _docker(argv: list[str]) -> str:
@@ -632,7 +728,10 @@ def _docker(argv: list[str]) -> str:
 def docker_image_id(name: str) -> str:
     image_id = _docker(["image", "inspect", "--format", "{{.Id}}", "--", name]).strip()
     if not IMAGE_ID_RE.match(image_id):
-        raise CliError(EXIT_USAGE, f"docker reported {image_id!r} as the id of {name}, which is not a sha256 image id")
+        raise CliError(
+            EXIT_USAGE,
+            f"docker reported {image_id!r} as the id of {name}, which is not a sha256 image id",
+        )
     return image_id
 
 
@@ -668,7 +767,9 @@ class _FileBody:
                 block = f.read(min(CHUNK, left))
                 if not block:
                     # Sending fewer bytes than announced would hang the server; stop now.
-                    raise CliError(EXIT_USAGE, f"{self.path} got shorter while it was being uploaded")
+                    raise CliError(
+                        EXIT_USAGE, f"{self.path} got shorter while it was being uploaded"
+                    )
                 left -= len(block)
                 self.progress.add(len(block))
                 yield block
@@ -678,7 +779,9 @@ def _backoff(attempt: int) -> float:
     return RETRY_BACKOFF_S * (2 ** (attempt - 1))
 
 
-def _submit_held(api: Api, params: dict[str, Any], image_id: str, key: str) -> dict[str, Any] | None:
+def _submit_held(
+    api: Api, params: dict[str, Any], image_id: str, key: str
+) -> dict[str, Any] | None:
     """Submit against an image a worker holds: empty body. None when no worker has it anymore."""
     try:
         resp = api.send(
@@ -698,7 +801,9 @@ def _submit_held(api: Api, params: dict[str, Any], image_id: str, key: str) -> d
         return _job_of(resp.json())
 
 
-def _upload(api: Api, archive: ImageArchive, params: dict[str, Any], key: str, ui: Ui) -> tuple[dict[str, Any], int]:
+def _upload(
+    api: Api, archive: ImageArchive, params: dict[str, Any], key: str, ui: Ui
+) -> dict[str, Any]:
     """POST the tarball; retry broken connections with the same key, so at most one job exists."""
     progress = ui.progress("uploading", archive.size)
     for attempt in range(1, UPLOAD_ATTEMPTS + 1):
@@ -721,11 +826,13 @@ def _upload(api: Api, archive: ImageArchive, params: dict[str, Any], key: str, u
                 raise CliError(
                     exc.code,
                     f"{exc}. The upload failed {attempt} times; run the same command again with "
-                    f"--idempotency-key {key} so that a job the server did create is not duplicated",
+                    f"--idempotency-key {key} so that a job the server did create "
+                    "is not duplicated",
                 ) from exc
             delay = _backoff(attempt)
             ui.info(
-                f"upload interrupted ({exc}); retrying in {delay:.0f} s with the same idempotency key"
+                f"upload interrupted ({exc}); retrying in {delay:.3g} s "
+                "with the same idempotency key"
                 f" (retry {attempt} of {UPLOAD_ATTEMPTS - 1})"
             )
             time.sleep(delay)
@@ -735,8 +842,11 @@ def _upload(api: Api, archive: ImageArchive, params: dict[str, Any], key: str, u
             replay = resp.status_code == 200
         progress.finish()
         if replay:
-            ui.info(f"the server already had job {job['id']} for idempotency key {key}: not submitted twice")
-        return job, archive.size
+            ui.info(
+                f"the server already had job {job['id']} for idempotency key {key}: "
+                "not submitted twice"
+            )
+        return job
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -757,7 +867,11 @@ def image_holders(api: Api, image_id: str) -> list[str]:
 def cmd_submit(args: argparse.Namespace) -> int:
     ui = _ui(args)
     if bool(args.tarball) == bool(args.image):
-        raise CliError(EXIT_USAGE, "give either IMAGE.tar (from `docker save`) or --image NAME (a local docker image), not both")
+        raise CliError(
+            EXIT_USAGE,
+            "give either IMAGE.tar (from `docker save`) or --image NAME (a local docker image), "
+            "not both",
+        )
     if args.download:
         args.wait = True
     key = args.idempotency_key or str(uuid.uuid4())
@@ -796,7 +910,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 # The server needs Content-Length, so the export goes to a file, not a pipe.
                 tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="pink-save-")))
                 archive = docker_save(args.image, tmp / "image.tar", ui)
-            job, _sent = _upload(api, archive, params, key, ui)
+            job = _upload(api, archive, params, key, ui)
         ui.info(f"submitted job {job['id']} ({job.get('state', '?')})")
         if args.fmt == "json" and not args.wait:
             print_json(job)
@@ -806,10 +920,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if not args.wait:
             return EXIT_OK
 
-        job = wait_for_job(api, str(job["id"]), ui)
+        try:
+            job = wait_for_job(api, str(job["id"]), ui)
+        except KeyboardInterrupt:
+            raise CliError(
+                130,
+                f"stopped waiting; job {job['id']} keeps running: follow it with "
+                f"`pink status {job['id']}` or stop it with `pink cancel {job['id']}`",
+            ) from None
         rc = EXIT_OK if job.get("state") == JobState.SUCCEEDED.value else EXIT_JOB_FAILED
         if args.download:
-            if job.get("output") == "none" or not (job.get("output_bytes") or job.get("output_sha256")):
+            if job.get("output") == "none" or not (
+                job.get("output_bytes") or job.get("output_sha256")
+            ):
                 ui.info(f"job {job['id']} has no output archive to download")
             else:
                 download_output(api, job, Path(args.download), ui)
@@ -831,7 +954,9 @@ def _describe(job: dict[str, Any]) -> str:
             text += f" ({'; '.join(extra)})"
     elif state in (JobState.STARTING.value, JobState.RUNNING.value) and job.get("worker"):
         gpus = job.get("gpu_indices") or []
-        text += f" on {job['worker']}" + (f", GPUs {','.join(str(g) for g in gpus)}" if gpus else "")
+        text += f" on {job['worker']}" + (
+            f", GPUs {','.join(str(g) for g in gpus)}" if gpus else ""
+        )
     elif state in TERMINAL_STATES:
         extra = []
         if job.get("exit_code") is not None:
@@ -911,7 +1036,8 @@ def _fetch_once(api: Api, job_id: str, part: Path, expected_size: int | None, ui
         hasher = hashlib.sha256()
         if resp.status_code == 416:
             if have and expected_size is not None and have == expected_size:
-                _hash_file(part, hasher)  # a previous run got every byte but stopped before renaming
+                # A previous run got every byte but stopped before renaming.
+                _hash_file(part, hasher)
                 return hasher.hexdigest()
             part.unlink(missing_ok=True)
             raise NetworkError(f"the server could not resume from byte {have}; starting over")
@@ -919,7 +1045,9 @@ def _fetch_once(api: Api, job_id: str, part: Path, expected_size: int | None, ui
             start, total = _parse_content_range(resp.headers.get("Content-Range", ""))
             if start != have:
                 part.unlink(missing_ok=True)
-                raise NetworkError(f"the server resumed at byte {start} instead of {have}; starting over")
+                raise NetworkError(
+                    f"the server resumed at byte {start} instead of {have}; starting over"
+                )
             _hash_file(part, hasher)
             mode = "ab"
             ui.info(f"resuming download at {human_bytes(have)}")
@@ -953,18 +1081,13 @@ def _fetch_once(api: Api, job_id: str, part: Path, expected_size: int | None, ui
         return hasher.hexdigest()
 
 
-def download_output(api: Api, job: dict[str, Any], dest: Path, ui: Ui) -> Path:
-    """Download a job's archive to ``dest`` via ``dest.part`` and check its sha256."""
-    job_id = str(job["id"])
-    if job.get("output") == "none":
-        raise CliError(EXIT_REFUSED, f"job {job_id} was submitted with --output none: it has no output archive")
-    part = dest.with_name(dest.name + ".part")
-    expected_size = job.get("output_bytes") or None
-    expected = str(job.get("output_sha256") or "").lower().removeprefix("sha256:")
+def _fetch_with_retries(
+    api: Api, job_id: str, part: Path, dest: Path, expected_size: int | None, ui: Ui
+) -> str:
+    """_fetch_once, resuming after broken connections. Returns the sha256 hex of ``part``."""
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         try:
-            digest = _fetch_once(api, job_id, part, expected_size, ui)
-            break
+            return _fetch_once(api, job_id, part, expected_size, ui)
         except CliError as exc:
             if not _is_transient(exc):
                 raise
@@ -975,20 +1098,45 @@ def download_output(api: Api, job: dict[str, Any], dest: Path, ui: Ui) -> Path:
                     f"`pink download {job_id} -o {dest}` again to resume",
                 ) from exc
             delay = _backoff(attempt)
-            ui.info(f"{exc}; retrying in {delay:.0f} s")
+            ui.info(f"{exc}; retrying in {delay:.3g} s")
             time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def download_output(api: Api, job: dict[str, Any], dest: Path, ui: Ui) -> Path:
+    """Download a job's archive to ``dest`` via ``dest.part`` and check its sha256."""
+    job_id = str(job["id"])
+    if job.get("output") == "none":
+        raise CliError(
+            EXIT_REFUSED, f"job {job_id} was submitted with --output none: it has no output archive"
+        )
+    part = dest.with_name(dest.name + ".part")
+    expected_size = job.get("output_bytes") or None
+    expected = str(job.get("output_sha256") or "").lower().removeprefix("sha256:")
+    resumed = part.exists() and part.stat().st_size > 0
+    digest = _fetch_with_retries(api, job_id, part, dest, expected_size, ui)
+    if expected and digest != expected and resumed:
+        # The partial file may be left from another archive saved under the same name.
+        ui.info("the resumed download does not match the server's sha256; downloading it afresh")
+        part.unlink(missing_ok=True)
+        digest = _fetch_with_retries(api, job_id, part, dest, expected_size, ui)
     if not expected:
-        ui.info(f"warning: the server recorded no sha256 for job {job_id}; the download is not verified")
+        ui.info(
+            f"warning: the server recorded no sha256 for job {job_id}; the download is not verified"
+        )
     elif digest != expected:
         part.unlink(missing_ok=True)
         raise CliError(
             EXIT_REFUSED,
-            f"the download of job {job_id} is corrupt: its sha256 is {digest} but the server recorded "
-            f"{expected}. Removed {part}; run `pink download {job_id}` again, and if it fails again the "
-            "archive on the worker is damaged",
+            f"the download of job {job_id} is corrupt: its sha256 is {digest} but the server "
+            f"recorded {expected}. Removed {part}; run `pink download {job_id}` again, "
+            "and if it fails again the archive on the worker is damaged",
         )
     os.replace(part, dest)
-    ui.info(f"saved {dest} ({human_bytes(dest.stat().st_size)}{', sha256 verified' if expected else ''})")
+    ui.info(
+        f"saved {dest} ({human_bytes(dest.stat().st_size)}"
+        f"{', sha256 verified' if expected else ''})"
+    )
     return dest
 
 
@@ -1006,12 +1154,17 @@ def cmd_login(args: argparse.Namespace) -> int:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         if not _isatty(sys.stdin):
-            raise CliError(EXIT_USAGE, "no terminal to ask for the password on: pipe it in with --password-stdin")
+            raise CliError(
+                EXIT_USAGE,
+                "no terminal to ask for the password on: pipe it in with --password-stdin",
+            )
         password = getpass.getpass(f"password for {args.user} at {url}: ")
     if not password:
         raise CliError(EXIT_USAGE, "empty password")
-    ca_cert = args.ca_cert or os.environ.get("PINK_CA_CERT") or (
-        str(cfg.get("ca_cert") or "") if url == file_url else ""
+    ca_cert = (
+        args.ca_cert
+        or os.environ.get("PINK_CA_CERT")
+        or (str(cfg.get("ca_cert") or "") if url == file_url else "")
     )
     if ca_cert:
         ca_cert = os.path.abspath(ca_cert)
@@ -1022,16 +1175,24 @@ def cmd_login(args: argparse.Namespace) -> int:
             data = api.json(
                 "POST",
                 "/tokens",
-                json={"username": args.user, "password": password, "name": f"cli@{socket.gethostname()}"},
+                json={
+                    "username": args.user,
+                    "password": password,
+                    "name": f"cli@{socket.gethostname()}",
+                },
                 ok=(200, 201),
             )
         except HttpError as exc:
             if exc.status == 401:
-                raise CliError(EXIT_AUTH, f"{url} refused user {args.user!r}: wrong user name or password") from exc
+                raise CliError(
+                    EXIT_AUTH, f"{url} refused user {args.user!r}: wrong user name or password"
+                ) from exc
             raise
     token = data.get("token")
     if not isinstance(token, str) or not token:
-        raise CliError(EXIT_REFUSED, f"{url} answered the login without a token; is it a PINK server?")
+        raise CliError(
+            EXIT_REFUSED, f"{url} answered the login without a token; is it a PINK server?"
+        )
     path = save_config(
         {
             "url": url,
@@ -1055,11 +1216,18 @@ def cmd_logout(args: argparse.Namespace) -> int:
     token_id = str(cfg.get("token_id") or "")
     if url and token_id:
         try:
-            settings = Settings(url=url, token=str(cfg["token"]), ca_cert=str(cfg.get("ca_cert") or ""))
+            settings = Settings(
+                url=url, token=str(cfg["token"]), ca_cert=str(cfg.get("ca_cert") or "")
+            )
             with Api(settings) as api:
-                api.send("DELETE", f"/tokens/{quote(token_id, safe='')}", ok=(200, 204, 401, 404)).close()
+                api.send(
+                    "DELETE", f"/tokens/{quote(token_id, safe='')}", ok=(200, 204, 401, 404)
+                ).close()
         except CliError as exc:
-            ui.info(f"warning: could not revoke the token on the server ({exc}); it stays valid until it is deleted there")
+            ui.info(
+                f"warning: could not revoke the token on the server ({exc}); "
+                "it stays valid until it is deleted there"
+            )
     # Keep the server and CA so that the next `pink login` needs no URL.
     save_config({k: v for k, v in cfg.items() if k in ("url", "ca_cert")})
     ui.info(f"logged out of {url or 'the server'}")
@@ -1115,10 +1283,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("state", job.get("state")),
     ]
     if job.get("state") == JobState.QUEUED.value:
-        rows += [("queue position", job.get("queue_position")), ("waiting for", job.get("waiting_reason"))]
+        rows += [
+            ("queue position", job.get("queue_position")),
+            ("waiting for", job.get("waiting_reason")),
+        ]
     rows += [
         ("worker", job.get("worker")),
-        ("gpus", f"{job.get('gpus', 0)}" + (f" (indices {','.join(map(str, job['gpu_indices']))})" if job.get("gpu_indices") else "")),
+        (
+            "gpus",
+            f"{job.get('gpus', 0)}"
+            + (
+                f" (indices {','.join(map(str, job['gpu_indices']))})"
+                if job.get("gpu_indices")
+                else ""
+            ),
+        ),
         ("priority", job.get("priority")),
         ("timeout", human_duration(job.get("timeout_s")) if job.get("timeout_s") else None),
         ("image", job.get("image_id")),
@@ -1188,13 +1367,22 @@ def cmd_logs(args: argparse.Namespace) -> int:
                             # read1 returns what has arrived, so a followed log shows up at once.
                             data = read1(65536) if read1 else resp.raw.read(65536)
                         except (urllib3.exceptions.HTTPError, OSError) as exc:
-                            raise NetworkError(f"the log stream broke off ({_short_reason(exc)})") from exc
+                            raise NetworkError(
+                                f"the log stream broke off ({_short_reason(exc)})"
+                            ) from exc
                         if not data:
                             break
                         _write_stdout(data)
                         offset += len(data)
                         failures = 0
-                return EXIT_OK
+                if not args.follow:
+                    return EXIT_OK
+                # A proxy or worker timeout can end a followed stream early: only the job's
+                # end is the log's end.
+                state = str(api.job(args.job).get("state"))
+                if state in TERMINAL_STATES:
+                    return EXIT_OK
+                raise NetworkError(f"the log stream ended while the job is {state}")
             except CliError as exc:
                 if not args.follow or not _is_transient(exc):
                     raise
@@ -1202,7 +1390,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 if failures >= LOG_FOLLOW_ATTEMPTS:
                     raise
                 delay = min(_backoff(failures), 10.0)
-                ui.info(f"{exc}; reconnecting in {delay:.0f} s from byte {offset}")
+                ui.info(f"{exc}; reconnecting in {delay:.3g} s from byte {offset}")
                 time.sleep(delay)
 
 
@@ -1247,13 +1435,30 @@ def cmd_workers(args: argparse.Namespace) -> int:
                 f"{w.get('gpus_free', '?')}/{len(gpus)}",
                 str(w.get("cpus", "-")),
                 human_bytes(w.get("memory_bytes")) if w.get("memory_bytes") else "-",
-                human_bytes(w.get("disk_free_bytes")) if w.get("disk_free_bytes") is not None else "-",
+                (
+                    human_bytes(w.get("disk_free_bytes"))
+                    if w.get("disk_free_bytes") is not None
+                    else "-"
+                ),
                 str(w.get("running", 0)),
                 str(w.get("queued", 0)),
                 str(len(w.get("images") or [])),
             ]
         )
-    print_table(["NAME", "STATUS", "GPUS FREE", "CPUS", "MEMORY", "DISK FREE", "RUNNING", "QUEUED", "IMAGES"], rows)
+    print_table(
+        [
+            "NAME",
+            "STATUS",
+            "GPUS FREE",
+            "CPUS",
+            "MEMORY",
+            "DISK FREE",
+            "RUNNING",
+            "QUEUED",
+            "IMAGES",
+        ],
+        rows,
+    )
     return EXIT_OK
 
 
@@ -1271,22 +1476,51 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         return argparse.SUPPRESS if suppress else value
 
     g = parser.add_argument_group("connection and output")
-    g.add_argument("--url", default=d(None), help="server URL (default: $PINK_URL or the one from `pink login`)")
-    g.add_argument("--ca-cert", default=d(None), metavar="FILE", help="CA certificate to verify the server with ($PINK_CA_CERT)")
-    g.add_argument("--token", default=d(None), help="API token ($PINK_TOKEN; default: the one from `pink login`)")
-    g.add_argument("-v", "--verbose", action="count", default=d(0), help="log more (-vv: HTTP details)")
-    g.add_argument("-q", "--quiet", action="store_true", default=d(False), help="no progress or status messages on stderr")
+    g.add_argument(
+        "--url",
+        default=d(None),
+        help="server URL (default: $PINK_URL or the one from `pink login`)",
+    )
+    g.add_argument(
+        "--ca-cert",
+        default=d(None),
+        metavar="FILE",
+        help="CA certificate to verify the server with ($PINK_CA_CERT)",
+    )
+    g.add_argument(
+        "--token",
+        default=d(None),
+        help="API token ($PINK_TOKEN; default: the one from `pink login`)",
+    )
+    g.add_argument(
+        "-v", "--verbose", action="count", default=d(0), help="log more (-vv: HTTP details)"
+    )
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=d(False),
+        help="no progress or status messages on stderr",
+    )
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--format", dest="fmt", choices=("table", "json"), default="table", help="output format")
+    parser.add_argument(
+        "-o",
+        "--format",
+        dest="fmt",
+        choices=("table", "json"),
+        default="table",
+        help="output format",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pink",
         description="Run docker images on the GPU servers of a PINK cluster.",
-        epilog="Exit codes: 0 ok, 1 job ended badly (--wait), 2 usage, 3 network/TLS, 4 not logged in, 5 refused.",
+        epilog="Exit codes: 0 ok, 1 job ended badly (--wait), 2 usage, 3 network/TLS, "
+        "4 not logged in, 5 refused.",
     )
     parser.add_argument("--version", action="version", version=f"pink {__version__}")
     _add_globals(parser, suppress=False)
@@ -1294,35 +1528,69 @@ def build_parser() -> argparse.ArgumentParser:
     _add_globals(common, suppress=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help_text: str
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         p.set_defaults(func=func, fmt="table")
         return p
 
     p = add("login", cmd_login, "log in and save an API token")
-    p.add_argument("server", nargs="?", metavar="URL", help="server URL, e.g. https://pink.example.org")
+    p.add_argument(
+        "server", nargs="?", metavar="URL", help="server URL, e.g. https://pink.example.org"
+    )
     p.add_argument("--user", "-u", required=True)
-    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin",
+    )
 
     add("logout", cmd_logout, "revoke and forget the saved token")
 
     p = add("submit", cmd_submit, "submit a docker image as a job")
-    p.add_argument("tarball", nargs="?", metavar="IMAGE.tar", help="archive written by `docker save`")
-    p.add_argument("--image", metavar="NAME", help="export this local docker image instead (skipped when a worker has it)")
+    p.add_argument(
+        "tarball", nargs="?", metavar="IMAGE.tar", help="archive written by `docker save`"
+    )
+    p.add_argument(
+        "--image",
+        metavar="NAME",
+        help="export this local docker image instead (skipped when a worker has it)",
+    )
     p.add_argument("--gpus", type=non_negative_int, help="GPUs to reserve (0 = CPU only)")
-    p.add_argument("--timeout", type=parse_duration, metavar="SECONDS", help="run time limit: seconds, or 30m, 2h, 1d")
-    p.add_argument("--output", dest="job_output", choices=("full", "none"), help="keep the container's filesystem (full) or not")
+    p.add_argument(
+        "--timeout",
+        type=parse_duration,
+        metavar="SECONDS",
+        help="run time limit: seconds, or 30m, 2h, 1d",
+    )
+    p.add_argument(
+        "--output",
+        dest="job_output",
+        choices=("full", "none"),
+        help="keep the container's filesystem (full) or not",
+    )
     p.add_argument("--name", help="a name for the job (default: the image's tag)")
     p.add_argument("--priority", type=int, help="higher runs first among your jobs")
-    p.add_argument("--idempotency-key", metavar="KEY", help="resubmitting with the same key returns the same job")
-    p.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 unless it SUCCEEDED")
-    p.add_argument("--download", metavar="FILE", help="with --wait: download the output archive to FILE")
+    p.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="resubmitting with the same key returns the same job",
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the job to end; exit 1 unless it SUCCEEDED"
+    )
+    p.add_argument(
+        "--download", metavar="FILE", help="with --wait: download the output archive to FILE"
+    )
     _add_format(p)
 
     p = add("ls", cmd_ls, "list jobs, newest first")
     p.add_argument("--state", type=str.upper, choices=STATE_NAMES, help="only jobs in this state")
     p.add_argument("--all", action="store_true", help="everyone's jobs (admins)")
-    p.add_argument("-n", "--limit", type=positive_int, default=50, help="at most this many (default 50)")
+    p.add_argument(
+        "-n", "--limit", type=positive_int, default=50, help="at most this many (default 50)"
+    )
     _add_format(p)
 
     p = add("status", cmd_status, "show everything about a job")
@@ -1339,7 +1607,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("download", cmd_download, "download a job's output archive (resumes a partial one)")
     p.add_argument("job", metavar="ID")
-    p.add_argument("-o", "--file", metavar="FILE", help="where to save it (default pink-ID.tar.zst)")
+    p.add_argument(
+        "-o", "--file", metavar="FILE", help="where to save it (default pink-ID.tar.zst)"
+    )
 
     p = add("workers", cmd_workers, "list the worker servers")
     _add_format(p)
@@ -1350,7 +1620,9 @@ def _setup_logging(verbosity: int) -> None:
     if verbosity <= 0:
         return
     level = logging.DEBUG if verbosity >= 2 else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("pink").setLevel(level)
     if verbosity < 2:
         logging.getLogger("urllib3").setLevel(logging.WARNING)
@@ -1361,7 +1633,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
-        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+        return (
+            exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+        )
     _setup_logging(args.verbose or 0)
     try:
         return int(args.func(args))

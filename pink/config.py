@@ -47,8 +47,8 @@ class WebConfig:
     janitor_interval_s: float = 5.0
     #: QUEUED jobs of a worker that is down wait this long for it, then fail.
     lost_worker_grace_s: float = 600.0
-    #: UPLOADING records older than this, whose web server died, are failed.
-    stale_upload_s: float = 3600.0
+    #: Each web server process holds a lease; its uploads die with it (DESIGN §3).
+    lease_ttl_s: int = 15
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,8 @@ class WorkerConfig:
     network: str = "none"
     stop_grace_s: float = 10.0
     max_parallel_jobs: int = 4
+    #: How often to remove containers and inbox files of jobs that are over.
+    sweep_interval_s: float = 60.0
     compressor: tuple[str, ...] = ("zstd", "-1", "-T0", "-q")
     archive_suffix: str = ".tar.zst"
     drain: bool = False
@@ -96,6 +98,11 @@ class Config:
         if self.etcd.timeout_s * 2 > w.lease_ttl_s:
             raise ConfigError(
                 f"etcd.timeout_s ({self.etcd.timeout_s}) must be at most half of worker.lease_ttl_s"
+            )
+        if self.web.lease_ttl_s < 3 * self.web.janitor_interval_s:
+            raise ConfigError(
+                f"web.lease_ttl_s ({self.web.lease_ttl_s}) must be at least 3 x web.janitor_interval_s "
+                f"({self.web.janitor_interval_s}): the janitor keeps the web server's lease alive"
             )
         if not self.etcd.endpoints:
             raise ConfigError("etcd.endpoints is empty: list at least one host:port")

@@ -16,6 +16,7 @@ Key layout under the prefix (default ``/pink``)::
     userjobs/<user>/<id>      index of a user's jobs
     idem/<user>/<sha256(key)> job id created for an Idempotency-Key
     claims/<id>               worker name; on the worker's lease
+    uploads/<id>              present while a web server streams the job's image; on its lease
     workers/<name>            static registration; alive/<name> heartbeat on the lease
     drain/<name>              present while an admin has drained the worker
     down/<name>               when a web server first saw the worker without a lease
@@ -97,6 +98,9 @@ class Store:
     def claim_key(self, job_id: str) -> str:
         return self._k("claims", job_id)
 
+    def upload_key(self, job_id: str) -> str:
+        return self._k("uploads", job_id)
+
     # ----- low level --------------------------------------------------------------------------
     def _txn(self, compare: list, success: list, what: str) -> tuple[bool, int, list]:
         """Run one transaction; return (succeeded, revision it wrote at, responses)."""
@@ -125,9 +129,14 @@ class Store:
         return self.etcd.call(run, f"list {prefix}")
 
     # ----- jobs -----------------------------------------------------------------------------
-    def create_job(self, job: Job) -> tuple[Job, bool]:
+    def create_job(self, job: Job, upload_lease: int = 0, supersede: Job | None = None) -> tuple[Job, bool]:
         """Create ``job`` if absent. With an idempotency key already used by this user, return
-        the job that key created instead: ``(job, created)``."""
+        the job that key created instead: ``(job, created)``.
+
+        An UPLOADING job gets an upload key on ``upload_lease`` (the web server's), so a web
+        server that dies mid-upload leaves a job the janitor can fail. ``supersede`` is a job
+        whose upload never completed: its idempotency key is taken over if still unchanged.
+        """
         job = dataclasses.replace(job, write_id=uuid.uuid4().hex)
         compare = [tx.version(self.job_key(job.id)) == 0]
         success = [
@@ -135,9 +144,14 @@ class Store:
             tx.put(self.queue_key(job.worker, job.id), QueueEntry.of(job).to_json()),
             tx.put(self._k("userjobs", job.user, job.id), b""),
         ]
+        if job.state is JobState.UPLOADING:
+            success.append(tx.put(self.upload_key(job.id), job.worker, lease=upload_lease))
         if job.idempotency_key:
             idem_key = self._k("idem", job.user, _hash(job.idempotency_key))
-            compare.append(tx.version(idem_key) == 0)
+            if supersede is None:
+                compare.append(tx.version(idem_key) == 0)
+            else:
+                compare.append(tx.value(idem_key) == supersede.id)
             success.append(tx.put(idem_key, job.id))
         ok, revision, _ = self._txn(compare, success, f"create job {job.id}")
         if ok:
@@ -202,6 +216,8 @@ class Store:
         )
         key = self.job_key(job.id)
         success = [tx.put(key, updated.to_json()), *ops]
+        if job.state is JobState.UPLOADING:
+            success.append(tx.delete(self.upload_key(job.id)))
         if new.terminal:
             success += [tx.delete(self.queue_key(job.worker, job.id)), tx.delete(self.claim_key(job.id))]
         else:
@@ -247,6 +263,10 @@ class Store:
     def claims(self) -> dict[str, str]:
         """job id -> worker, for every live claim."""
         return {k.rsplit("/", 1)[1]: v.decode() for k, v, _ in self._get_prefix(self._k("claims", ""))}
+
+    def uploads(self) -> set[str]:
+        """Ids of the jobs whose image a live web server is streaming right now."""
+        return {k.rsplit("/", 1)[1] for k, _, _ in self._get_prefix(self.upload_key(""), keys_only=True)}
 
     def queue(self, worker: str) -> list[QueueEntry]:
         return [QueueEntry.from_json(v) for _, v, _ in self._get_prefix(self.queue_key(worker, ""))]

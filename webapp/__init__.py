@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pink import config as pink_config
+from pink.lease import Lease
 from pink.store import Store
 from pink.transfer import WorkerLinks
 
@@ -28,13 +30,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["pink.config"] = cfg
     app.extensions["pink.store"] = Store(cfg.etcd)
     app.extensions["pink.links"] = WorkerLinks(cfg.web.ssh_key, cfg.web.known_hosts)
+    app.extensions["pink.lease"] = Lease(app.extensions["pink.store"], cfg.web.lease_ttl_s, f"web server {os.getpid()}")
     # nginx is the only proxy in front of gunicorn: trust exactly one hop.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
 
-    from . import api, errors, janitor
+    from . import api, auth, errors, janitor, ui
 
     errors.init_app(app)
+    auth.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(ui.bp)
     @app.get("/healthz")
     def healthz():
         return {"ok": True}

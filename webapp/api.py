@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
+import threading
 import time
 
+from werkzeug.exceptions import ClientDisconnected
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, stream_with_context
 
 from pink import auth as pink_auth
@@ -13,8 +17,9 @@ from pink.model import IMAGE_ID, JOB_ID, Job
 from pink.states import JobState
 
 from . import jobs as joblogic
-from .auth import admin_required, current_user, login_required, store
+from .auth import admin_required, current_user, login_required, refresh_session, store
 from .errors import error_response
+from .events import JobChanges
 from .openapi import SPEC
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -84,12 +89,32 @@ def submit_job():
     length = request.content_length
     try:
         job, created = joblogic.submit(
-            _cfg(), store(), _links(), g.user, spec, request.stream, length,
+            _cfg(), store(), _links(), current_app.extensions["pink.lease"], g.user, spec, request.stream, length,
             request.headers.get("Idempotency-Key", ""),
         )
     except joblogic.SubmitError as exc:
-        return error_response(exc.status, str(exc))
+        # Answering before the body is read makes the client see a reset instead of this
+        # message; read a modest body to the end, close the connection on a big one.
+        if _drain(request.stream, 64 << 20):
+            return error_response(exc.status, str(exc))
+        return error_response(exc.status, str(exc), {"Connection": "close"})
+    if not created:
+        _drain(request.stream)  # a retry: the client is sending the image again, whole
     return jsonify(job=job_json(job)), 201 if created else 200
+
+
+def _drain(stream, limit: int | None = None) -> bool:
+    """Read and drop what is left of the request body; False if more than ``limit`` was left."""
+    left = limit
+    try:
+        while chunk := stream.read(1 << 20):
+            if left is not None:
+                left -= len(chunk)
+                if left < 0:
+                    return False
+    except (OSError, ClientDisconnected):
+        return False
+    return True
 
 
 @bp.get("/jobs")
@@ -251,6 +276,136 @@ def list_workers():
 def drain(name: str):
     store().set_drained(name, request.args.get("undo") != "1")
     return jsonify(worker=name, drained=request.args.get("undo") != "1")
+
+
+# ----- for the browser UI (any client may use them) ------------------------------------------
+
+
+@bp.post("/me/password")
+@login_required
+def change_password():
+    data = request.get_json(silent=True) or {}
+    if not pink_auth.verify_password(str(data.get("old_password", "")), g.user.password_hash):
+        abort(403, "the current password is wrong")
+    new = str(data.get("new_password", ""))
+    try:
+        pink_auth.check_new_password(new)
+    except ValueError as exc:
+        abort(400, str(exc))
+    user = dataclasses.replace(g.user, password_hash=pink_auth.hash_password(new))
+    store().put_user(user)
+    refresh_session(user)  # other browser sessions end; API tokens stay valid until revoked
+    return "", 204
+
+
+def _user_json(user) -> dict:
+    return {"name": user.name, "admin": user.admin, "created_at": user.created_at}
+
+
+@bp.get("/users")
+@admin_required
+def list_users():
+    return jsonify(users=[_user_json(u) for u in sorted(store().users(), key=lambda u: u.name)])
+
+
+@bp.post("/users")
+@admin_required
+def create_user():
+    data = request.get_json(silent=True) or {}
+    name = str(data.get("username", ""))
+    if store().get_user(name) is not None:
+        abort(409, f"user {name!r} already exists")
+    try:
+        user = pink_auth.create_user(store(), name, str(data.get("password", "")), admin=bool(data.get("admin")))
+    except ValueError as exc:
+        abort(409 if "already exists" in str(exc) else 400, str(exc))
+    return jsonify(user=_user_json(user)), 201
+
+
+@bp.post("/jobs/<job_id>/resubmit")
+@login_required
+def resubmit_job(job_id: str):
+    """A new job like an ended one, linked to it (``resubmit_of``), from the image a worker
+    still holds: nothing is uploaded. PINK never re-runs a job by itself (DESIGN §3)."""
+    old = own_job(job_id)
+    if old.user != g.user.name:
+        abort(403, "resubmit only your own jobs")
+    if not old.state.terminal:
+        return error_response(409, f"job {job_id} is {old.state}; only an ended job can be resubmitted")
+    if not old.image_id:
+        return error_response(409, f"job {job_id} never had a complete image; submit the tarball again")
+    spec = joblogic.JobSpec(
+        gpus=old.gpus, timeout_s=old.timeout_s, output=old.output, name=old.name,
+        priority=old.priority if g.user.admin else min(old.priority, 0),
+        image_id=old.image_id, resubmit_of=old.id,
+    )
+    try:
+        job, created = joblogic.submit(_cfg(), store(), _links(), g.user, spec, request.stream, 0,
+                                       request.headers.get("Idempotency-Key", ""))
+    except joblogic.SubmitError as exc:
+        return error_response(exc.status, str(exc))
+    return jsonify(job=job_json(job)), 201 if created else 200
+
+
+_changes_lock = threading.Lock()
+
+#: A stream ends after this long; EventSource reconnects by itself (and a restarted web
+#: server does not keep old streams).
+EVENTS_MAX_S = 300.0
+
+
+def _job_changes() -> JobChanges:
+    with _changes_lock:
+        feed = current_app.extensions.get("pink.job_changes")
+        if feed is None:
+            feed = current_app.extensions["pink.job_changes"] = JobChanges(store())
+        return feed
+
+
+@bp.get("/events")
+@login_required
+def job_events():
+    """Server-sent events: ``jobs`` ({"jobs": [...]} like GET /jobs) whenever the caller's
+    jobs change, or with ``?job=ID`` ``job`` ({"job": JOB}) whenever that job changes."""
+    job_id = request.args.get("job", "")
+    if job_id:
+        own_job(job_id)
+    everyone = request.args.get("all") == "1" and g.user.admin
+    try:
+        limit = min(max(int(request.args.get("limit", 200)), 1), 1000)
+    except ValueError:
+        abort(400, "limit must be a number")
+    user = g.user.name
+    feed = _job_changes()
+
+    def snapshot() -> tuple[str, dict]:
+        if job_id:
+            job = store().get_job(job_id)
+            return "job", {"job": job_json(job) if job else None}
+        jobs = store().list_jobs(None if everyone else user, limit=limit)
+        return "jobs", {"jobs": joblogic.public_jobs(store(), jobs)}
+
+    def stream():
+        yield "retry: 2000\n\n"
+        deadline = time.monotonic() + EVENTS_MAX_S
+        last, quiet_since, seen = "", time.monotonic(), feed.version
+        while time.monotonic() < deadline:
+            try:
+                event, payload = snapshot()
+                data = json.dumps(payload, separators=(",", ":"))
+            except PinkError as exc:  # etcd briefly unavailable: say so, keep the stream
+                event, data = "problem", json.dumps({"error": str(exc)})
+            if data != last:
+                last, quiet_since = data, time.monotonic()
+                yield f"event: {event}\ndata: {data}\n\n"
+            elif time.monotonic() - quiet_since > 15:
+                quiet_since = time.monotonic()
+                yield ": still here\n\n"  # keeps proxies from closing an idle stream
+            seen = feed.wait(seen, timeout=10)
+            time.sleep(0.2)  # one read for a burst of changes (STARTING, RUNNING, ...)
+
+    return Response(stream_with_context(stream()), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 @bp.app_errorhandler(PinkError)

@@ -5,7 +5,10 @@
   renewal rewrites the job, so exactly one writer wins even with many web servers sweeping.
 * QUEUED jobs of a worker without a lease wait ``lost_worker_grace_s`` (a reboot keeps the
   inbox), then FAIL with a reason.
-* UPLOADING records older than ``stale_upload_s`` (their web server died mid-upload) FAIL.
+* UPLOADING jobs whose upload key vanished with their web server's lease (it died mid-upload)
+  FAIL; the worker's sweep removes the partial file.
+
+The same thread keeps this web server process's lease alive.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from flask import Flask
 from pink.config import WebConfig
 from pink.errors import PinkError
 from pink.etcd import transactions as tx
+from pink.lease import Lease
 from pink.states import CLAIMED, JobState
 from pink.store import Store
 
@@ -31,6 +35,7 @@ def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, i
     moved = {"LOST": 0, "FAILED": 0}
     alive = {w.name for w in store.workers() if w.alive}
     claims = store.claims()
+    uploads = store.uploads()
     for worker, entries in store.all_queues().items():
         down_for = 0.0
         if worker not in alive:
@@ -54,27 +59,30 @@ def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, i
                 moved["FAILED"] += _fail(store, entry.job_id, JobState.QUEUED, now,
                                          f"worker {worker} has been unavailable for {down_for:.0f} s; "
                                          f"the job never started: resubmit it")
-            elif entry.state is JobState.UPLOADING and now - entry.created_at > cfg.stale_upload_s:
+            elif entry.state is JobState.UPLOADING and entry.job_id not in uploads:
                 moved["FAILED"] += _fail(store, entry.job_id, JobState.UPLOADING, now,
-                                         "the upload never finished (its web server stopped); submit again")
+                                         "the upload never finished (its web server stopped); submit again",
+                                         compare=[tx.version(store.upload_key(entry.job_id)) == 0])
     return moved
 
 
-def _fail(store: Store, job_id: str, expected: JobState, now: float, reason: str) -> int:
+def _fail(store: Store, job_id: str, expected: JobState, now: float, reason: str, compare=()) -> int:
     job = store.get_job(job_id)
     if job is None or job.state is not expected:
         return 0
-    return int(store.transition(job, JobState.FAILED, reason=reason, now=now) is not None)
+    return int(store.transition(job, JobState.FAILED, reason=reason, now=now, compare=compare) is not None)
 
 
 def start(app: Flask) -> threading.Thread:
     store: Store = app.extensions["pink.store"]
+    lease: Lease = app.extensions["pink.lease"]
     cfg: WebConfig = app.extensions["pink.config"].web
 
     def loop() -> None:
         failing = False
         while True:
             try:
+                lease.keepalive()
                 sweep(store, cfg)
                 failing = False
             except PinkError as exc:

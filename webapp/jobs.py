@@ -13,6 +13,7 @@ from pink.dockertar import ValidatingReader
 from pink.errors import ImageArchiveError, PinkError, TransferError
 from pink.model import IMAGE_ID, OUTPUT_MODES, Job, User, WorkerInfo, new_job_id
 from pink.states import CLAIMED, JobState
+from pink.lease import Lease
 from pink.store import QueueEntry, Store
 from pink.transfer import WorkerLinks
 
@@ -96,18 +97,26 @@ def check_quota(cfg: Config, user: User, queues: dict[str, list[QueueEntry]], up
                                f"{cfg.web.quota_upload_bytes} bytes")
 
 
+def upload_never_completed(job: Job) -> bool:
+    return job.state is JobState.FAILED and not any(h["state"] == "QUEUED" for h in job.history)
+
+
 def submit(
-    cfg: Config, store: Store, links: WorkerLinks, user: User, spec: JobSpec,
+    cfg: Config, store: Store, links: WorkerLinks, lease: Lease, user: User, spec: JobSpec,
     body: BinaryIO, length: int | None, idempotency_key: str = "",
 ) -> tuple[Job, bool]:
     """Place, record and upload one job. Returns ``(job, created)``; ``created`` is False when
     the idempotency key had already created a job (nothing is read or sent then)."""
+    superseded = None
     if idempotency_key:
         if len(idempotency_key) > 200:
             raise SubmitError(400, "Idempotency-Key is longer than 200 characters")
-        # A retry of a request that already made its job: answer it, read nothing.
         existing = store.job_for_idempotency_key(user.name, idempotency_key)
-        if existing is not None:
+        if existing is not None and upload_never_completed(existing):
+            # The first try's upload broke (the client saw no answer): this retry takes over.
+            superseded = existing
+        elif existing is not None:
+            # A retry of a request that already made its job: answer it, read nothing.
             return existing, False
     reuse = spec.image_id and not length
     if not reuse and length is None:
@@ -135,7 +144,7 @@ def submit(
         history=({"state": "QUEUED" if reuse else "UPLOADING", "at": now},),
         resubmit_of=spec.resubmit_of, idempotency_key=idempotency_key,
     )
-    job, created = store.create_job(job)
+    job, created = store.create_job(job, upload_lease=0 if reuse else lease.current(), supersede=superseded)
     if not created or reuse:
         return job, created
     return _upload(store, links, worker, job, body, length or 0), True

@@ -34,13 +34,13 @@ from pink import allinone as aio
 _SERVICES = pytest.StashKey[list[aio.Service]]()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
     if report.when == "call" and report.failed:
         for service in item.stash.get(_SERVICES, []):
             report.sections.append((f"log of {service.name} ({service.log_path})", service.log_tail(40)))
+    return report
 
 
 def _track(request: pytest.FixtureRequest, *services: aio.Service) -> None:

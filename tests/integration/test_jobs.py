@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
-import json
 import socket
-import subprocess
 import tarfile
 import threading
 import time
@@ -14,51 +13,14 @@ from urllib.parse import urlsplit
 import docker
 import pytest
 
+from tests.helpers import TERMINAL, archive_members, starts_of, submit, wait_state
+
 from pink.config import EtcdConfig
 from pink.model import Job, new_job_id
 from pink.states import JobState
 from pink.store import Store
 
 pytestmark = pytest.mark.integration
-
-TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "LOST"}
-
-
-def submit(api, tar, **params):
-    with open(tar, "rb") as body:
-        return api.post("/api/v1/jobs", params=params, data=body)
-
-
-def wait_state(api, job_id, states, timeout=60):
-    deadline = time.time() + timeout
-    job = None
-    while time.time() < deadline:
-        job = api.get(f"/api/v1/jobs/{job_id}").json()["job"]
-        if job["state"] in states:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not reach {states}: {job}")
-
-
-def archive_members(data: bytes) -> dict[str, bytes]:
-    raw = subprocess.run(["zstd", "-d", "-c"], input=data, capture_output=True, check=True).stdout
-    out = {}
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        for m in tar.getmembers():
-            if m.isfile():
-                out[m.name.lstrip("./")] = tar.extractfile(m).read()
-    return out
-
-
-def starts_of(docker_url, job_id, since):
-    client = docker.DockerClient(base_url=docker_url)
-    try:
-        events = client.events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
-                               filters={"event": "start", "container": f"pink-{job_id}"})
-        return sum(1 for _ in events)
-    finally:
-        client.close()
-
 
 def test_job_writes_a_file_and_the_archive_holds_it(cluster, images):
     c = cluster()
@@ -72,7 +34,6 @@ def test_job_writes_a_file_and_the_archive_holds_it(cluster, images):
     out = api.get(f"/api/v1/jobs/{job['id']}/output")
     assert out.status_code == 200
     assert len(out.content) == job["output_bytes"]
-    import hashlib
     assert hashlib.sha256(out.content).hexdigest() == job["output_sha256"]
     assert archive_members(out.content)["out/result.txt"] == b"result-42\n"
     # Range: the tail of the archive, as a resumed download asks for it
@@ -201,7 +162,7 @@ def test_idempotency_key_returns_the_same_job(cluster, images):
         again = api.post("/api/v1/jobs", data=body, headers={"Idempotency-Key": "k-1"})
     with open(images["writer"], "rb") as body:
         retry = api.post("/api/v1/jobs", data=body, headers={"Idempotency-Key": "k-1"})
-    assert first.status_code == 201 and again.status_code == 201 and retry.status_code == 200
+    assert (first.status_code, again.status_code, retry.status_code) == (201, 201, 200), (first.text, again.text, retry.text)
     assert again.json()["job"]["id"] == retry.json()["job"]["id"] != first.json()["job"]["id"]
 
 

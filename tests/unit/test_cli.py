@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import socket
+import ssl
 import stat
 import sys
 import tarfile
@@ -15,7 +19,7 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -53,6 +57,8 @@ class Fake:
     output: bytes = b""
     range_supported: bool = True
     log_text: bytes = b"hello from the container\n"
+    #: a followed log stream ends after this many lines (None: when the log is done)
+    follow_lines: int | None = None
     requests: list[tuple[str, str, dict[str, str]]] = dataclasses.field(default_factory=list)
     tokens_created: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
@@ -61,13 +67,32 @@ class Fake:
         with self.lock:
             job_id = f"{len(self.jobs) + 1:020x}"
             job = {
-                "id": job_id, "user": USER, "name": "", "state": "QUEUED", "worker": "gpu1",
-                "gpus": 0, "gpu_indices": [], "timeout_s": 3600, "output": "full", "priority": 0,
-                "image_id": "", "image_bytes": 0, "created_at": 1_700_000_000.0,
-                "updated_at": 1_700_000_000.0, "history": [{"state": "QUEUED", "at": 1_700_000_000.0, "reason": ""}],
-                "exit_code": None, "reason": "", "output_bytes": 0, "output_sha256": "",
-                "log_bytes": 0, "gpu_seconds": 0.0, "started_at": None, "finished_at": None,
-                "resubmit_of": "", "queue_position": 1, "waiting_reason": "waiting for 1 GPU",
+                "id": job_id,
+                "user": USER,
+                "name": "",
+                "state": "QUEUED",
+                "worker": "gpu1",
+                "gpus": 0,
+                "gpu_indices": [],
+                "timeout_s": 3600,
+                "output": "full",
+                "priority": 0,
+                "image_id": "",
+                "image_bytes": 0,
+                "created_at": 1_700_000_000.0,
+                "updated_at": 1_700_000_000.0,
+                "history": [{"state": "QUEUED", "at": 1_700_000_000.0, "reason": ""}],
+                "exit_code": None,
+                "reason": "",
+                "output_bytes": 0,
+                "output_sha256": "",
+                "log_bytes": 0,
+                "gpu_seconds": 0.0,
+                "started_at": None,
+                "finished_at": None,
+                "resubmit_of": "",
+                "queue_position": 1,
+                "waiting_reason": "waiting for 1 GPU",
             }
             job.update(fields)
             self.jobs[job_id] = job
@@ -135,12 +160,33 @@ class Handler(BaseHTTPRequestHandler):
                 jobs = [j for j in jobs if j["state"] == params["state"]]
             return self._json(200, {"jobs": jobs[: int(params.get("limit", 50))]})
         if method == "GET" and path == "/api/v1/workers":
-            return self._json(200, {"workers": [{
-                "name": "gpu1", "alive": True, "drained": False,
-                "gpus": [{"index": 0, "uuid": "GPU-x", "name": "NVIDIA H100", "memory_mib": 81559}],
-                "gpus_free": 1, "cpus": 16, "memory_bytes": 128 << 30, "disk_free_bytes": 50 << 30,
-                "running": 0, "queued": 2, "images": [],
-            }]})
+            return self._json(
+                200,
+                {
+                    "workers": [
+                        {
+                            "name": "gpu1",
+                            "alive": True,
+                            "drained": False,
+                            "gpus": [
+                                {
+                                    "index": 0,
+                                    "uuid": "GPU-x",
+                                    "name": "NVIDIA H100",
+                                    "memory_mib": 81559,
+                                }
+                            ],
+                            "gpus_free": 1,
+                            "cpus": 16,
+                            "memory_bytes": 128 << 30,
+                            "disk_free_bytes": 50 << 30,
+                            "running": 0,
+                            "queued": 2,
+                            "images": [],
+                        }
+                    ]
+                },
+            )
         segs = path.split("/")  # ['', 'api', 'v1', 'jobs', ID, ...]
         if len(segs) >= 5 and segs[3] == "jobs":
             job = fake.jobs.get(segs[4])
@@ -189,22 +235,24 @@ class Handler(BaseHTTPRequestHandler):
             if not fake.images.get(image):
                 return self._error(409, f"no worker holds {image}")
         job = fake.add_job(
-            name=params.get("name", ""), gpus=int(params.get("gpus", 0)),
-            image_id=image, image_bytes=len(body),
+            name=params.get("name", ""),
+            gpus=int(params.get("gpus", 0)),
+            image_id=image,
+            image_bytes=len(body),
         )
         if key:
             fake.keys[key] = job["id"]
         return self._json(201, {"job": job})
 
     def _logs(self, fake: Fake, params: dict[str, str]) -> None:
-        data = fake.log_text[int(params.get("offset", 0)):]
+        data = fake.log_text[int(params.get("offset", 0)) :]
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         if params.get("follow"):
             # The live stream has no length: chunked, ended when the job ends.
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for line in data.splitlines(keepends=True):
+            for line in data.splitlines(keepends=True)[: fake.follow_lines]:
                 self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
@@ -259,10 +307,14 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return config
 
 
-@pytest.fixture
-def server() -> Any:
+@contextlib.contextmanager
+def serve(tls: ssl.SSLContext | None = None) -> Iterator[Fake]:
     srv = FakeServer(("127.0.0.1", 0), Handler)
-    srv.fake = Fake(url=f"http://127.0.0.1:{srv.server_address[1]}")
+    scheme = "http"
+    if tls is not None:
+        srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+        scheme = "https"
+    srv.fake = Fake(url=f"{scheme}://127.0.0.1:{srv.server_address[1]}")
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -271,6 +323,12 @@ def server() -> Any:
         srv.shutdown()
         srv.server_close()
         thread.join()
+
+
+@pytest.fixture
+def server() -> Iterator[Fake]:
+    with serve() as fake:
+        yield fake
 
 
 @pytest.fixture
@@ -290,15 +348,25 @@ def make_image_tar(path: Path, layer_size: int = 2_500_000) -> str:
         lt.addfile(info, io.BytesIO(payload))
     layer = layer_buf.getvalue()
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["true"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-    }).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": ["true"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    ).encode()
     config_hex = hashlib.sha256(config).hexdigest()
     layer_dir = hashlib.sha256(b"chain" + layer).hexdigest()
-    manifest = json.dumps([{
-        "Config": f"{config_hex}.json", "RepoTags": ["demo:latest"], "Layers": [f"{layer_dir}/layer.tar"],
-    }]).encode()
+    manifest = json.dumps(
+        [
+            {
+                "Config": f"{config_hex}.json",
+                "RepoTags": ["demo:latest"],
+                "Layers": [f"{layer_dir}/layer.tar"],
+            }
+        ]
+    ).encode()
 
     def add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -321,7 +389,9 @@ def make_image_tar(path: Path, layer_size: int = 2_500_000) -> str:
 # ----------------------------------------------------------------------------------- login
 
 
-def test_login_stores_token_in_private_file(server: Fake, cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_login_stores_token_in_private_file(
+    server: Fake, cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO(PASSWORD + "\n"))
     rc = cli.main(["login", server.url, "--user", USER, "--password-stdin"])
     assert rc == 0
@@ -335,15 +405,18 @@ def test_login_stores_token_in_private_file(server: Fake, cli_env: Path, monkeyp
     assert cli.main(["ls", "-o", "json"]) == 0
 
 
-def test_login_with_wrong_password_exits_4(server: Fake, cli_env: Path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_login_with_wrong_password_exits_4(
+    server: Fake, cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("nope\n"))
     assert cli.main(["login", server.url, "--user", USER, "--password-stdin"]) == 4
     assert "wrong user name or password" in capsys.readouterr().err
     assert not cli_env.exists()
 
 
-def test_saved_token_is_not_sent_to_another_server(server: Fake, cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_saved_token_is_not_sent_to_another_server(
+    server: Fake, cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cli.save_config({"url": "https://elsewhere.example", "token": TOKEN, "ca_cert": ""})
     assert cli.main(["--url", server.url, "ls"]) == 4
     assert "not logged in" in capsys.readouterr().err
@@ -452,11 +525,14 @@ def test_submit_falls_back_to_upload_when_the_holder_lost_the_image(
     assert second.body == tar.read_bytes()
 
 
-@pytest.mark.parametrize(("states", "rc"), [
-    (["QUEUED", "STARTING", "RUNNING", "EXPORTING", "SUCCEEDED"], 0),
-    (["QUEUED", "RUNNING", "FAILED"], 1),
-    (["RUNNING", "TIMED_OUT"], 1),
-])
+@pytest.mark.parametrize(
+    ("states", "rc"),
+    [
+        (["QUEUED", "STARTING", "RUNNING", "EXPORTING", "SUCCEEDED"], 0),
+        (["QUEUED", "RUNNING", "FAILED"], 1),
+        (["RUNNING", "TIMED_OUT"], 1),
+    ],
+)
 def test_submit_wait_exit_code_follows_the_job(
     logged_in: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str], states: list[str], rc: int
 ) -> None:
@@ -469,7 +545,9 @@ def test_submit_wait_exit_code_follows_the_job(
         assert f": {state}" in err
 
 
-def test_submit_wait_download(logged_in: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_submit_wait_download(
+    logged_in: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tar = tmp_path / "img.tar"
     make_image_tar(tar, layer_size=1000)
     logged_in.scripts["00000000000000000001"] = ["RUNNING", "SUCCEEDED"]
@@ -483,7 +561,17 @@ def test_submit_wait_download(logged_in: Fake, tmp_path: Path, capsys: pytest.Ca
 
     Handler._submit = submit_with_output  # type: ignore[method-assign]
     try:
-        rc = cli.main(["submit", str(tar), "--wait", "--download", str(tmp_path / "out.tar.zst"), "-o", "json"])
+        rc = cli.main(
+            [
+                "submit",
+                str(tar),
+                "--wait",
+                "--download",
+                str(tmp_path / "out.tar.zst"),
+                "-o",
+                "json",
+            ]
+        )
     finally:
         Handler._submit = orig_submit  # type: ignore[method-assign]
     out = capsys.readouterr().out
@@ -492,7 +580,9 @@ def test_submit_wait_download(logged_in: Fake, tmp_path: Path, capsys: pytest.Ca
     assert (tmp_path / "out.tar.zst").read_bytes() == data
 
 
-def test_submit_json_output_parses(logged_in: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_submit_json_output_parses(
+    logged_in: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tar = tmp_path / "img.tar"
     make_image_tar(tar, layer_size=1000)
     assert cli.main(["submit", str(tar), "-o", "json"]) == 0
@@ -526,7 +616,9 @@ def _fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tar: Path, ima
     return calls
 
 
-def test_submit_image_skips_export_when_held(logged_in: Fake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_submit_image_skips_export_when_held(
+    logged_in: Fake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tar = tmp_path / "img.tar"
     image_id = make_image_tar(tar, layer_size=1000)
     calls = _fake_docker(tmp_path, monkeypatch, tar, image_id)
@@ -536,7 +628,9 @@ def test_submit_image_skips_export_when_held(logged_in: Fake, tmp_path: Path, mo
     assert logged_in.uploads[0].body == b""
 
 
-def test_submit_image_exports_when_not_held(logged_in: Fake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_submit_image_exports_when_not_held(
+    logged_in: Fake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tar = tmp_path / "img.tar"
     image_id = make_image_tar(tar, layer_size=1000)
     calls = _fake_docker(tmp_path, monkeypatch, tar, image_id)
@@ -578,7 +672,22 @@ def test_download_restarts_when_the_server_ignores_range(logged_in: Fake, tmp_pa
     assert (tmp_path / f"pink-{job['id']}.tar.zst").read_bytes() == data
 
 
-def test_download_sha_mismatch_exits_5(logged_in: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_download_starts_afresh_when_a_stale_partial_does_not_match(
+    logged_in: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = logged_in.add_job(state="SUCCEEDED")
+    data = os.urandom(100_000)
+    logged_in.set_output(job, data)
+    dest = tmp_path / "out.tar.zst"
+    (tmp_path / "out.tar.zst.part").write_bytes(os.urandom(5000))  # left from another archive
+    assert cli.main(["download", job["id"], "-o", str(dest)]) == 0
+    assert dest.read_bytes() == data
+    assert "afresh" in capsys.readouterr().err
+
+
+def test_download_sha_mismatch_exits_5(
+    logged_in: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     job = logged_in.add_job(state="SUCCEEDED")
     logged_in.set_output(job, b"the real archive")
     job["output_sha256"] = hashlib.sha256(b"something else").hexdigest()
@@ -592,13 +701,31 @@ def test_download_sha_mismatch_exits_5(logged_in: Fake, tmp_path: Path, capsys: 
 # ----------------------------------------------------------------------- other commands
 
 
-def test_ls_status_workers_tables_and_json(logged_in: Fake, capsys: pytest.CaptureFixture[str]) -> None:
-    queued = logged_in.add_job(name="train", gpus=2, queue_position=3, waiting_reason="waiting for 2 GPUs")
-    logged_in.add_job(name="done", state="SUCCEEDED", started_at=1_700_000_010.0,
-                      finished_at=1_700_000_070.0, output_bytes=1_500_000)
+def test_ls_status_workers_tables_and_json(
+    logged_in: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queued = logged_in.add_job(
+        name="train", gpus=2, queue_position=3, waiting_reason="waiting for 2 GPUs"
+    )
+    logged_in.add_job(
+        name="done",
+        state="SUCCEEDED",
+        started_at=1_700_000_010.0,
+        finished_at=1_700_000_070.0,
+        output_bytes=1_500_000,
+    )
     assert cli.main(["ls"]) == 0
     table = capsys.readouterr().out
-    assert table.splitlines()[0].split() == ["ID", "NAME", "STATE", "WORKER", "GPUS", "AGE", "RUNTIME", "OUTPUT"]
+    assert table.splitlines()[0].split() == [
+        "ID",
+        "NAME",
+        "STATE",
+        "WORKER",
+        "GPUS",
+        "AGE",
+        "RUNTIME",
+        "OUTPUT",
+    ]
     assert "1m00s" in table and "1.5 MB" in table
 
     assert cli.main(["ls", "--state", "queued", "-o", "json"]) == 0
@@ -618,13 +745,26 @@ def test_ls_status_workers_tables_and_json(logged_in: Fake, capsys: pytest.Captu
 
 
 def test_logs_plain_and_followed(logged_in: Fake, capsys: pytest.CaptureFixture[str]) -> None:
-    job = logged_in.add_job(state="RUNNING")
+    job = logged_in.add_job(state="SUCCEEDED")
     logged_in.log_text = b"line one\nline two\n"
     assert cli.main(["logs", job["id"]]) == 0
     assert capsys.readouterr().out == "line one\nline two\n"
     assert cli.main(["logs", "-f", job["id"]]) == 0
     assert capsys.readouterr().out == "line one\nline two\n"
     assert any("follow=1" in p for _, p, _ in logged_in.requests)
+
+
+def test_logs_follow_resumes_a_stream_cut_before_the_job_ended(
+    logged_in: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = logged_in.add_job(state="RUNNING")
+    logged_in.log_text = b"line one\nline two\n"
+    logged_in.follow_lines = 1  # each followed stream ends after one line, as a proxy timeout would
+    logged_in.scripts[job["id"]] = ["RUNNING", "SUCCEEDED"]
+    assert cli.main(["logs", "-f", job["id"]]) == 0
+    assert capsys.readouterr().out == "line one\nline two\n"
+    offsets = [p for _, p, _ in logged_in.requests if "/logs" in p]
+    assert "offset=0" in offsets[0] and "offset=9" in offsets[1]
 
 
 def test_cancel_and_refusal_exits_5(logged_in: Fake, capsys: pytest.CaptureFixture[str]) -> None:
@@ -639,7 +779,9 @@ def test_cancel_and_refusal_exits_5(logged_in: Fake, capsys: pytest.CaptureFixtu
 # ------------------------------------------------------------------------------ exit codes
 
 
-def test_exit_3_when_nothing_listens(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_3_when_nothing_listens(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -660,16 +802,21 @@ def test_exit_4_when_not_logged_in_or_token_refused(
     assert "refused the credentials" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [
-    [],
-    ["frobnicate"],
-    ["submit", "x.tar", "--gpus", "many"],
-    ["submit", "x.tar", "--timeout", "soon"],
-    ["ls", "--state", "SLEEPING"],
-    ["submit"],
-    ["submit", "no-such-file.tar"],
-])
-def test_usage_errors_exit_2(logged_in: Fake, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["submit", "x.tar", "--gpus", "many"],
+        ["submit", "x.tar", "--timeout", "soon"],
+        ["ls", "--state", "SLEEPING"],
+        ["submit"],
+        ["submit", "no-such-file.tar"],
+    ],
+)
+def test_usage_errors_exit_2(
+    logged_in: Fake, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main(argv) == 2
     assert capsys.readouterr().err
 
@@ -691,4 +838,129 @@ def test_compressed_or_foreign_archives_are_usage_errors(
 
 
 def test_parse_duration() -> None:
-    assert [cli.parse_duration(t) for t in ("90", "90s", "30m", "2h", "1d")] == [90, 90, 1800, 7200, 86400]
+    assert [cli.parse_duration(t) for t in ("90", "90s", "30m", "2h", "1d")] == [
+        90,
+        90,
+        1800,
+        7200,
+        86400,
+    ]
+
+
+# ------------------------------------------------------------------------------------ TLS
+
+
+def make_tls(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    """A private CA and a server certificate for 127.0.0.1; returns the CA file and a context."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pink test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file = tmp_path / "server.crt"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file = tmp_path / "server.key"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_file, key_file)
+    return ca_file, ctx
+
+
+def test_tls_verifies_with_the_given_ca_and_never_skips_verification(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca_file, ctx = make_tls(tmp_path)
+    with serve(ctx) as fake:
+        monkeypatch.setenv("PINK_URL", fake.url)
+        monkeypatch.setenv("PINK_TOKEN", TOKEN)
+        # System CAs do not know the private CA: a clear exit 3 that names --ca-cert.
+        assert cli.main(["workers"]) == 3
+        err = capsys.readouterr().err
+        assert "TLS" in err and "--ca-cert" in err
+        assert cli.main(["workers", "--ca-cert", str(ca_file)]) == 0
+        assert "gpu1" in capsys.readouterr().out
+        monkeypatch.setenv("PINK_CA_CERT", str(ca_file))
+        assert cli.main(["workers", "-o", "json"]) == 0
+        capsys.readouterr()
+    assert cli.main(["workers", "--ca-cert", str(tmp_path / "missing.crt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- progress
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_tty_and_one_line_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    tty = _Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    bar = cli.Ui().progress("uploading", 10_000_000)
+    assert bar.bar
+    bar.add(5_000_000)
+    assert " 50%" in tty.getvalue()
+    bar.add(5_000_000)
+    bar.finish()
+    text = tty.getvalue()
+    assert text.startswith("\r[")
+    assert "100%" in text and "MB/s" in text and "ETA" in text and text.endswith("\n")
+    assert not cli.Ui(fmt="json").progress("uploading", 10).bar
+    assert not cli.Ui(quiet=True).progress("uploading", 10).bar
+
+    plain = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", plain)
+    line = cli.Ui().progress("downloading", 1000)
+    assert not line.bar
+    line.add(1000)
+    line.finish()
+    assert "\r" not in plain.getvalue() and plain.getvalue().startswith("downloading 1.0 kB in ")

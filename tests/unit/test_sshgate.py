@@ -21,7 +21,7 @@ def test_allowed(command, expected):
     "id", "sh -c id", "", "scp -f /etc/passwd",
     f"scp -t {IN}/../{JOB}.tar", f"scp -t {IN}/x/{JOB}.tar", f"scp -t {OUT}/{JOB}.tar",
     f"scp -t {IN}/{JOB}.tar; id", f"scp -t {IN}/{JOB}.tar.zst", "scp -t /etc/cron.d/x",
-    f"tail -c +0 {OUT}/{JOB}.log", f"tail -c 5 {OUT}/{JOB}.log", f"tail -c +1 /etc/shadow",
+    f"tail -c +0 {OUT}/{JOB}.log", f"tail -c 5 {OUT}/{JOB}.log", "tail -c +1 /etc/shadow",
     f"tail -c +1 {OUT}/../../etc/{JOB}.log", f"tail -f {OUT}/{JOB}.log",
     f"rm -f {OUT}/{JOB}.tar.zst", f"rm -rf {IN}", f"rm -f {IN}/*.tar", "scp -t 'unterminated",
     f"tail -c +1 {OUT}/{JOB.upper()}.log",

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Build the wheels of one PINK release on the controller (run by the pink_app role).
+
+The release is named by a fingerprint of its inputs (the code, pyproject.toml and the runtime
+part of requirements.txt), so an unchanged checkout is never rebuilt and hosts that already
+run it change nothing. Prints one JSON object: fingerprint, dir, python, changed.
+
+Hosts install from these wheels with ``pip --no-index``: they need no access to PyPI, and the
+controller's Python must have the hosts' minor version (binary wheels such as grpcio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PACKAGES = ("pink", "webapp", "gpu_worker")
+EXTRA_INPUTS = ("pyproject.toml", "requirements.txt")
+SKIP_DIRS = {"__pycache__"}
+
+
+def runtime_requirements(source: Path, exclude: set[str]) -> list[str]:
+    """The requirement lines above the test section of requirements.txt, minus ``exclude``."""
+    lines = []
+    for raw in (source / "requirements.txt").read_text().splitlines():
+        line = raw.strip()
+        if re.match(r"#\s*tests?\b", line, re.IGNORECASE):
+            break
+        if not line or line.startswith("#"):
+            continue
+        name = re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0].lower().replace("_", "-")
+        if name not in exclude:
+            lines.append(line)
+    return lines
+
+
+def fingerprint(source: Path, requirements: list[str]) -> str:
+    digest = hashlib.sha256()
+    files = [source / name for name in EXTRA_INPUTS]
+    for package in PACKAGES:
+        for folder, dirs, names in os.walk(source / package):
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+            files += [Path(folder) / n for n in sorted(names) if not n.endswith((".pyc", ".pyo"))]
+    for path in files:
+        digest.update(str(path.relative_to(source)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    digest.update("\n".join(requirements).encode())
+    digest.update(f"{sys.version_info.major}.{sys.version_info.minor}".encode())
+    return digest.hexdigest()[:16]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", required=True, help="the PINK checkout")
+    parser.add_argument("--out", required=True, help="folder that holds one subfolder per release")
+    parser.add_argument("--exclude", action="append", default=[], help="requirement not installed on hosts")
+    parser.add_argument("--keep", type=int, default=3, help="releases kept in --out")
+    args = parser.parse_args()
+    source = Path(args.source).resolve()
+    out = Path(args.out).resolve()
+    requirements = runtime_requirements(source, {e.lower() for e in args.exclude})
+    fp = fingerprint(source, requirements)
+    target = out / fp
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    result = {"fingerprint": fp, "dir": str(target), "python": python, "changed": False}
+    if (target / "COMPLETE").exists():
+        print(json.dumps(result))
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{fp}-", dir=out))
+    try:
+        reqfile = work / "requirements.txt"
+        # What hosts install: the runtime requirements and PINK itself, all from this folder.
+        reqfile.write_text("\n".join([*requirements, "pink"]) + "\n")
+        build_dir = Path(tempfile.mkdtemp(prefix="pink-src-"))
+        try:
+            # Build from a copy so the checkout gets no build/ or egg-info litter.
+            src = build_dir / "src"
+            shutil.copytree(source, src, ignore=shutil.ignore_patterns(
+                ".git", ".venv", "build", "*.egg-info", "__pycache__", "node_modules", ".aio", ".pytest_cache"))
+            cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+                   "--wheel-dir", str(work), "-r", str(reqfile.with_name("deps.txt")), str(src)]
+            reqfile.with_name("deps.txt").write_text("\n".join(requirements) + "\n")
+            try:
+                # The build backend is here: no isolated build environment to download.
+                import setuptools  # noqa: F401
+                import wheel  # noqa: F401
+                cmd.insert(4, "--no-build-isolation")
+            except ImportError:
+                pass
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stdout + proc.stderr)
+                return proc.returncode
+        finally:
+            shutil.rmtree(build_dir, ignore_errors=True)
+        reqfile.with_name("deps.txt").unlink()
+        (work / "COMPLETE").write_text(fp + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        work.rename(target)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    # Old releases: keep the newest few, so a rollback to them needs no rebuild.
+    releases = sorted((p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in releases[max(args.keep, 1):]:
+        shutil.rmtree(old, ignore_errors=True)
+    result["changed"] = True
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

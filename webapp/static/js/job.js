@@ -1,0 +1,224 @@
+// Job page: details and timeline live through server-sent events, the log tail through
+// GET /api/v1/jobs/<id>/logs?follow=1, cancel with confirmation, resubmit of ended jobs.
+import {
+  TERMINAL, alertIn, api, badge, clear, confirmDialog, copyText, el, fmtBytes, fmtDuration, fmtTime,
+  gpuText, jobTitle, liveEvents, queueText, runtimeOf, stateLabel, toast,
+} from "./app.js";
+
+const root = document.getElementById("job-root");
+const ID = root.dataset.job;
+const facts = document.getElementById("facts");
+const timeline = document.getElementById("timeline");
+const output = document.getElementById("output");
+const errorBox = document.getElementById("job-error");
+const reasonBox = document.getElementById("job-reason");
+const cancelBtn = document.getElementById("cancel");
+const resubmitBtn = document.getElementById("resubmit");
+const logBox = document.getElementById("log");
+const logStatus = document.getElementById("log-status");
+const logFollow = document.getElementById("log-follow");
+
+const LOG_KEEP = 256 * 1024;  // characters kept on the page; the raw log link has it all
+const RESUBMITTABLE = new Set(["FAILED", "LOST", "TIMED_OUT", "CANCELLED"]);
+let job = null;
+let stopEvents = null;
+let logStarted = false;
+
+function fact(name, value, cls) {
+  return [el("dt", {}, name), el("dd", { class: cls }, value)];
+}
+
+function renderFacts() {
+  const runtime = runtimeOf(job);
+  const rows = [
+    fact("User", job.user),
+    fact("Worker", job.worker || "—", "mono"),
+    fact("GPUs", gpuText(job)),
+    fact("Time limit", fmtDuration(job.timeout_s)),
+    fact("Output", job.output === "none" ? "logs only" : "files (.tar.zst)"),
+    fact("Priority", String(job.priority)),
+    fact("Image", el("span", { class: "mono", title: job.image_id || null }, job.image_id ? job.image_id.slice(0, 19) + "…" : "—")),
+    fact("Image size", fmtBytes(job.image_bytes || null)),
+    fact("Exit code", job.exit_code === null || job.exit_code === undefined ? "—" : String(job.exit_code),
+      job.exit_code ? "bad" : ""),
+    fact("Runtime", fmtDuration(runtime)),
+    fact("GPU time", job.gpus ? fmtDuration(job.gpu_seconds) : "—"),
+    fact("Submitted", fmtTime(job.created_at)),
+    fact("Started", fmtTime(job.started_at)),
+    fact("Ended", fmtTime(job.finished_at)),
+  ];
+  if (job.state === "QUEUED" || job.state === "UPLOADING") rows.splice(2, 0, fact("Queue", queueText(job)));
+  if (job.resubmit_of) {
+    rows.push(fact("Resubmit of", el("a", { href: `/jobs/${encodeURIComponent(job.resubmit_of)}`, class: "mono" }, job.resubmit_of)));
+  }
+  clear(facts, ...rows.flat());
+}
+
+function renderTimeline() {
+  const items = (job.history || []).map((h, i, all) => {
+    const next = all[i + 1];
+    const until = next ? next.at : (TERMINAL.has(h.state) ? null : Date.now() / 1000);
+    return el("li", { class: "tl-item", dataset: { state: h.state } },
+      el("span", { class: "tl-dot", "aria-hidden": "true" }),
+      el("div", { class: "tl-body" },
+        el("div", { class: "tl-head" }, badge(h.state),
+          el("time", { datetime: new Date(h.at * 1000).toISOString() }, fmtTime(h.at)),
+          until ? el("span", { class: "muted small" }, `for ${fmtDuration(until - h.at)}`) : null),
+        h.reason ? el("p", { class: "tl-reason" }, h.reason) : null));
+  });
+  clear(timeline, ...items);
+}
+
+function renderOutput() {
+  if (!TERMINAL.has(job.state)) {
+    clear(output, el("p", { class: "muted" }, job.output === "none"
+      ? "This job keeps no files; its log is below."
+      : "The container's files can be downloaded here when the job ends."));
+    return;
+  }
+  if (!job.output_bytes) {
+    clear(output, el("p", { class: "muted" }, job.output === "none" ? "This job kept no files (logs only)." : "This job left no archive."));
+    return;
+  }
+  const href = `/api/v1/jobs/${encodeURIComponent(job.id)}/output`;
+  const copy = el("button", { type: "button", class: "btn btn-small", onclick: (e) => copyText(job.output_sha256, e.currentTarget) }, "Copy");
+  clear(output,
+    el("div", { class: "download" },
+      el("a", { class: "btn btn-primary", href, download: `pink-${job.id}.tar.zst`, id: "download" },
+        `Download pink-${job.id}.tar.zst`),
+      el("span", { class: "muted" }, fmtBytes(job.output_bytes))),
+    el("div", { class: "copy-row" }, el("span", { class: "muted small" }, "SHA-256"),
+      el("code", { class: "mono small break", id: "sha256" }, job.output_sha256), copy),
+    el("p", { class: "muted small" }, "A zstd-compressed tar of the container's filesystem: ",
+      el("code", {}, `zstd -dc pink-${job.id}.tar.zst | tar -x`), "."));
+}
+
+function render() {
+  document.title = `${jobTitle(job)} · PINK`;
+  document.getElementById("job-name").textContent = jobTitle(job);
+  clear(document.getElementById("job-state"), badge(job.state));
+  renderFacts();
+  renderTimeline();
+  renderOutput();
+  const ended = TERMINAL.has(job.state);
+  cancelBtn.hidden = ended;
+  resubmitBtn.hidden = !(ended && RESUBMITTABLE.has(job.state) && job.image_id && job.user === document.body.dataset.user);
+  const reason = job.reason || (job.state === "QUEUED" ? job.waiting_reason : "");
+  reasonBox.hidden = !reason;
+  reasonBox.className = `alert ${ended && job.state !== "SUCCEEDED" ? "alert-error" : "alert-info"}`;
+  reasonBox.textContent = reason || "";
+  if (ended && stopEvents) { stopEvents(); stopEvents = null; }
+  if (!logStarted && !["UPLOADING", "QUEUED"].includes(job.state)) { logStarted = true; followLog(); }
+  if (!logStarted) logStatus.textContent = "The log starts when the job does.";
+}
+
+// ----- log tail -------------------------------------------------------------------------------
+
+function appendLog(text) {
+  logBox.append(document.createTextNode(text));
+  if (logBox.textContent.length > LOG_KEEP * 1.5) {
+    const keep = logBox.textContent.slice(-LOG_KEEP);
+    logBox.textContent = "…(earlier lines: open the raw log)\n" + keep.slice(keep.indexOf("\n") + 1);
+  }
+  if (logFollow.checked) logBox.scrollTop = logBox.scrollHeight;
+}
+
+async function followLog() {
+  let offset = 0;
+  const decoder = new TextDecoder();
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const ended = TERMINAL.has(job.state);
+    logStatus.textContent = ended ? "Loading the log…" : "Following the log as it grows…";
+    try {
+      const r = await fetch(`/api/v1/jobs/${encodeURIComponent(ID)}/logs?offset=${offset}${ended ? "" : "&follow=1"}`,
+        { credentials: "same-origin" });
+      if (!r.ok) {
+        let msg = `The server answered ${r.status}.`;
+        try { msg = (await r.json()).error || msg; } catch { /* keep */ }
+        throw new Error(msg);
+      }
+      const reader = r.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        offset += value.length;
+        appendLog(decoder.decode(value, { stream: true }));
+      }
+      appendLog(decoder.decode());
+      if (ended || TERMINAL.has(job.state)) {
+        const latest = await api(`/jobs/${encodeURIComponent(ID)}`).catch(() => null);
+        if (latest && latest.job) job = latest.job;
+        if (!ended) continue;  // one last read from where we are, now that it has ended
+        logStatus.textContent = offset ? `End of the log (${fmtBytes(offset)}).` : "The job wrote nothing to its log.";
+        return;
+      }
+    } catch (e) {
+      logStatus.textContent = `Log interrupted: ${e.message} Retrying…`;
+      await new Promise((res) => setTimeout(res, 2000));
+    }
+  }
+}
+
+// ----- actions --------------------------------------------------------------------------------
+
+cancelBtn.addEventListener("click", async () => {
+  const ok = await confirmDialog({
+    title: `Cancel ${jobTitle(job)}?`,
+    body: job.state === "RUNNING"
+      ? "The container gets SIGTERM, then SIGKILL after a grace period. Its files are still archived. This cannot be undone."
+      : "The job will not run. This cannot be undone.",
+    confirm: "Cancel job",
+    cancel: "Keep it running",
+  });
+  if (!ok) return;
+  cancelBtn.disabled = true;
+  try {
+    const data = await api(`/jobs/${encodeURIComponent(ID)}/cancel`, { method: "POST" });
+    job = data.job;
+    render();
+    toast("Job cancelled.");
+  } catch (e) {
+    alertIn(errorBox, "error", `Could not cancel: ${e.message}`);
+  } finally {
+    cancelBtn.disabled = false;
+  }
+});
+
+resubmitBtn.addEventListener("click", async () => {
+  resubmitBtn.disabled = true;
+  try {
+    const data = await api(`/jobs/${encodeURIComponent(ID)}/resubmit`, { method: "POST" });
+    location.assign(`/jobs/${encodeURIComponent(data.job.id)}`);
+  } catch (e) {
+    alertIn(errorBox, "error", `Could not resubmit: ${e.message}`);
+    resubmitBtn.disabled = false;
+  }
+});
+
+// ----- start ----------------------------------------------------------------------------------
+
+async function start() {
+  try {
+    job = (await api(`/jobs/${encodeURIComponent(ID)}`)).job;
+  } catch (e) {
+    alertIn(errorBox, "error", e.status === 404 ? `There is no job ${ID} (or it is not yours).` : e.message);
+    document.getElementById("live").textContent = "";
+    return;
+  }
+  render();
+  if (!TERMINAL.has(job.state)) {
+    stopEvents = liveEvents(`job=${encodeURIComponent(ID)}`, (name, data) => {
+      if (name !== "job" || !data.job) return;
+      clear(errorBox);
+      job = data.job;
+      render();
+    });
+  } else {
+    const live = document.getElementById("live");
+    live.dataset.state = "done";
+    live.textContent = `${stateLabel(job.state)} ${fmtTime(job.finished_at || job.updated_at)}`;
+  }
+}
+
+setInterval(() => { if (job && job.started_at && !TERMINAL.has(job.state)) renderFacts(); }, 1000);
+start();

@@ -1,0 +1,183 @@
+// Submit page: the tarball goes as the raw body of POST /api/v1/jobs (never multipart: the
+// server streams it straight to a worker), sent with XMLHttpRequest for its progress events.
+import { CSRF, alertIn, clear, el, fmtBytes, fmtDuration } from "./app.js";
+
+const form = document.getElementById("submit-form");
+const input = document.getElementById("file");
+const zone = document.getElementById("dropzone");
+const chosen = document.getElementById("file-chosen");
+const fileError = document.getElementById("file-error");
+const box = document.getElementById("progress-box");
+const bar = document.getElementById("progress");
+const pct = document.getElementById("progress-pct");
+const label = document.getElementById("progress-label");
+const result = document.getElementById("result");
+const submitBtn = document.getElementById("submit-btn");
+const cancelBtn = document.getElementById("cancel-upload");
+const nameInput = document.getElementById("name");
+const MAX = Number(document.body.dataset.maxUpload) || Infinity;
+
+let file = null;
+let xhr = null;
+
+const MAGIC = [
+  [[0x1f, 0x8b], "gzip", "gunzip"],
+  [[0x28, 0xb5, 0x2f, 0xfd], "zstd", "zstd -d"],
+  [[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], "xz", "unxz"],
+  [[0x42, 0x5a, 0x68], "bzip2", "bunzip2"],
+];
+
+/** Cheap checks before sending anything; the server checks the whole archive as it streams. */
+async function precheck(f) {
+  if (f.size === 0) return "This file is empty. Choose the tarball that `docker save` wrote.";
+  if (f.size > MAX) return `This file is ${fmtBytes(f.size)}; the largest upload this cluster takes is ${fmtBytes(MAX)}.`;
+  const head = new Uint8Array(await f.slice(0, 512).arrayBuffer());
+  for (const [magic, name, tool] of MAGIC) {
+    if (magic.every((b, i) => head[i] === b)) {
+      return `This file is ${name}-compressed. Decompress it first (${tool}) and upload the plain .tar, ` +
+        "or write it with `docker save IMAGE -o image.tar`.";
+    }
+  }
+  const ustar = String.fromCharCode(...head.slice(257, 262));
+  if (head.length < 512 || ustar !== "ustar") {
+    return "This is not a tar archive. Upload the file that `docker save IMAGE -o image.tar` writes.";
+  }
+  return null;
+}
+
+async function choose(f) {
+  clear(fileError);
+  clear(result);
+  file = null;
+  chosen.hidden = true;
+  if (!f) return;
+  const problem = await precheck(f);
+  if (problem) {
+    alertIn(fileError, "error", problem);
+    return;
+  }
+  file = f;
+  chosen.hidden = false;
+  clear(chosen, el("strong", {}, f.name), ` · ${fmtBytes(f.size)}`);
+  if (!nameInput.value) nameInput.placeholder = f.name.replace(/\.tar$/i, "");
+}
+
+input.addEventListener("change", () => choose(input.files[0]));
+for (const type of ["dragenter", "dragover"]) {
+  zone.addEventListener(type, (ev) => { ev.preventDefault(); zone.classList.add("dragging"); });
+}
+for (const type of ["dragleave", "drop"]) {
+  zone.addEventListener(type, (ev) => { ev.preventDefault(); zone.classList.remove("dragging"); });
+}
+zone.addEventListener("drop", (ev) => {
+  const f = ev.dataTransfer && ev.dataTransfer.files[0];
+  if (f) choose(f);
+});
+// A file dropped next to the zone should not make the browser navigate away to it.
+window.addEventListener("dragover", (ev) => ev.preventDefault());
+window.addEventListener("drop", (ev) => ev.preventDefault());
+
+function busy(on) {
+  submitBtn.disabled = on;
+  cancelBtn.hidden = !on;
+  input.disabled = on;
+  for (const field of form.querySelectorAll("input:not([type=file]), select")) field.disabled = on;
+}
+
+function params() {
+  const data = new FormData(form);
+  const p = new URLSearchParams();
+  const gpus = Number(data.get("gpus"));
+  const timeout = Math.round(Number(data.get("timeout")) * Number(document.getElementById("timeout-unit").value));
+  if (!Number.isInteger(gpus) || gpus < 0 || gpus > 64) throw new Error("GPUs must be a whole number from 0 to 64.");
+  if (!(timeout >= 1 && timeout <= 7 * 86400)) throw new Error("The time limit must be between 1 second and 7 days.");
+  p.set("gpus", String(gpus));
+  p.set("timeout", String(timeout));
+  p.set("output", data.get("output") || "full");
+  p.set("name", (data.get("name") || "").trim() || file.name.replace(/\.tar$/i, ""));
+  const priority = Number(data.get("priority") || 0);
+  if (priority) p.set("priority", String(priority));
+  return p;
+}
+
+function showProgress(loaded, total, started, samples) {
+  const now = performance.now();
+  samples.push([now, loaded]);
+  while (samples.length > 2 && now - samples[0][0] > 3000) samples.shift();  // last ~3 s
+  const [t0, b0] = samples[0];
+  const rate = now > t0 ? ((loaded - b0) * 1000) / (now - t0) : 0;
+  const percent = total ? Math.floor((loaded * 100) / total) : 0;
+  bar.value = percent;
+  pct.textContent = `${percent}%`;
+  const eta = rate > 0 ? fmtDuration((total - loaded) / rate) : "…";
+  label.textContent = loaded >= total
+    ? `${fmtBytes(total)} sent in ${fmtDuration((now - started) / 1000)}. The server is checking the archive…`
+    : `${fmtBytes(loaded)} of ${fmtBytes(total)} · ${fmtBytes(rate)}/s · ${eta} left`;
+  form.dispatchEvent(new CustomEvent("upload-progress", { detail: { loaded, total, rate } }));
+}
+
+form.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  clear(result);
+  if (!file) {
+    alertIn(fileError, "error", "Choose an image tarball first.");
+    input.focus();
+    return;
+  }
+  let query;
+  try {
+    query = params();
+  } catch (e) {
+    alertIn(result, "error", e.message);
+    return;
+  }
+  const started = performance.now();
+  const samples = [];
+  box.hidden = false;
+  bar.value = 0;
+  pct.textContent = "0%";
+  label.textContent = `Starting the upload of ${fmtBytes(file.size)}…`;
+  busy(true);
+  xhr = new XMLHttpRequest();
+  xhr.open("POST", "/api/v1/jobs?" + query.toString());
+  xhr.setRequestHeader("X-CSRF-Token", CSRF);
+  xhr.setRequestHeader("Content-Type", "application/x-tar");
+  xhr.setRequestHeader("Accept", "application/json");
+  xhr.responseType = "json";
+  xhr.upload.addEventListener("progress", (e) => showProgress(e.loaded, e.lengthComputable ? e.total : file.size, started, samples));
+  xhr.addEventListener("load", () => {
+    busy(false);
+    const data = xhr.response || {};
+    if (xhr.status === 201 || xhr.status === 200) {
+      const job = data.job;
+      box.hidden = true;
+      const seconds = (performance.now() - started) / 1000;
+      alertIn(result, "ok", `Job ${job.name || job.id} is ${job.state.toLowerCase()} on ${job.worker} `,
+        `(${fmtBytes(file.size)} in ${fmtDuration(seconds)}, ${fmtBytes(file.size / Math.max(seconds, 0.001))}/s). `,
+        el("a", { href: `/jobs/${encodeURIComponent(job.id)}`, id: "new-job-link" }, "Open the job"));
+      form.dispatchEvent(new CustomEvent("upload-done", { detail: { job } }));
+      return;
+    }
+    if (xhr.status === 401) {
+      alertIn(result, "error", "Your session has ended. ", el("a", { href: "/login?next=/submit" }, "Log in again"), " and resubmit.");
+      return;
+    }
+    box.hidden = true;
+    const message = data.error || `The server refused the upload (${xhr.status}).`;
+    const title = xhr.status === 400 ? "The file was refused: " : "Not submitted: ";
+    alertIn(result, "error", title + message);
+  });
+  xhr.addEventListener("error", () => {
+    busy(false);
+    box.hidden = true;
+    alertIn(result, "error", "The upload broke off (network error or the server went away). Nothing was submitted; try again.");
+  });
+  xhr.addEventListener("abort", () => {
+    busy(false);
+    box.hidden = true;
+    alertIn(result, "info", "Upload cancelled. Nothing was submitted.");
+  });
+  xhr.send(file);
+});
+
+cancelBtn.addEventListener("click", () => { if (xhr) xhr.abort(); });
