@@ -46,6 +46,7 @@ class WorkerDaemon:
         self.runtime = self.wcfg.runtime or ("nvidia" if self.gpus else "")
         self.runs: dict[str, JobRun] = {}
         self.stop_requested = threading.Event()
+        self.need_register = threading.Event()
         self.wake = threading.Event()
         self.lease = Lease(self.store, self.wcfg.lease_ttl_s, f"worker {self.wcfg.name}")
         self._unwatch = None
@@ -106,12 +107,28 @@ class WorkerDaemon:
                     if renewed is not None and job.id in self.runs:
                         self.runs[job.id].job = renewed
 
-    def keep_lease(self) -> None:
-        if self.lease.keepalive():
-            self.register()
+    def keep_lease_alive(self) -> None:
+        """Thread: refresh the lease every loop interval, whatever the main loop is doing.
+
+        A slow or restarting Docker engine can block the main loop for a while; the worker and
+        its containers are still alive then, so their claims must not expire with it.
+        """
+        failing = False
+        while not self.stop_requested.is_set():
+            try:
+                if self.lease.keepalive():
+                    self.need_register.set()
+                    self.wake.set()
+                failing = False
+            except PinkError as exc:
+                if not failing:
+                    log.warning("cannot refresh the lease: %s", exc)
+                failing = True
+            self.stop_requested.wait(self.wcfg.loop_interval_s)
 
     def heartbeat(self) -> None:
-        self._refresh_images()
+        # A job that brought a new image: publish it now, so resubmits can skip the upload.
+        self._refresh_images(force=any(r.job.image_id not in self._images for r in self.runs.values()))
         info = self.info()
         body = info.heartbeat_json().decode()
         # Heartbeats only carry news: the lease refresh alone keeps the worker alive.
@@ -139,7 +156,11 @@ class WorkerDaemon:
 
     # ----- one cycle ---------------------------------------------------------------------------------
     def cycle(self) -> None:
-        self.keep_lease()
+        if not self.lease.id:
+            return  # the lease thread has not reached etcd yet
+        if self.need_register.is_set():
+            self.need_register.clear()
+            self.register()
         self.watch()
         entries = self.store.queue(self.wcfg.name)
         by_id = {e.job_id: e for e in entries}
@@ -223,6 +244,7 @@ class WorkerDaemon:
         log.info("worker %s starting: engine %s, GPUs %s, runtime %s", self.wcfg.name, self.wcfg.docker_url,
                  [g.index for g in self.gpus] or "none (CPU-only)", self.runtime or "default")
         last_sweep = 0.0
+        threading.Thread(target=self.keep_lease_alive, name="lease", daemon=True).start()
         try:
             while not self.stop_requested.is_set():
                 self.wake.clear()

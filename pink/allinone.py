@@ -743,11 +743,11 @@ class Dockerd(Service):
         super().terminate()
 
     def stop(self, timeout: float = 30.0) -> None:
+        # The exec root (and so the socket path in the workers' config) stays for a restart;
+        # purge() removes it.
         self.terminate()
         super().stop(timeout)
         self._terminating = False
-        if self._short_exec is not None and not _mounts_under(self._short_exec):
-            shutil.rmtree(self._short_exec, ignore_errors=True)
 
     def purge(self) -> None:
         """Delete the engine's data root (after stop), unless something is still mounted there."""
@@ -758,6 +758,8 @@ class Dockerd(Service):
             log.warning("not deleting %s: still mounted: %s", self.data_root, left[:3])
             return
         shutil.rmtree(self.data_root, ignore_errors=True)
+        if self._short_exec is not None and not _mounts_under(self._short_exec):
+            shutil.rmtree(self._short_exec, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- sshd + gate
@@ -1452,8 +1454,11 @@ class LocalCluster:
         dev_ca: DevCA | None = None,
         worker_ready_check: str = "etcd",
         start_workers: bool = True,
+        own_engines: bool = False,
     ) -> None:
         self.base_dir = Path(base_dir).resolve()
+        #: Give the first worker its own engine too (fault tests that restart engines).
+        self.own_engines = own_engines
         self.n_workers = workers
         self.n_web = web_servers
         self.use_nginx = nginx
@@ -1555,7 +1560,7 @@ class LocalCluster:
             wdir = self.base_dir / f"worker{i}"
             sshd = Sshd(wdir / "sshd", inbox=wdir / "inbox", outbox=wdir / "outbox", client_key=client_key, user=user)
             sshd.start()
-            dockerd = Dockerd(wdir / "dockerd").start() if i > 0 else None
+            dockerd = Dockerd(wdir / "dockerd").start() if i > 0 or self.own_engines else None
             handles.append((i, f"worker{i}-{self.tag}", wdir, sshd, dockerd))  # type: ignore[arg-type]
         if self.etcd:
             self.etcd.wait_ready()

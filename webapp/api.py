@@ -340,9 +340,18 @@ def resubmit_job(job_id: str):
         image_id=old.image_id, resubmit_of=old.id,
     )
     try:
-        job, created = joblogic.submit(_cfg(), store(), _links(), g.user, spec, request.stream, 0,
-                                       request.headers.get("Idempotency-Key", ""))
+        job, created = joblogic.submit(
+            _cfg(), store(), _links(), current_app.extensions["pink.lease"], g.user, spec,
+            body=request.stream, length=0, idempotency_key=request.headers.get("Idempotency-Key", ""),
+        )
     except joblogic.SubmitError as exc:
+        ran_on = store().get_worker(old.worker) if any(h.get("state") == "RUNNING" for h in old.history) else None
+        if exc.status == 409 and ran_on is not None and ran_on.alive:
+            # Workers report their images every few seconds; a job that just ended may not
+            # be counted yet on the worker that loaded it.
+            return error_response(409, f"worker {old.worker} has not reported image {old.image_id} yet; "
+                                       f"try again in a few seconds, or submit the tarball if it lasts",
+                                  {"Retry-After": "5"})
         return error_response(exc.status, str(exc))
     return jsonify(job=job_json(job)), 201 if created else 200
 

@@ -28,12 +28,17 @@ function fact(name, value, cls) {
   return [el("dt", {}, name), el("dd", { class: cls }, value)];
 }
 
+function endedAt(j) {
+  const last = (j.history || []).at(-1);
+  return last && TERMINAL.has(last.state) ? last.at : j.updated_at;
+}
+
 function renderFacts() {
   const runtime = runtimeOf(job);
   const rows = [
     fact("User", job.user),
     fact("Worker", job.worker || "—", "mono"),
-    fact("GPUs", gpuText(job)),
+    fact("GPUs", job.gpus ? gpuText(job) : "none (CPU only)"),
     fact("Time limit", fmtDuration(job.timeout_s)),
     fact("Output", job.output === "none" ? "logs only" : "files (.tar.zst)"),
     fact("Priority", String(job.priority)),
@@ -45,7 +50,7 @@ function renderFacts() {
     fact("GPU time", job.gpus ? fmtDuration(job.gpu_seconds) : "—"),
     fact("Submitted", fmtTime(job.created_at)),
     fact("Started", fmtTime(job.started_at)),
-    fact("Ended", fmtTime(job.finished_at)),
+    fact("Ended", fmtTime(job.finished_at || (TERMINAL.has(job.state) ? endedAt(job) : null))),
   ];
   if (job.state === "QUEUED" || job.state === "UPLOADING") rows.splice(2, 0, fact("Queue", queueText(job)));
   if (job.resubmit_of) {
@@ -165,7 +170,7 @@ cancelBtn.addEventListener("click", async () => {
   const ok = await confirmDialog({
     title: `Cancel ${jobTitle(job)}?`,
     body: job.state === "RUNNING"
-      ? "The container gets SIGTERM, then SIGKILL after a grace period. Its files are still archived. This cannot be undone."
+      ? "The container is stopped (SIGTERM, then SIGKILL after a grace period). This cannot be undone."
       : "The job will not run. This cannot be undone.",
     confirm: "Cancel job",
     cancel: "Keep it running",
@@ -220,5 +225,10 @@ async function start() {
   }
 }
 
-setInterval(() => { if (job && job.started_at && !TERMINAL.has(job.state)) renderFacts(); }, 1000);
+// Runtimes and the time in the current state tick without a round trip.
+setInterval(() => {
+  if (!job || TERMINAL.has(job.state)) return;
+  renderTimeline();
+  if (job.started_at) renderFacts();
+}, 1000);
 start();

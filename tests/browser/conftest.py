@@ -1,0 +1,98 @@
+"""Fixtures of the browser layer: one real cluster behind nginx (TLS) for the whole session,
+and Debian's headless Chromium driven by Playwright.
+
+The cluster is :class:`pink.allinone.LocalCluster`, the class behind the integration tests'
+``cluster`` fixture, made once per session here (that fixture is per test) to keep the layer
+within its budget; tests stay independent by using their own users and jobs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pink import allinone as aio
+
+from tests.browser.ui_helpers import CHROMIUM, CHROMIUM_ARGS, PASSWORDS, SCREENSHOTS, VIEWPORT, login
+
+_cluster: aio.LocalCluster | None = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.when == "call" and report.failed and _cluster is not None:
+        services: list[aio.Service] = list(_cluster.web) + [w.daemon for w in _cluster.workers]
+        services += [_cluster.nginx] if _cluster.nginx else []
+        for service in services:
+            report.sections.append((f"log of {service.name} ({service.log_path})", service.log_tail(30)))
+    return report
+
+
+@pytest.fixture(scope="session")
+def ui_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[aio.LocalCluster]:
+    """etcd, a worker (sshd + system docker), gunicorn and nginx with TLS; users with passwords."""
+    global _cluster
+    aio.ensure_system_dockerd()
+    base = tmp_path_factory.mktemp("ui")
+    ca = aio.make_dev_ca(base / "ssl")
+    cluster = aio.LocalCluster(base / "cluster", nginx=True, dev_ca=ca, users=(), admin_user="")
+    _cluster = cluster
+    with cluster:
+        cluster.add_users([("root", True), ("alice", False), ("bob", False), ("carol", False), ("erin", False)],
+                          PASSWORDS)
+        yield cluster
+    _cluster = None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/bootstrap.sh does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def new_page(browser, ui_cluster) -> Iterator[Callable[..., object]]:
+    """Factory: ``new_page(user=None, **context_options)`` → a page, logged in as ``user``.
+
+    Each call makes its own browser context (its own cookies); JavaScript errors on any page
+    fail the test."""
+    contexts = []
+    errors: list[str] = []
+
+    def make(user: str | None = None, **options):
+        context = browser.new_context(ignore_https_errors=True, viewport=options.pop("viewport", VIEWPORT), **options)
+        context.set_default_timeout(30_000)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        if user:
+            login(page, ui_cluster.url, user)
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def screenshot() -> Callable[..., Path]:
+    """``screenshot(page, name)`` saves docs/screenshots/<name>.png (for the README)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def take(page, name: str, full_page: bool = False) -> Path:
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=full_page, animations="disabled", caret="hide")
+        return path
+
+    return take

@@ -1,0 +1,20 @@
+"""A short chaos soak (the full one is bench/chaos.py, N >= 300): the promise must hold."""
+
+import argparse
+
+import pytest
+
+from bench import chaos
+
+pytestmark = pytest.mark.integration
+
+
+def test_short_chaos_soak_keeps_the_promise(tmp_path):
+    args = argparse.Namespace(jobs=25, clients=3, seed=11, fault_every=2.0, settle=180.0)
+    result = chaos.run(args)
+    chaos.report(result, args)
+    assert result["accepted"] == args.jobs
+    assert result["reached a terminal state"] == result["accepted"]
+    assert result["max executions per job"] == 1
+    assert result["orphans"] == 0, result["orphans by kind"]
+    assert result["faults injected"] >= 1
