@@ -230,13 +230,15 @@ class WorkerDaemon:
                     container.remove(force=True)
                 except docker.errors.NotFound:
                     pass
-        for path in Path(self.wcfg.inbox).glob("*.tar"):
-            job_id = path.name[:-4]
-            if job_id in live or not JOB_ID.match(job_id):
+        # Uploads, and exports cut short, of jobs that are over.
+        leftovers = [*Path(self.wcfg.inbox).glob("*.tar"), *Path(self.wcfg.outbox).glob("*.part")]
+        for path in leftovers:
+            job_id = path.name[:20]
+            if job_id in live or job_id in self.runs or not JOB_ID.match(job_id):
                 continue
             job = self.store.get_job(job_id)
             if job is None or job.state.terminal:
-                log.info("removing inbox file of finished job %s", job_id)
+                log.info("removing %s of finished job %s", path.name, job_id)
                 path.unlink(missing_ok=True)
 
     # ----- main loop -------------------------------------------------------------------------------

@@ -305,6 +305,9 @@ class JobRun:
             except docker.errors.NotFound:
                 pass
         self.inbox_file.unlink(missing_ok=True)
+        if not self.job.output_bytes:
+            # Cancelled or lost during the export: nobody can download this archive.
+            self.archive_file.unlink(missing_ok=True)
 
 
 def _docker_time(text: str) -> float | None:

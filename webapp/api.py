@@ -251,7 +251,9 @@ def job_output(job_id: str):
 def image_holders(image_id: str):
     if not IMAGE_ID.match(image_id):
         abort(400, "image ids look like sha256:<64 hex digits>")
-    workers = [w.name for w in store().workers() if w.alive and not w.drained and image_id in w.images]
+    workers = []
+    if joblogic.may_reuse_image(store(), g.user, image_id):
+        workers = [w.name for w in store().workers() if w.alive and not w.drained and image_id in w.images]
     return jsonify(image=image_id, workers=workers)
 
 

@@ -97,6 +97,12 @@ def check_quota(cfg: Config, user: User, queues: dict[str, list[QueueEntry]], up
                                f"{cfg.web.quota_upload_bytes} bytes")
 
 
+def may_reuse_image(store: Store, user: User, image_id: str) -> bool:
+    """Only someone who has uploaded an image may run it again without sending it: an image
+    id is not a secret, but the image's content may be."""
+    return user.admin or any(j.image_id == image_id and j.image_bytes for j in store.list_jobs(user.name, limit=1000))
+
+
 def upload_never_completed(job: Job) -> bool:
     return job.state is JobState.FAILED and not any(h["state"] == "QUEUED" for h in job.history)
 
@@ -127,6 +133,8 @@ def submit(
     workers = store.workers()
     views = worker_views(workers, queues)
     if reuse:
+        if not may_reuse_image(store, user, spec.image_id):
+            raise SubmitError(409, f"you have not uploaded image {spec.image_id} before; upload the tarball")
         holders = [v for v in views if spec.image_id in v.images]
         if not holders:
             raise SubmitError(409, f"no worker holds image {spec.image_id}; upload the tarball")

@@ -181,6 +181,11 @@ def test_resubmitting_a_held_image_sends_zero_bytes(cluster, images):
     assert job["state"] == "SUCCEEDED" and job["image_bytes"] == 0
     unknown = "sha256:" + "0" * 64
     assert api.post("/api/v1/jobs", params={"image": unknown}, data=b"").status_code == 409
+    # Someone who never uploaded the image can neither see where it is nor run it for free.
+    bob = c.api("bob")
+    assert bob.get(f"/api/v1/images/{image}").json()["workers"] == []
+    refused = bob.post("/api/v1/jobs", params={"image": image}, data=b"")
+    assert refused.status_code == 409 and "upload the tarball" in refused.json()["error"]
 
 
 def test_a_user_cannot_see_or_touch_another_users_job(cluster, images):
