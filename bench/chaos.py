@@ -183,7 +183,9 @@ def run(args: argparse.Namespace) -> dict:
         base / "cluster", workers=2, web_servers=2, nginx=True, etcd_endpoints=etcd.endpoints,
         own_engines=True, users=("alice",),
         etcd_overrides={"timeout_s": 2},
-        web_overrides={"janitor_interval_s": 0.5, "lease_ttl_s": 3, "lost_worker_grace_s": 20},
+        # The soak submits everything at once: lift the per-user queue quota.
+        web_overrides={"janitor_interval_s": 0.5, "lease_ttl_s": 3, "lost_worker_grace_s": 20,
+                       "quota_queued_jobs": 10 * args.jobs},
         worker_overrides=FAST,
     )
     counters: list[StartCounter] = []
@@ -227,8 +229,10 @@ def wait_terminal(api, ids: set[str], timeout: float) -> dict[str, dict]:
     jobs: dict[str, dict] = {}
     while time.time() < deadline:
         try:
-            listed = api.get("/api/v1/jobs", params={"limit": 1000}, timeout=30).json()["jobs"]
-        except (requests.RequestException, ValueError, KeyError):
+            r = api.get("/api/v1/jobs", params={"limit": 1000}, timeout=30)
+            listed = r.json()["jobs"]
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            print(f"listing jobs failed: {exc!r}", file=sys.stderr)
             time.sleep(1)
             continue
         jobs = {j["id"]: j for j in listed if j["id"] in ids}

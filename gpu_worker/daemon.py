@@ -57,6 +57,8 @@ class WorkerDaemon:
         self._layers: tuple[str, ...] = ()
         self._images_at = 0.0
         self._layer_cache: dict[str, tuple[str, ...]] = {}
+        #: job id -> when the engine first failed it (runs resume until engine_grace_s).
+        self._engine_trouble: dict[str, float] = {}
         self._heartbeat_sent = ""
         for folder in (self.wcfg.inbox, self.wcfg.outbox):
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -161,6 +163,7 @@ class WorkerDaemon:
         if self.need_register.is_set():
             self.need_register.clear()
             self.register()
+        self.engine.ping()  # no claims or restarts while the engine is away (raises)
         self.watch()
         entries = self.store.queue(self.wcfg.name)
         by_id = {e.job_id: e for e in entries}
@@ -168,6 +171,10 @@ class WorkerDaemon:
         for job_id, run in list(self.runs.items()):
             if run.done.is_set():
                 del self.runs[job_id]
+                if run.engine_trouble:
+                    self._engine_trouble.setdefault(job_id, time.monotonic())
+                else:
+                    self._engine_trouble.pop(job_id, None)
             elif job_id not in by_id or by_id[job_id].state not in CLAIMED:
                 run.cancel.set()
         # Claimed jobs nobody here runs: after a restart, adopt them.
@@ -203,7 +210,10 @@ class WorkerDaemon:
                 self._launch(claimed)
 
     def _launch(self, job) -> None:
-        run = JobRun(job=job, cfg=self.wcfg, store=self.store, engine=self.engine, runtime=self.runtime)
+        since = self._engine_trouble.get(job.id)
+        give_up = since is not None and time.monotonic() - since > self.wcfg.engine_grace_s
+        run = JobRun(job=job, cfg=self.wcfg, store=self.store, engine=self.engine, runtime=self.runtime,
+                     give_up_on_engine=give_up)
         self.runs[job.id] = run
         run.start()
 

@@ -34,6 +34,8 @@ from pink.store import Store
 log = logging.getLogger(__name__)
 
 NEVER_STARTED = "0001-01-01T00:00:00Z"
+#: Failures of the engine itself (socket gone, restarting, timing out), not of the job.
+TRANSIENT_ENGINE_ERRORS = (requests.ConnectionError, requests.Timeout)
 CHUNK = 1 << 20
 
 
@@ -54,6 +56,10 @@ class JobRun:
     store: Store
     engine: docker.DockerClient
     runtime: str
+    #: Set by the daemon when the engine has failed this job for too long: fail, do not wait.
+    give_up_on_engine: bool = False
+    #: Set when the run stopped because the engine was unreachable (the daemon resumes it).
+    engine_trouble: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -107,7 +113,16 @@ class JobRun:
             # the daemon adopts the job again when etcd answers.
             log.warning("job %s: store unavailable, will resume: %s", self.job.id, exc)
             return
-        except Exception as exc:  # a bug or an engine failure: record it, never retry the job
+        except TRANSIENT_ENGINE_ERRORS as exc:
+            # The engine is restarting or overloaded. Resuming is safe: the next attempt looks
+            # at the container first and never starts one twice.
+            if not self.give_up_on_engine:
+                self.engine_trouble = True
+                log.warning("job %s: docker engine unavailable, will resume: %s", self.job.id, exc)
+                return
+            self._fail(f"the worker's docker engine stayed unavailable: {exc}")
+            self._stop(container)
+        except Exception as exc:  # a bug or a permanent engine failure: record it, never retry
             log.exception("job %s: run failed", self.job.id)
             self._fail(f"worker error: {type(exc).__name__}: {exc}")
             self._stop(container)

@@ -72,6 +72,8 @@ class WorkerConfig:
     pids_limit: int = 4096
     network: str = "none"
     stop_grace_s: float = 10.0
+    #: Jobs whose start or wait the engine keeps failing are resumed this long, then failed.
+    engine_grace_s: float = 600.0
     max_parallel_jobs: int = 4
     #: How often to remove containers and inbox files of jobs that are over.
     sweep_interval_s: float = 60.0

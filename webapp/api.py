@@ -348,7 +348,7 @@ def resubmit_job(job_id: str):
         )
     except joblogic.SubmitError as exc:
         ran_on = store().get_worker(old.worker) if any(h.get("state") == "RUNNING" for h in old.history) else None
-        if exc.status == 409 and ran_on is not None and ran_on.alive:
+        if exc.status == 409 and ran_on is not None and ran_on.alive and old.image_id not in ran_on.images:
             # Workers report their images every few seconds; a job that just ended may not
             # be counted yet on the worker that loaded it.
             return error_response(409, f"worker {old.worker} has not reported image {old.image_id} yet; "

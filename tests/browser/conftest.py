@@ -41,11 +41,29 @@ def ui_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[aio.LocalCl
     ca = aio.make_dev_ca(base / "ssl")
     cluster = aio.LocalCluster(base / "cluster", nginx=True, dev_ca=ca, users=(), admin_user="")
     _cluster = cluster
-    with cluster:
-        cluster.add_users([("root", True), ("alice", False), ("bob", False), ("carol", False), ("erin", False)],
-                          PASSWORDS)
-        yield cluster
-    _cluster = None
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = f"{fake_nvidia_smi(base / 'bin')}:{old_path}"
+    try:
+        with cluster:
+            cluster.add_users([("root", True), ("alice", False), ("bob", False), ("carol", False),
+                               ("erin", False)], PASSWORDS)
+            yield cluster
+    finally:
+        os.environ["PATH"] = old_path
+        _cluster = None
+
+
+def fake_nvidia_smi(folder: Path) -> Path:
+    """A stub ``nvidia-smi`` so the worker reports GPUs on this GPU-less host: the workers page
+    (and its screenshot) then shows GPU cards. Every job of these tests asks for 0 GPUs, so no
+    container ever needs a real one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = "\n".join(f"{i}, GPU-00000000-0000-0000-0000-00000000000{i}, NVIDIA A100-SXM4-80GB, 81920 MiB"
+                     for i in range(4))
+    stub = folder / "nvidia-smi"
+    stub.write_text(f"#!/bin/sh\ncat <<'EOF'\n{rows}\nEOF\n")
+    stub.chmod(0o755)
+    return folder
 
 
 @pytest.fixture(scope="session")

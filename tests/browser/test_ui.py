@@ -85,8 +85,7 @@ def test_upload_shows_progress_and_the_jobs_page_sees_success_live_then_download
     throttle_uploads(page)
     record_progress(page)
     page.set_input_files("#file", str(images["writer"]))
-    name = '<img src=x onerror="window.__xss=1"> & "writer"'
-    page.fill("#name", name)
+    page.fill("#name", "train-resnet50")
     page.click("#submit-btn")
     wait_js(page, "window.__progress.length >= 3 && document.getElementById('progress').value > 20")
     label = page.locator("#progress-label").inner_text()
@@ -103,10 +102,8 @@ def test_upload_shows_progress_and_the_jobs_page_sees_success_live_then_download
     row = jobs_page.locator(f"tr[data-id='{job_id}']")
     row.locator(".badge[data-state=SUCCEEDED]").wait_for(timeout=60_000)
     assert jobs_page.evaluate("window.__sameDocument") is True
-    assert row.locator(".job-link").inner_text() == name  # shown as text, not run as HTML
-    assert jobs_page.evaluate("window.__xss") is None and page.evaluate("window.__xss") is None
+    assert row.locator(".job-link").inner_text() == "train-resnet50"
     assert row.locator("td[data-label=Image]").inner_text() == "2.0 MB"
-    screenshot(jobs_page, "jobs")
 
     # The job page: timeline, exit code, log, and the archive with its size and sha256.
     page.goto(f"{ui_cluster.url}/jobs/{job_id}")
@@ -200,7 +197,19 @@ def test_resubmit_a_failed_job_reuses_the_image_on_the_worker(new_page, ui_clust
     assert again["history"][0]["state"] == "QUEUED"  # no upload: the worker still had the image
 
 
-# --------------------------------------------------------------------------- isolation, bad files, CSRF
+# --------------------------------------------------------------------------- isolation, escaping, bad files, CSRF
+
+
+def test_names_are_shown_as_text_never_as_html(new_page, ui_cluster, images):
+    name = '<img src=x onerror="window.__xss=1"> & "quotes"'
+    job_id = submit(ui_cluster.api("alice"), images["writer"], name=name).json()["job"]["id"]
+    page = new_page("alice")
+    link = page.locator(f"tr[data-id='{job_id}'] .job-link")
+    assert link.inner_text() == name and link.locator("img").count() == 0
+    page.goto(f"{ui_cluster.url}/jobs/{job_id}")
+    page.locator("#job-name", has_text="quotes").wait_for()
+    assert page.locator("#job-name").inner_text() == name
+    assert page.evaluate("window.__xss") is None
 
 
 def test_a_second_user_does_not_see_the_first_users_job(new_page, ui_cluster, images):
@@ -285,7 +294,7 @@ def test_admin_drains_and_undrains_a_worker(new_page, ui_cluster, images, screen
     assert card.locator(".badge").inner_text() == "Up"
     # The page polls every 5 s: wait for it to show the running job.
     wait_until(lambda: int(card.locator("dd").nth(1).inner_text()) >= 1, 30, "the running job on the worker card")
-    screenshot(page, "workers")
+    assert card.locator(".gpu").count() == 4 and card.locator(".gpu.free").count() == 4
     card.get_by_role("button", name=f"Drain {name}").click()
     card.locator(".badge", has_text="Drained").wait_for()
     r = submit(alice, images["writer"], name="while-drained")
@@ -370,3 +379,37 @@ def test_narrow_screen_has_no_sideways_scrolling(new_page, ui_cluster, screensho
         page.wait_for_load_state("networkidle") if path != "/jobs" else time.sleep(1)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"{path} is {width}px wide on a 390px screen"
+
+
+# --------------------------------------------------------------------------- a busy cluster, for the README
+
+
+def test_a_busy_cluster_shows_running_and_queued_jobs(new_page, ui_cluster, images, screenshot):
+    """Five long jobs on a worker that runs four at a time: the fifth waits, with its position
+    and the reason, and everything updates live. The screenshots of the jobs and workers pages
+    are taken here, with the finished jobs of the other tests below the running ones."""
+    api = ui_cluster.api("alice")
+    names = ["bert-finetune", "sweep lr=3e-4", "sweep lr=1e-3", "eval-nightly", "render-frames"]
+    ids = []
+    for name in names:
+        r = submit(api, images["sleeper"], name=name, timeout=3600)
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["job"]["id"])
+    try:
+        page = new_page("alice")
+        last = page.locator(f"tr[data-id='{ids[-1]}']")
+        last.locator(".badge[data-state=QUEUED]").wait_for(timeout=60_000)
+        wait_until(lambda: page.locator("#jobs-body .badge[data-state=RUNNING]").count() >= 4, 60,
+                   "four running jobs on the jobs page")
+        queue = last.locator("td[data-label=Queue]").inner_text()
+        assert queue.startswith("#1 · "), queue
+        time.sleep(1.5)  # runtimes tick
+        screenshot(page, "jobs")
+        page.goto(f"{ui_cluster.url}/workers")
+        card = page.locator(f"article[data-worker='{ui_cluster.workers[0].name}']")
+        wait_until(lambda: card.locator("dd").nth(1).inner_text() == "4", 30, "4 running on the worker card")
+        assert card.locator(".mine li").count() == 5
+        screenshot(page, "workers")
+    finally:
+        for job_id in ids:
+            api.post(f"/api/v1/jobs/{job_id}/cancel")
