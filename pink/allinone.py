@@ -678,6 +678,8 @@ class Dockerd(Service):
         self._short_exec: Path | None = None
         self.exec_root = self.base_dir / "exec"
         self.docker_pidfile = self.base_dir / "dockerd.pid"
+        #: More dockerd flags (tests add e.g. ``--add-runtime``).
+        self.extra_args: list[str] = []
         self._terminating = False
 
     @property
@@ -718,6 +720,7 @@ class Dockerd(Service):
             "--ip-forward=false",
             "--ip-masq=false",
             "--userland-proxy=false",
+            *self.extra_args,
         ]
 
     def is_ready(self) -> bool:

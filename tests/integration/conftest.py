@@ -172,6 +172,7 @@ def cluster(
         etcd_overrides: dict[str, Any] | None = None,
         users: tuple[str, ...] = ("alice", "bob"),
         start_workers: bool = True,
+        own_engines: bool = False,
         **worker_overrides: Any,
     ) -> aio.LocalCluster:
         local = aio.LocalCluster(
@@ -186,6 +187,7 @@ def cluster(
             worker_overrides=worker_overrides,
             dev_ca=dev_ca,
             start_workers=start_workers,
+            own_engines=own_engines,
         )
         made.append(local)
         try:
