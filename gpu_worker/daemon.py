@@ -50,7 +50,6 @@ class WorkerDaemon:
         self.wake = threading.Event()
         self.lease = Lease(self.store, self.wcfg.lease_ttl_s, f"worker {self.wcfg.name}")
         self._unwatch = None
-        self._watch_broken = True
         self._failing = False
         self._last_status = ""
         self._images: tuple[str, ...] = ()
@@ -140,21 +139,9 @@ class WorkerDaemon:
             self._heartbeat_sent = key
 
     def watch(self) -> None:
-        if not self._watch_broken:
-            return
-
-        def on_event(ok: bool) -> None:
-            if not ok:
-                self._watch_broken = True
-            self.wake.set()
-
-        if self._unwatch is not None:
-            try:
-                self._unwatch()
-            except Exception:  # the broken watch's stream may already be gone
-                pass
-        self._unwatch = self.store.watch_prefix(("queue", self.wcfg.name, ""), on_event)
-        self._watch_broken = False
+        """Wake the loop early when this worker's queue changes (the watch heals itself)."""
+        if self._unwatch is None:
+            self._unwatch = self.store.watch_prefix(("queue", self.wcfg.name, ""), lambda _ok: self.wake.set())
 
     # ----- one cycle ---------------------------------------------------------------------------------
     def cycle(self) -> None:
@@ -277,10 +264,7 @@ class WorkerDaemon:
                 self.wake.wait(self.wcfg.loop_interval_s)
         finally:
             if self._unwatch is not None:
-                try:
-                    self._unwatch()
-                except Exception:
-                    pass
+                self._unwatch()
             log.info("worker %s stopped; %d containers keep running and are adopted on restart",
                      self.wcfg.name, len(self.runs))
 

@@ -23,6 +23,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import etcd3  # noqa: E402
     import etcd3.exceptions  # noqa: E402
+    import etcd3.utils  # noqa: E402
+    from etcd3 import etcdrpc  # noqa: E402
 import grpc  # noqa: E402
 
 from .config import EtcdConfig  # noqa: E402
@@ -101,8 +103,64 @@ class EtcdClient:
 
         return self.retry(once, what)
 
+    def watch_prefix(self, prefix: str, on_event: Callable[[], None]) -> "PrefixWatch":
+        return PrefixWatch(self, prefix, on_event)
+
     def close(self) -> None:
         with self._lock:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
+
+
+class PrefixWatch:
+    """Calls ``on_event()`` whenever a key under ``prefix`` changes, until ``cancel()``.
+
+    Our own loop on the raw gRPC stream instead of etcd3's ``Watcher``, whose thread spins
+    without pause (and cannot be stopped) while its endpoint is down. This one moves to the next
+    endpoint, backs off up to 5 s, and after each reconnect calls ``on_event()`` once, since
+    changes may have been missed: watchers re-read the store anyway.
+    """
+
+    def __init__(self, etcd: EtcdClient, prefix: str, on_event: Callable[[], None]) -> None:
+        self._etcd = etcd
+        self._key = prefix.encode()
+        self._on_event = on_event
+        self._stopped = threading.Event()
+        self._call = None
+        self._thread = threading.Thread(target=self._run, name=f"watch {prefix}", daemon=True)
+        self._thread.start()
+
+    def _requests(self, done: threading.Event):
+        create = etcdrpc.WatchCreateRequest(key=self._key, range_end=etcd3.utils.increment_last_byte(self._key))
+        yield etcdrpc.WatchRequest(create_request=create)
+        done.wait()  # keep the request side open while the stream lives
+
+    def _run(self) -> None:
+        delay = 0.1
+        first = True
+        while not self._stopped.is_set():
+            idx, client = self._etcd._client()
+            done = threading.Event()
+            try:
+                self._call = etcdrpc.WatchStub(client.channel).Watch(self._requests(done))
+                for response in self._call:
+                    if response.created and not first:
+                        self._on_event()  # reconnected: whatever changed meanwhile is unseen
+                    first = False
+                    delay = 0.1
+                    if response.events:
+                        self._on_event()
+            except grpc.RpcError:
+                if self._stopped.is_set():
+                    break
+                self._etcd._failover(idx)
+            finally:
+                done.set()
+            self._stopped.wait(delay)
+            delay = min(delay * 2, 5.0)
+
+    def cancel(self) -> None:
+        self._stopped.set()
+        if self._call is not None:
+            self._call.cancel()

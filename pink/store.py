@@ -374,15 +374,8 @@ class Store:
 
     # ----- watches ----------------------------------------------------------------------------
     def watch_prefix(self, prefix_parts: tuple[str, ...], on_event: Callable[[bool], None]) -> Callable[[], None]:
-        """Call ``on_event(ok)`` on every change under the prefix (ok False: the watch broke
-        and must be re-created). Watches only wake loops; loops re-read the store."""
-        prefix = self._k(*prefix_parts)
-
-        def callback(response) -> None:
-            on_event(not isinstance(response, Exception))
-
-        def run(client):
-            watch_id = client.add_watch_prefix_callback(prefix, callback)
-            return lambda: client.cancel_watch(watch_id)
-
-        return self.etcd.call(run, f"watch {prefix}")
+        """Call ``on_event(True)`` on changes under the prefix; returns a function that stops
+        the watch. The watch re-makes itself after failures (and then calls ``on_event`` too).
+        Watches only wake loops; loops re-read the store."""
+        watch = self.etcd.watch_prefix(self._k(*prefix_parts), lambda: on_event(True))
+        return watch.cancel

@@ -19,7 +19,11 @@ SPEC = {
     "info": {"title": "PINK API", "version": "1", "description": "Run docker images on GPU servers, at most once."},
     "servers": [{"url": "/api/v1"}],
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            # The browser UI; state-changing requests also need header X-CSRF-Token.
+            "session": {"type": "apiKey", "in": "cookie", "name": "pink_session"},
+        },
         "schemas": {
             "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
             "Job": {
@@ -44,7 +48,7 @@ SPEC = {
             },
         },
     },
-    "security": [{"bearer": []}],
+    "security": [{"bearer": []}, {"session": []}],
     "paths": {
         "/tokens": {
             "post": {"summary": "Log in: trade a user name and password for a bearer token", "security": [],
@@ -92,5 +96,29 @@ SPEC = {
         "/workers/{name}/drain": {"post": {"summary": "Drain (or ?undo=1 undrain) a worker (admins)",
                                            "parameters": [_param("name", "path", required=True), _param("undo")],
                                            "responses": {"200": _ok({"type": "object"}), "403": _ERR}}},
+        "/jobs/{job_id}/resubmit": {"post": {
+            "summary": "Run an ended job again as a new job (resubmit_of), from the image a worker holds",
+            "parameters": [_ID, _param("Idempotency-Key", "header")],
+            "responses": {"201": _ok({"type": "object", "properties": {"job": _JOB}}),
+                          "200": _ok({"type": "object", "properties": {"job": _JOB}}, "same Idempotency-Key"),
+                          "403": _ERR, "404": _ERR, "409": _ERR, "503": _ERR}}},
+        "/events": {"get": {
+            "summary": "Server-sent events: `jobs` ({jobs: [...]}) when your jobs change, or `job` with ?job=ID",
+            "parameters": [_param("job", text="one job's events only"), _param("all", text="1: everyone's (admins)"),
+                           _param("limit", kind="integer")],
+            "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}, "404": _ERR}}},
+        "/me/password": {"post": {
+            "summary": "Change your password (other browser sessions end)",
+            "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                "old_password": {"type": "string"}, "new_password": {"type": "string"}}}}}},
+            "responses": {"204": {"description": "changed"}, "400": _ERR, "403": _ERR}}},
+        "/users": {
+            "get": {"summary": "List users (admins)",
+                    "responses": {"200": _ok({"type": "object"}), "403": _ERR}},
+            "post": {"summary": "Create a user (admins)",
+                     "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                         "username": {"type": "string"}, "password": {"type": "string"}, "admin": {"type": "boolean"}}}}}},
+                     "responses": {"201": _ok({"type": "object"}), "400": _ERR, "403": _ERR, "409": _ERR}},
+        },
     },
 }

@@ -78,23 +78,34 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def new_page(browser, ui_cluster) -> Iterator[Callable[..., object]]:
-    """Factory: ``new_page(user=None, **context_options)`` → a page, logged in as ``user``.
+@pytest.fixture(scope="session")
+def _sessions() -> dict[str, dict]:
+    """Cookies of each user's first login, reused by later pages (scrypt is slow on purpose)."""
+    return {}
 
-    Each call makes its own browser context (its own cookies); JavaScript errors on any page
-    fail the test."""
+
+@pytest.fixture
+def new_page(browser, ui_cluster, _sessions) -> Iterator[Callable[..., object]]:
+    """Factory: ``new_page(user=None, **context_options)`` → a page on the jobs page, logged
+    in as ``user``.
+
+    Each call makes its own browser context; JavaScript errors on any page fail the test."""
     contexts = []
     errors: list[str] = []
 
     def make(user: str | None = None, **options):
-        context = browser.new_context(ignore_https_errors=True, viewport=options.pop("viewport", VIEWPORT), **options)
+        state = _sessions.get(user) if user else None
+        context = browser.new_context(ignore_https_errors=True, viewport=options.pop("viewport", VIEWPORT),
+                                      storage_state=state, **options)
         context.set_default_timeout(30_000)
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         if user:
-            login(page, ui_cluster.url, user)
+            page.goto(f"{ui_cluster.url}/jobs")
+            if "/login" in page.url:
+                login(page, ui_cluster.url, user)
+                _sessions[user] = context.storage_state()
         return page
 
     yield make

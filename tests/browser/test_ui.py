@@ -197,6 +197,28 @@ def test_resubmit_a_failed_job_reuses_the_image_on_the_worker(new_page, ui_clust
     assert again["history"][0]["state"] == "QUEUED"  # no upload: the worker still had the image
 
 
+def test_an_image_a_worker_holds_is_not_uploaded_again(new_page, ui_cluster, images):
+    api = ui_cluster.api("alice")
+    first = wait_state(api, submit(api, images["writer"], name="first-upload").json()["job"]["id"], TERMINAL)
+    wait_until(lambda: api.get(f"/api/v1/images/{first['image_id']}").json()["workers"], 30,
+               "the worker to report the image")
+    page = new_page("alice")
+    page.goto(f"{ui_cluster.url}/submit")
+    page.set_input_files("#file", str(images["writer"]))
+    held = page.locator("#image-held")
+    held.wait_for()  # the page read the image id from the tarball and asked the server
+    assert "nothing needs to be uploaded" in held.inner_text()
+    assert page.locator("#submit-btn").inner_text() == "Submit (no upload needed)"
+    page.fill("#name", "second-run")
+    page.click("#submit-btn")
+    page.wait_for_selector("#new-job-link")
+    assert "nothing was uploaded" in page.locator("#result").inner_text()
+    job_id = page.get_attribute("#new-job-link", "href").rsplit("/", 1)[1]
+    job = wait_state(api, job_id, TERMINAL)
+    assert job["state"] == "SUCCEEDED" and job["image_id"] == first["image_id"]
+    assert job["history"][0]["state"] == "QUEUED" and not job["image_bytes"]
+
+
 # --------------------------------------------------------------------------- isolation, escaping, bad files, CSRF
 
 
@@ -216,9 +238,9 @@ def test_a_second_user_does_not_see_the_first_users_job(new_page, ui_cluster, im
     alice = ui_cluster.api("alice")
     job_id = submit(alice, images["writer"], name="alice-private").json()["job"]["id"]
     page = new_page("bob")
-    page.wait_for_selector("#live[data-state=live]")
-    page.wait_for_selector("#jobs-empty:not([hidden])")
+    wait_js(page, "document.getElementById('counts').textContent !== ''")  # the list has arrived
     assert page.locator(f"tr[data-id='{job_id}']").count() == 0
+    assert "alice-private" not in page.locator("main").inner_text()
     page.goto(f"{ui_cluster.url}/jobs/{job_id}")
     page.wait_for_selector("#job-error .alert-error")
     assert "no job" in page.locator("#job-error").inner_text().lower()

@@ -1,6 +1,6 @@
 // Submit page: the tarball goes as the raw body of POST /api/v1/jobs (never multipart: the
 // server streams it straight to a worker), sent with XMLHttpRequest for its progress events.
-import { CSRF, alertIn, clear, el, fmtBytes, fmtDuration } from "./app.js";
+import { CSRF, ApiError, alertIn, api, clear, el, fmtBytes, fmtDuration } from "./app.js";
 
 const form = document.getElementById("submit-form");
 const input = document.getElementById("file");
@@ -19,6 +19,7 @@ const MAX = Number(document.body.dataset.maxUpload) || Infinity;
 
 let file = null;
 let xhr = null;
+let heldImage = null;  // image id when a worker already holds this tarball's image
 
 const MAGIC = [
   [[0x1f, 0x8b], "gzip", "gunzip"],
@@ -45,10 +46,79 @@ async function precheck(f) {
   return null;
 }
 
+// ----- the image id, read from the tarball without uploading it --------------------------------
+// Like the CLI: the id is the sha256 of the config that manifest.json names. If a worker
+// already holds that image (one this user uploaded before), nothing needs to be sent.
+
+const text = (bytes) => new TextDecoder().decode(bytes).replace(/\0.*$/s, "");
+
+async function readAt(f, start, length) {
+  return new Uint8Array(await f.slice(start, start + length).arrayBuffer());
+}
+
+/** name -> [offset, size] of the archive's members (headers only; content is skipped). */
+async function tarIndex(f, wanted) {
+  const found = new Map();
+  let offset = 0;
+  let longName = null;
+  for (let i = 0; i < 100000 && offset + 512 <= f.size; i++) {
+    const h = await readAt(f, offset, 512);
+    if (h.every((b) => b === 0)) break;
+    const size = parseInt(text(h.slice(124, 136)).trim() || "0", 8);
+    const type = String.fromCharCode(h[156] || 48);
+    const prefix = text(h.slice(345, 500));
+    let name = longName || (prefix ? `${prefix}/` : "") + text(h.slice(0, 100));
+    longName = null;
+    const body = offset + 512;
+    if (type === "L") {
+      longName = text(await readAt(f, body, size));
+    } else if (type === "x") {
+      const pax = text(await readAt(f, body, Math.min(size, 65536)));
+      const m = pax.match(/\d+ path=([^\n]*)\n/);
+      if (m) longName = m[1];
+    } else if (type === "0" || type === "\0") {
+      name = name.replace(/^\.\//, "");
+      if (wanted(name)) found.set(name, [body, size]);
+    }
+    offset = body + Math.ceil(size / 512) * 512;
+  }
+  return found;
+}
+
+async function imageIdOf(f) {
+  if (!crypto.subtle) return null;  // not a secure context (plain HTTP)
+  const members = await tarIndex(f, (n) => n === "manifest.json" || n.endsWith(".json") || n.startsWith("blobs/"));
+  const at = members.get("manifest.json");
+  if (!at || at[1] > 1 << 20) return null;
+  const manifest = JSON.parse(new TextDecoder().decode(await readAt(f, at[0], at[1])));
+  if (!Array.isArray(manifest) || manifest.length !== 1 || !manifest[0].Config) return null;
+  const config = members.get(String(manifest[0].Config).replace(/^\.\//, ""));
+  if (!config || config[1] > 16 << 20) return null;
+  const digest = await crypto.subtle.digest("SHA-256", await readAt(f, config[0], config[1]));
+  return "sha256:" + [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function checkHeld(f) {
+  try {
+    const id = await imageIdOf(f);
+    if (!id || file !== f) return;
+    const { workers } = await api(`/images/${encodeURIComponent(id)}`);
+    if (file !== f || !workers.length) return;
+    heldImage = id;
+    chosen.append(el("span", { class: "held block small", id: "image-held" },
+      `Worker ${workers[0]} already has this image: nothing needs to be uploaded.`));
+    submitBtn.textContent = "Submit (no upload needed)";
+  } catch (e) {
+    if (!(e instanceof ApiError || e instanceof SyntaxError)) console.warn("could not read the image id", e);
+  }
+}
+
 async function choose(f) {
   clear(fileError);
   clear(result);
   file = null;
+  heldImage = null;
+  submitBtn.textContent = "Upload and submit";
   chosen.hidden = true;
   if (!f) return;
   const problem = await precheck(f);
@@ -60,6 +130,7 @@ async function choose(f) {
   chosen.hidden = false;
   clear(chosen, el("strong", {}, f.name), ` · ${fmtBytes(f.size)}`);
   if (!nameInput.value) nameInput.placeholder = f.name.replace(/\.tar$/i, "");
+  checkHeld(f);
 }
 
 input.addEventListener("change", () => choose(input.files[0]));
@@ -138,6 +209,8 @@ form.addEventListener("submit", (ev) => {
   pct.textContent = "0%";
   label.textContent = `Starting the upload of ${fmtBytes(file.size)}…`;
   busy(true);
+  const sentHeld = heldImage;
+  if (sentHeld) query.set("image", sentHeld);
   xhr = new XMLHttpRequest();
   xhr.open("POST", "/api/v1/jobs?" + query.toString());
   xhr.setRequestHeader("X-CSRF-Token", CSRF);
@@ -152,10 +225,20 @@ form.addEventListener("submit", (ev) => {
       const job = data.job;
       box.hidden = true;
       const seconds = (performance.now() - started) / 1000;
-      alertIn(result, "ok", `Job ${job.name || job.id} is ${job.state.toLowerCase()} on ${job.worker} `,
-        `(${fmtBytes(file.size)} in ${fmtDuration(seconds)}, ${fmtBytes(file.size / Math.max(seconds, 0.001))}/s). `,
+      const how = sentHeld
+        ? "(the worker had the image: nothing was uploaded). "
+        : `(${fmtBytes(file.size)} in ${fmtDuration(seconds)}, ${fmtBytes(file.size / Math.max(seconds, 0.001))}/s). `;
+      alertIn(result, "ok", `Job ${job.name || job.id} is ${job.state.toLowerCase()} on ${job.worker} `, how,
         el("a", { href: `/jobs/${encodeURIComponent(job.id)}`, id: "new-job-link" }, "Open the job"));
       form.dispatchEvent(new CustomEvent("upload-done", { detail: { job } }));
+      return;
+    }
+    if (xhr.status === 409 && sentHeld) {
+      // The worker no longer has the image after all: send the file.
+      heldImage = null;
+      submitBtn.textContent = "Upload and submit";
+      document.getElementById("image-held")?.remove();
+      form.requestSubmit();
       return;
     }
     if (xhr.status === 401) {
@@ -177,7 +260,12 @@ form.addEventListener("submit", (ev) => {
     box.hidden = true;
     alertIn(result, "info", "Upload cancelled. Nothing was submitted.");
   });
-  xhr.send(file);
+  if (sentHeld) {
+    label.textContent = "The worker has the image already: nothing to upload.";
+    xhr.send();  // an empty body + image= is the zero-byte path (docs/api.md)
+  } else {
+    xhr.send(file);
+  }
 });
 
 cancelBtn.addEventListener("click", () => { if (xhr) xhr.abort(); });

@@ -12,17 +12,27 @@ function status(w) {
   return el("span", { class: "badge", "data-state": "SUCCEEDED" }, "Up");
 }
 
+function gpuModels(w) {
+  const counts = new Map();
+  for (const g of w.gpus) {
+    const key = `${g.name || "GPU"}${g.memory_mib ? ` · ${Math.round(g.memory_mib / 1024)} GiB` : ""}`;
+    counts.set(key, (counts.get(key) || 0) + 1);
+  }
+  return [...counts].map(([model, n]) => `${n} × ${model}`).join(", ");
+}
+
 function gpuBoxes(w) {
   if (!w.gpus.length) return el("p", { class: "muted small" }, "No GPUs: runs CPU-only jobs.");
   const free = new Set(w.gpus_free || []);
-  return el("ul", { class: "gpus", "aria-label": `GPUs of ${w.name}` }, w.gpus.map((g) => {
-    const isFree = w.alive && free.has(g.index);
-    return el("li", { class: `gpu ${isFree ? "free" : "used"}`, title: g.uuid || "" },
-      el("span", { class: "gpu-idx" }, `#${g.index}`),
-      el("span", { class: "gpu-name" }, g.name || "GPU"),
-      el("span", { class: "gpu-mem muted small" }, g.memory_mib ? `${Math.round(g.memory_mib / 1024)} GiB` : ""),
-      el("span", { class: "gpu-state small" }, isFree ? "free" : (w.alive ? "in use" : "—")));
-  }));
+  return [
+    el("p", { class: "small gpu-models" }, gpuModels(w)),
+    el("ul", { class: "gpus", "aria-label": `GPUs of ${w.name}` }, w.gpus.map((g) => {
+      const isFree = w.alive && free.has(g.index);
+      return el("li", { class: `gpu ${isFree ? "free" : "used"}`, title: `${g.name} ${g.uuid || ""}` },
+        el("span", { class: "gpu-idx" }, `GPU ${g.index}`),
+        el("span", { class: "gpu-state" }, isFree ? "free" : (w.alive ? "in use" : "—")));
+    })),
+  ];
 }
 
 function card(w, mine) {
@@ -62,7 +72,7 @@ function card(w, mine) {
           el("a", { href: `/jobs/${encodeURIComponent(j.id)}` }, jobTitle(j)), " ",
           el("span", { class: "badge", "data-state": j.state }, j.state.toLowerCase())))))
       : null,
-    el("p", { class: "muted small" }, `${(w.images || []).length} image(s) cached`));
+    el("p", { class: "muted small" }, `${(w.images || []).length} ${(w.images || []).length === 1 ? "image" : "images"} cached`));
 }
 
 async function refresh() {
