@@ -21,6 +21,7 @@ import datetime
 import os
 import platform
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -171,8 +172,10 @@ def submit_all(c: aio.LocalCluster, image_tar: Path, image_id: str, n: int, thre
     workers = [threading.Thread(target=client) for _ in range(threads)]
     for t in workers:
         t.start()
-    for t in workers:
-        t.join()
+    while any(t.is_alive() for t in workers):
+        for t in workers:
+            t.join(15)
+        print(f"{time.strftime('%H:%M:%S')} accepted {len(accepted)}/{n}, retries {dict(retries)}", flush=True)
     return accepted, refused, retries
 
 
@@ -222,6 +225,7 @@ def run(args: argparse.Namespace) -> dict:
             counter.stop.set()
         c.close()
         etcd.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def wait_terminal(api, ids: set[str], timeout: float) -> dict[str, dict]:
@@ -308,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=300.0, help="seconds to wait for jobs to end")
     parser.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
     args = parser.parse_args(argv)
+    # Stopped from outside: still tear the cluster down (run's finally).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(args)
     text = report(result, args)
     for at, line in result["_faults"]:

@@ -26,14 +26,20 @@ from pink import config as pink_config
 from pink import scheduling
 from pink.errors import PinkError
 from pink.gpus import Gpu, discover_gpus
+from pink.layers import held_entry
 from pink.lease import Lease
 from pink.model import JOB_ID, WorkerInfo
 from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
 
-from .runner import JobRun
+from .runner import JobRun, Preload
 
 log = logging.getLogger(__name__)
+
+#: Heartbeats publish free disk space in steps of this size.
+DISK_FREE_STEP = 256 << 20
+#: Images loaded at once while their upload is still arriving.
+MAX_PRELOADS = 2
 
 
 class WorkerDaemon:
@@ -45,6 +51,7 @@ class WorkerDaemon:
         self.gpus: list[Gpu] = discover_gpus(self.wcfg.gpus)
         self.runtime = self.wcfg.runtime or ("nvidia" if self.gpus else "")
         self.runs: dict[str, JobRun] = {}
+        self.preloads: dict[str, Preload] = {}
         self.stop_requested = threading.Event()
         self.need_register = threading.Event()
         self.wake = threading.Event()
@@ -74,7 +81,8 @@ class WorkerDaemon:
             cpus=os.cpu_count() or 1,
             memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
             archive_suffix=self.wcfg.archive_suffix, registered_at=time.time(),
-            disk_free_bytes=disk.free, images=self._images, layers=self._layers,
+            # Rounded down to 256 MiB, so that writing a file is not news for the heartbeat.
+            disk_free_bytes=disk.free - disk.free % DISK_FREE_STEP, images=self._images, layers=self._layers,
             gpus_free=tuple(g.index for g in self.gpus if g.index not in busy),
             running=len(self.runs), max_parallel_jobs=self.wcfg.max_parallel_jobs,
             heartbeat_at=time.time(),
@@ -83,13 +91,28 @@ class WorkerDaemon:
     def _refresh_images(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._images_at < 15:
             return
+        self._images_at = time.monotonic()  # before listing: an event during the list re-arms it
         ids = {image.id for image in self.engine.images.list()}
         # The image list carries no layers: inspect each image once and remember it.
         self._layer_cache = {i: self._layer_cache.get(i) or tuple(
             self.engine.api.inspect_image(i).get("RootFS", {}).get("Layers", ())) for i in ids}
         self._images = tuple(sorted(ids))
-        self._layers = tuple(sorted({d for layers in self._layer_cache.values() for d in layers}))
-        self._images_at = time.monotonic()
+        # Per image, the chain ids of its layers: what a thin upload may leave out (pink.layers).
+        self._layers = tuple(held_entry(i, self._layer_cache[i]) for i in self._images if self._layer_cache[i])
+
+    def follow_image_events(self) -> None:
+        """Thread: re-list the images as soon as the engine loads, tags or deletes one, so the
+        web servers never skip an upload of an image that is gone, nor send one that is here."""
+        while not self.stop_requested.is_set():
+            try:
+                for _event in self.engine.events(decode=True, filters={"type": "image"}):
+                    self._images_at = 0.0
+                    self.wake.set()
+                    if self.stop_requested.is_set():
+                        return
+            except (docker.errors.DockerException, requests.RequestException, OSError, ValueError):
+                pass  # the engine restarted or is away; the cycle reports that
+            self.stop_requested.wait(5)
 
     def register(self) -> None:
         self._refresh_images(force=True)
@@ -154,6 +177,7 @@ class WorkerDaemon:
         self.watch()
         entries = self.store.queue(self.wcfg.name)
         by_id = {e.job_id: e for e in entries}
+        self._preload(by_id)
         # Runs that ended, or whose job left our hands (cancelled, LOST: gone from the queue).
         for job_id, run in list(self.runs.items()):
             if run.done.is_set():
@@ -194,13 +218,25 @@ class WorkerDaemon:
             claimed = self.store.claim(job, self.wcfg.name, self.lease.id, decision.gpu_indices)
             if claimed is not None:
                 log.info("job %s: claimed (user %s, GPUs %s)", job.id, job.user, list(decision.gpu_indices) or "none")
-                self._launch(claimed)
+                self._launch(claimed, fresh=True)
 
-    def _launch(self, job) -> None:
+    def _preload(self, by_id: dict[str, QueueEntry]) -> None:
+        """Load images while they are uploaded (see :class:`~gpu_worker.runner.Preload`)."""
+        for job_id, preload in list(self.preloads.items()):
+            entry = by_id.get(job_id)
+            preload.state = entry.state if entry is not None else None
+            if preload.done.is_set():
+                del self.preloads[job_id]  # a run still waiting holds its own reference
+        for job_id, entry in by_id.items():
+            if entry.state is JobState.UPLOADING and job_id not in self.preloads and JOB_ID.match(job_id) \
+                    and len(self.preloads) < MAX_PRELOADS:
+                self.preloads[job_id] = Preload(job_id, Path(self.wcfg.inbox) / f"{job_id}.tar", self.engine).start()
+
+    def _launch(self, job, fresh: bool = False) -> None:
         since = self._engine_trouble.get(job.id)
         give_up = since is not None and time.monotonic() - since > self.wcfg.engine_grace_s
         run = JobRun(job=job, cfg=self.wcfg, store=self.store, engine=self.engine, runtime=self.runtime,
-                     give_up_on_engine=give_up)
+                     give_up_on_engine=give_up, fresh=fresh, preload=self.preloads.get(job.id))
         self.runs[job.id] = run
         run.start()
 
@@ -244,6 +280,7 @@ class WorkerDaemon:
                  [g.index for g in self.gpus] or "none (CPU-only)", self.runtime or "default")
         last_sweep = 0.0
         threading.Thread(target=self.keep_lease_alive, name="lease", daemon=True).start()
+        threading.Thread(target=self.follow_image_events, name="image-events", daemon=True).start()
         try:
             while not self.stop_requested.is_set():
                 self.wake.clear()

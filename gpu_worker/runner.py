@@ -37,10 +37,85 @@ NEVER_STARTED = "0001-01-01T00:00:00Z"
 #: Failures of the engine itself (socket gone, restarting, timing out), not of the job.
 TRANSIENT_ENGINE_ERRORS = (requests.ConnectionError, requests.Timeout)
 CHUNK = 1 << 20
+#: The export starts writing the archive back to disk every this many bytes.
+FLUSH_EVERY = 64 << 20
 
 
 class Abort(Exception):
     """The job left our hands (cancelled, LOST) or failed permanently; stop this run."""
+
+
+class Preload:
+    """Loads an image into the engine while it is still being uploaded (DESIGN §2: overlap).
+
+    ``docker load`` reads the inbox file as it grows, so unpacking the layers overlaps the
+    upload instead of following it (a 1 GiB load takes ~13 s here, mostly waiting on the
+    disk). The daemon keeps :attr:`state` up to date from the queue: the stream ends when the
+    job is QUEUED (the upload is complete and valid; the web server holds back the last bytes
+    of an archive that fails validation, so a bad one never loads) and is cut off, failing the
+    load, when the job fails or disappears. The run then finds the image loaded, or loads it
+    itself as before if this did not work out.
+    """
+
+    #: Give up on an upload that stops growing for this long (its web server died).
+    STALL_S = 600.0
+
+    def __init__(self, job_id: str, inbox_file: Path, engine: docker.DockerClient) -> None:
+        self.job_id = job_id
+        self.inbox_file = inbox_file
+        self.engine = engine
+        self.state: JobState | None = JobState.UPLOADING
+        self.done = threading.Event()
+        self.loaded: set[str] = set()
+        self.error = ""
+        self.thread = threading.Thread(target=self._main, name=f"preload-{job_id}", daemon=True)
+
+    def start(self) -> "Preload":
+        self.thread.start()
+        return self
+
+    def _uploading(self) -> bool:
+        state = self.state
+        if state is JobState.UPLOADING:
+            return True
+        if state is None or state.terminal:
+            raise Abort(f"the upload of job {self.job_id} ended {state or 'without a record'}")
+        return False  # QUEUED or later: the file is complete
+
+    def _chunks(self):
+        stalled_at = time.monotonic()
+        with self.inbox_file.open("rb") as f:
+            while True:
+                data = f.read(CHUNK)
+                if data:
+                    stalled_at = time.monotonic()
+                    yield data
+                elif not self._uploading():
+                    if not (data := f.read()):
+                        return
+                    yield data
+                elif time.monotonic() - stalled_at > self.STALL_S:
+                    raise Abort(f"the upload of job {self.job_id} stopped growing")
+                else:
+                    time.sleep(0.02)
+
+    def _main(self) -> None:
+        try:
+            while not self.inbox_file.exists():
+                if not self._uploading():
+                    return
+                time.sleep(0.02)
+            images = self.engine.images.load(self._chunks())
+            self.loaded = {i.id for i in images}
+            log.info("job %s: image loaded while it was uploaded (%s)", self.job_id, ", ".join(sorted(self.loaded)))
+        except Abort as exc:
+            self.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the run loads the image itself then
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.info("job %s: loading during the upload did not work (%s); loading afterwards",
+                     self.job_id, self.error)
+        finally:
+            self.done.set()
 
 
 def container_name(job_id: str) -> str:
@@ -60,6 +135,10 @@ class JobRun:
     give_up_on_engine: bool = False
     #: Set when the run stopped because the engine was unreachable (the daemon resumes it).
     engine_trouble: bool = False
+    #: The daemon claimed this job from QUEUED just now: no container of it can exist yet.
+    fresh: bool = False
+    #: The image being loaded while it was uploaded, if any (wait for it instead of loading).
+    preload: Preload | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -98,7 +177,8 @@ class JobRun:
     def _main(self) -> None:
         container = None
         try:
-            container = self._container()
+            container = None if self.fresh else self._container()
+            self.fresh = False  # a resumed run looks again
             if self.job.state is JobState.STARTING:
                 container = self._start(container)
             if self.job.state is JobState.RUNNING:
@@ -137,9 +217,11 @@ class JobRun:
             return None
 
     def _load_image(self) -> None:
+        if self.preload is not None:
+            self.preload.done.wait()
         try:
             self.engine.images.get(self.job.image_id)
-            return  # already here (a resubmit, or a load before a crash)
+            return  # already here (a resubmit, loaded during the upload, or before a crash)
         except docker.errors.ImageNotFound:
             pass
         if not self.inbox_file.exists():
@@ -155,10 +237,16 @@ class JobRun:
 
     def _start(self, container):
         if container is None:
-            self._load_image()
-            container = self._create()
-        container.reload()
-        if container.attrs["State"]["StartedAt"] == NEVER_STARTED:
+            # Create first: the image is usually here already (loaded while it was uploaded, or
+            # a resubmit), and a start is what a short job waits for.
+            try:
+                container = self._create()
+            except docker.errors.ImageNotFound:
+                self._load_image()
+                container = self._create()
+        else:
+            container.reload()
+        if container.attrs.get("State", {}).get("StartedAt", NEVER_STARTED) == NEVER_STARTED:
             if self.cancel.is_set():
                 raise Abort("cancelled before start")
             container.start()
@@ -193,7 +281,15 @@ class JobRun:
             if self.runtime:
                 kwargs["runtime"] = self.runtime
             kwargs["environment"] = {"PINK_GPUS": ",".join(map(str, job.gpu_indices))}
-        return self.engine.containers.create(job.image_id, **kwargs)
+        # The low-level calls: containers.create() would inspect the new container too, and
+        # nothing needs its details before it has started.
+        api = self.engine.api
+        host_keys = ("network_mode", "privileged", "security_opt", "cap_drop", "pids_limit", "log_config",
+                     "nano_cpus", "mem_limit", "device_requests", "runtime")
+        host_config = api.create_host_config(**{k: kwargs.pop(k) for k in host_keys if k in kwargs})
+        kwargs.pop("detach")
+        created = api.create_container(job.image_id, host_config=host_config, **kwargs)
+        return self.engine.containers.prepare_model({"Id": created["Id"], "Name": kwargs["name"]})
 
     def _run(self, container) -> None:
         logger = threading.Thread(target=self._copy_logs, args=(container,), daemon=True)
@@ -273,12 +369,20 @@ class JobRun:
         feeder.start()
         sha = hashlib.sha256()
         size = 0
+        flushing: threading.Thread | None = None
         with part.open("wb") as out:
             while chunk := proc.stdout.read(CHUNK):
                 sha.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
+                # Write back as we go, so the fsync below does not wait for the whole archive.
+                if size % FLUSH_EVERY < len(chunk) and (flushing is None or not flushing.is_alive()):
+                    out.flush()
+                    flushing = threading.Thread(target=os.fdatasync, args=(out.fileno(),), daemon=True)
+                    flushing.start()
             out.flush()
+            if flushing is not None:
+                flushing.join()
             os.fsync(out.fileno())
         feeder.join()
         if proc.wait() != 0 or feed_error:

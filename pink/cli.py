@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import re
 import shutil
 import socket
@@ -70,6 +71,7 @@ RETRY_STATUSES = frozenset({502, 504})
 TERMINAL_STATES = frozenset(s.value for s in TERMINAL)
 STATE_NAMES = tuple(s.value for s in JobState)
 IMAGE_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIFF_ID_RE = IMAGE_ID_RE
 COMPRESSED_MAGIC = {
     b"\x1f\x8b": "gzip",
     b"\x28\xb5\x2f\xfd": "zstd",
@@ -617,6 +619,51 @@ class ImageArchive:
     size: int
     image_id: str
     tags: tuple[str, ...]
+    #: The image's layers, bottom first (config rootfs.diff_ids).
+    diff_ids: tuple[str, ...] = ()
+    #: Per layer, the byte range [start, end) of the member holding its tar (headers, data and
+    #: padding), or None when it cannot be left out of a thin archive.
+    layer_spans: tuple[tuple[int, int] | None, ...] = ()
+
+    def thin_ranges(self, omit: int) -> list[tuple[int, int]]:
+        """Byte ranges of the archive without the members of its ``omit`` bottom layers
+        (manifest and config unchanged: what `docker load` takes when it holds those layers).
+        Empty when they cannot be left out."""
+        if omit <= 0 or omit > len(self.layer_spans):
+            return []
+        kept = set(self.layer_spans[omit:])
+        cut = sorted({span for span in self.layer_spans[:omit] if span is not None and span not in kept})
+        if len(cut) < len({span for span in self.layer_spans[:omit] if span not in kept}):
+            return []  # a layer we cannot place in the file
+        ranges, pos = [], 0
+        for start, end in cut:
+            if start > pos:
+                ranges.append((pos, start))
+            pos = end
+        if pos < self.size:
+            ranges.append((pos, self.size))
+        return ranges
+
+
+def _layer_spans(tf: tarfile.TarFile, layer_paths: list) -> tuple[tuple[int, int] | None, ...]:
+    """Where each layer's regular file sits in the archive (symlinks followed)."""
+    if tf.pax_headers:
+        return tuple(None for _ in layer_paths)  # a global header shapes later members: keep all
+    members = {m.name.rstrip("/"): m for m in tf.getmembers()}
+    spans: list[tuple[int, int] | None] = []
+    for path in layer_paths:
+        member = members.get(str(path).rstrip("/")) if isinstance(path, str) else None
+        for _ in range(8):
+            if member is None or not member.issym():
+                break
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.linkname))
+            member = members.get(target)
+        if member is None or not member.isfile():
+            spans.append(None)
+            continue
+        end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        spans.append((member.offset, end))
+    return tuple(spans)
 
 
 def _read_member(tf: tarfile.TarFile, member: tarfile.TarInfo, limit: int, what: str) -> bytes:
@@ -698,13 +745,23 @@ def read_image_archive(path: Path) -> ImageArchive:
                     f"{path}: the image config {config_name} named by manifest.json is missing",
                 ) from None
             config = _read_member(tf, config_member, MAX_CONFIG_BYTES, "image config")
+            diff_ids: tuple[str, ...] = ()
+            spans: tuple[tuple[int, int] | None, ...] = ()
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                found = json.loads(config)["rootfs"]["diff_ids"]
+                layers = entry.get("Layers")
+                if (isinstance(found, list) and isinstance(layers, list) and len(layers) == len(found)
+                        and all(isinstance(d, str) and DIFF_ID_RE.match(d) for d in found)):
+                    diff_ids = tuple(found)
+                    spans = _layer_spans(tf, layers)
     except tarfile.TarError as exc:
         raise CliError(
             EXIT_USAGE, f"{path} is not a tar archive ({exc}); give the output of `docker save`"
         ) from exc
     tags = tuple(str(t) for t in (entry.get("RepoTags") or []) if isinstance(t, str))
     return ImageArchive(
-        path=path, size=size, image_id="sha256:" + hashlib.sha256(config).hexdigest(), tags=tags
+        path=path, size=size, image_id="sha256:" + hashlib.sha256(config).hexdigest(), tags=tags,
+        diff_ids=diff_ids, layer_spans=spans,
     )
 
 
@@ -752,27 +809,34 @@ class _FileBody:
     rather than its own 16 KiB ones.
     """
 
-    def __init__(self, path: Path, size: int, progress: Progress) -> None:
+    def __init__(
+        self, path: Path, size: int, progress: Progress,
+        ranges: Sequence[tuple[int, int]] | None = None,
+    ) -> None:
         self.path = path
-        self.size = size
+        #: The byte ranges of the file to send (a thin archive skips some members).
+        self.ranges = list(ranges) if ranges else [(0, size)]
+        self.size = sum(end - start for start, end in self.ranges)
         self.progress = progress
 
     def __len__(self) -> int:
         return self.size
 
     def __iter__(self) -> Iterator[bytes]:
-        left = self.size
         with open(self.path, "rb") as f:
-            while left > 0:
-                block = f.read(min(CHUNK, left))
-                if not block:
-                    # Sending fewer bytes than announced would hang the server; stop now.
-                    raise CliError(
-                        EXIT_USAGE, f"{self.path} got shorter while it was being uploaded"
-                    )
-                left -= len(block)
-                self.progress.add(len(block))
-                yield block
+            for start, end in self.ranges:
+                f.seek(start)
+                left = end - start
+                while left > 0:
+                    block = f.read(min(CHUNK, left))
+                    if not block:
+                        # Sending fewer bytes than announced would hang the server; stop now.
+                        raise CliError(
+                            EXIT_USAGE, f"{self.path} got shorter while it was being uploaded"
+                        )
+                    left -= len(block)
+                    self.progress.add(len(block))
+                    yield block
 
 
 def _backoff(attempt: int) -> float:
@@ -802,10 +866,18 @@ def _submit_held(
 
 
 def _upload(
-    api: Api, archive: ImageArchive, params: dict[str, Any], key: str, ui: Ui
-) -> dict[str, Any]:
-    """POST the tarball; retry broken connections with the same key, so at most one job exists."""
-    progress = ui.progress("uploading", archive.size)
+    api: Api, archive: ImageArchive, params: dict[str, Any], key: str, ui: Ui,
+    omit: int = 0,
+) -> dict[str, Any] | None:
+    """POST the tarball; retry broken connections with the same key, so at most one job exists.
+
+    With ``omit``, a thin archive without its ``omit`` bottom layers; None when no worker holds
+    them any more (then send the whole archive)."""
+    ranges = archive.thin_ranges(omit) if omit else None
+    if omit:
+        params = {**params, "omitted_layers": ",".join(archive.diff_ids[:omit])}
+    total = sum(end - start for start, end in ranges) if ranges else archive.size
+    progress = ui.progress("uploading", total)
     for attempt in range(1, UPLOAD_ATTEMPTS + 1):
         progress.reset()
         try:
@@ -813,13 +885,16 @@ def _upload(
                 "POST",
                 "/jobs",
                 params=params,
-                data=_FileBody(archive.path, archive.size, progress),
+                data=_FileBody(archive.path, archive.size, progress, ranges),
                 headers={"Idempotency-Key": key, "Content-Type": "application/x-tar"},
                 timeout=(CONNECT_TIMEOUT_S, UPLOAD_READ_TIMEOUT_S),
                 ok=(200, 201),
             )
         except CliError as exc:
             progress.abort()
+            if omit and isinstance(exc, HttpError) and exc.status == 409:
+                log.info("thin upload refused: %s", exc)
+                return None
             if not _is_transient(exc):
                 raise
             if attempt == UPLOAD_ATTEMPTS:
@@ -848,6 +923,26 @@ def _upload(
             )
         return job
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def held_layers(api: Api, archive: ImageArchive) -> tuple[int, str]:
+    """The most bottom layers of the archive some worker holds for us (and which), so that a
+    thin archive can leave them out; (0, "") when none or the server cannot tell."""
+    if not archive.diff_ids or not any(archive.layer_spans):
+        return 0, ""
+    try:
+        data = api.json("POST", "/layers", json={"diff_ids": list(archive.diff_ids)})
+    except HttpError as exc:
+        if exc.status == 401:
+            raise
+        log.info("cannot ask which layers the workers hold (%s); sending the whole archive", exc)
+        return 0, ""
+    best, where = 0, ""
+    for w in data.get("workers") or []:
+        n = w.get("layers") if isinstance(w, dict) else None
+        if isinstance(n, int) and best < n <= len(archive.diff_ids) and archive.thin_ranges(n):
+            best, where = n, str(w.get("name", "?"))
+    return best, where
 
 
 def image_holders(api: Api, image_id: str) -> list[str]:
@@ -910,7 +1005,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 # The server needs Content-Length, so the export goes to a file, not a pipe.
                 tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="pink-save-")))
                 archive = docker_save(args.image, tmp / "image.tar", ui)
-            job = _upload(api, archive, params, key, ui)
+            omit, where = held_layers(api, archive)
+            if omit:
+                thin = sum(end - start for start, end in archive.thin_ranges(omit))
+                ui.info(
+                    f"worker {where} holds {omit} of the image's {len(archive.diff_ids)} layers: "
+                    f"sending {human_bytes(thin)} of {human_bytes(archive.size)}"
+                )
+                job = _upload(api, archive, params, key, ui, omit=omit)
+                if job is None:
+                    ui.info("the worker no longer holds those layers; sending the whole archive")
+            if job is None:
+                job = _upload(api, archive, params, key, ui)
         ui.info(f"submitted job {job['id']} ({job.get('state', '?')})")
         if args.fmt == "json" and not args.wait:
             print_json(job)

@@ -17,6 +17,10 @@ class StoreUnavailable(PinkError):
     """etcd could not be reached (no quorum, all endpoints down, timeout). Transient."""
 
 
+class StoreError(PinkError):
+    """etcd refused a request (a bug or a limit, e.g. too many operations). Permanent."""
+
+
 class ImageArchiveError(PinkError):
     """The uploaded bytes are not a valid, safe `docker save` archive. Permanent."""
 

@@ -28,18 +28,15 @@ with warnings.catch_warnings():
 import grpc  # noqa: E402
 
 from .config import EtcdConfig  # noqa: E402
-from .errors import ConfigError, StoreUnavailable  # noqa: E402
+from .errors import ConfigError, StoreError, StoreUnavailable  # noqa: E402
 from .retry import Retry  # noqa: E402
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_TRANSIENT = (
-    etcd3.exceptions.ConnectionFailedError,
-    etcd3.exceptions.ConnectionTimeoutError,
-    etcd3.exceptions.InternalServerError,
-    grpc.RpcError,
-)
+_TRANSIENT = (etcd3.exceptions.ConnectionFailedError, etcd3.exceptions.ConnectionTimeoutError)
+#: gRPC codes that mean "this endpoint cannot answer now"; others are refusals of the request.
+_TRANSIENT_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 transactions = etcd3.Transactions()  # compare/op builders for the store layer
 
@@ -94,7 +91,9 @@ class EtcdClient:
             idx, client = self._client()
             try:
                 return fn(client)
-            except _TRANSIENT as exc:
+            except (*_TRANSIENT, grpc.RpcError) as exc:
+                if isinstance(exc, grpc.RpcError) and exc.code() not in _TRANSIENT_CODES:
+                    raise StoreError(f"etcd refused {what}: {exc.code().name}: {exc.details()}") from None
                 self._failover(idx)
                 raise StoreUnavailable(
                     f"etcd is unavailable ({what}: {type(exc).__name__}); "

@@ -41,6 +41,9 @@ from .states import CLAIMED, JobState, can_transition
 
 log = logging.getLogger(__name__)
 
+#: etcd's default --max-txn-ops.
+MAX_TXN_OPS = 128
+
 
 class IllegalTransition(ValueError):
     """A caller asked for a move the state table forbids: a bug, not a race."""
@@ -175,11 +178,15 @@ class Store:
         if not keys:
             return []
 
-        def run(client):
-            _, responses = client.transaction(compare=[], success=[tx.get(k) for k in keys], failure=[])
+        def run(client, batch):
+            _, responses = client.transaction(compare=[], success=[tx.get(k) for k in batch], failure=[])
             return [Job.from_json(v, m.mod_revision) for r in responses for v, m in r]
 
-        return self.etcd.call(run, "get jobs")
+        jobs: list[Job] = []
+        for start in range(0, len(keys), MAX_TXN_OPS):  # etcd refuses bigger transactions
+            batch = keys[start:start + MAX_TXN_OPS]
+            jobs += self.etcd.call(lambda c: run(c, batch), "get jobs")
+        return jobs
 
     def list_jobs(self, user: str | None = None, limit: int = 200) -> list[Job]:
         """Newest first. With ``user``, only that user's jobs (read through the user index)."""

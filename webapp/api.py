@@ -13,7 +13,8 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, request, 
 
 from pink import auth as pink_auth
 from pink.errors import PinkError, TransferError
-from pink.model import IMAGE_ID, JOB_ID, Job
+from pink.layers import DIFF_ID
+from pink.model import IMAGE_ID, JOB_ID, USER_NAME, Job
 from pink.states import JobState
 
 from . import jobs as joblogic
@@ -228,7 +229,7 @@ def job_output(job_id: str):
     if request.method == "HEAD":
         return Response(status=status, headers=headers, mimetype="application/zstd")
     link = _worker_link(job)
-    body = link.read(job.id, "archive", start)
+    body = link.read(job.id, "archive", start, length=end - start + 1)
     first = next(body, b"")  # fail before the status line if the archive is gone
 
     def chunks():
@@ -251,10 +252,26 @@ def job_output(job_id: str):
 def image_holders(image_id: str):
     if not IMAGE_ID.match(image_id):
         abort(400, "image ids look like sha256:<64 hex digits>")
-    workers = []
-    if joblogic.may_reuse_image(store(), g.user, image_id):
-        workers = [w.name for w in store().workers() if w.alive and not w.drained and image_id in w.images]
+    workers = [w.name for w in store().workers() if w.alive and not w.drained and image_id in w.images]
+    if workers and not joblogic.may_reuse_image(store(), g.user, image_id):
+        workers = []
     return jsonify(image=image_id, workers=workers)
+
+
+@bp.post("/layers")
+@login_required
+def layer_holders():
+    """How many bottom layers of an image each worker holds that the caller may leave out of
+    its upload (a thin archive, ``omitted_layers=`` on POST /jobs)."""
+    data = request.get_json(silent=True) or {}
+    diff_ids = data.get("diff_ids")
+    if (not isinstance(diff_ids, list) or len(diff_ids) > joblogic.MAX_LAYERS
+            or not all(isinstance(d, str) and DIFF_ID.match(d) for d in diff_ids)):
+        abort(400, f'send {{"diff_ids": [...]}}: the image\'s layer diff_ids, bottom first '
+                   f"(at most {joblogic.MAX_LAYERS})")
+    workers = [{"name": w.name, "layers": joblogic.held_layers(store(), g.user, w, diff_ids)}
+               for w in store().workers() if w.alive and not w.drained]
+    return jsonify(workers=[w for w in workers if w["layers"]])
 
 
 @bp.get("/workers")
@@ -315,6 +332,8 @@ def list_users():
 def create_user():
     data = request.get_json(silent=True) or {}
     name = str(data.get("username", ""))
+    if not USER_NAME.match(name):
+        abort(400, f"bad user name {name!r}: use lowercase letters, digits, '_', '.', '-' (at most 32)")
     if store().get_user(name) is not None:
         abort(409, f"user {name!r} already exists")
     try:

@@ -7,7 +7,7 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from pink.errors import StoreUnavailable, WorkerUnavailable
+from pink.errors import StoreError, StoreUnavailable, WorkerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,11 @@ def init_app(app: Flask) -> None:
         log.warning("etcd unavailable: %s", exc)
         return error_response(503, "the cluster database (etcd) is unavailable; try again in a "
                                    "minute, and tell the operators if it lasts", {"Retry-After": "5"})
+
+    @app.errorhandler(StoreError)
+    def store_error(exc: StoreError):
+        log.error("etcd refused a request: %s", exc)
+        return error_response(500, "the cluster database refused the request; tell the operators")
 
     @app.errorhandler(WorkerUnavailable)
     def worker_down(exc: WorkerUnavailable):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -11,6 +12,7 @@ from pink import scheduling
 from pink.config import Config
 from pink.dockertar import ValidatingReader
 from pink.errors import ImageArchiveError, PinkError, TransferError
+from pink.layers import DIFF_ID, held_prefix, parse_held
 from pink.model import IMAGE_ID, OUTPUT_MODES, Job, User, WorkerInfo, new_job_id
 from pink.states import CLAIMED, JobState
 from pink.lease import Lease
@@ -37,6 +39,8 @@ class JobSpec:
     priority: int = 0
     image_id: str = ""
     resubmit_of: str = ""
+    #: Bottom layers (diff_ids) a thin archive leaves out because the worker holds them.
+    omitted_layers: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, args, user: User) -> "JobSpec":
@@ -61,6 +65,10 @@ class JobSpec:
         image_id = args.get("image", "")
         if image_id and not IMAGE_ID.match(image_id):
             raise SubmitError(400, "image must look like sha256:<64 hex digits>")
+        omitted = tuple(d for d in args.get("omitted_layers", "").split(",") if d)
+        if len(omitted) > MAX_LAYERS or not all(DIFF_ID.match(d) for d in omitted):
+            raise SubmitError(400, f"omitted_layers must be at most {MAX_LAYERS} comma-separated "
+                                   "layer diff_ids (sha256:<64 hex digits>)")
         return cls(
             gpus=number("gpus", 0, 0, 64),
             timeout_s=number("timeout", 3600, 1, 7 * 24 * 3600),
@@ -70,6 +78,7 @@ class JobSpec:
             priority=number("priority", 0, -100, 100 if user.admin else 0),
             image_id=image_id,
             resubmit_of=args.get("resubmit_of", "")[:20],
+            omitted_layers=omitted,
         )
 
 
@@ -97,10 +106,53 @@ def check_quota(cfg: Config, user: User, queues: dict[str, list[QueueEntry]], up
                                f"{cfg.web.quota_upload_bytes} bytes")
 
 
+#: Most layers a client may name (docker images have tens).
+MAX_LAYERS = 500
+
+_uploaded: dict[str, frozenset[str]] = {}
+_uploaded_lock = threading.Lock()
+
+
+def uploaded_images(store: Store, user: User, fresh: bool = False) -> frozenset[str]:
+    """Ids of the images ``user`` has uploaded (jobs of theirs that received image bytes).
+
+    Remembered per process: the set only grows (an upload stays an upload), so an image found
+    in it is always right; callers ask again with ``fresh`` when an image is not there, which
+    reads the user's jobs (up to 1000) once. Submitting a held image or a thin archive is then
+    one set lookup instead of reading every job of the user.
+    """
+    with _uploaded_lock:
+        known = _uploaded.get(user.name)
+    if known is not None and not fresh:
+        return known
+    found = frozenset(j.image_id for j in store.list_jobs(user.name, limit=1000) if j.image_id and j.image_bytes)
+    with _uploaded_lock:
+        merged = _uploaded[user.name] = found | _uploaded.get(user.name, frozenset())
+    return merged
+
+
 def may_reuse_image(store: Store, user: User, image_id: str) -> bool:
     """Only someone who has uploaded an image may run it again without sending it: an image
     id is not a secret, but the image's content may be."""
-    return user.admin or any(j.image_id == image_id and j.image_bytes for j in store.list_jobs(user.name, limit=1000))
+    return user.admin or image_id in uploaded_images(store, user) or \
+        image_id in uploaded_images(store, user, fresh=True)
+
+
+def held_layers(store: Store, user: User, worker: WorkerInfo, diff_ids: list[str] | tuple[str, ...]) -> int:
+    """How many bottom layers of an image (its diff_ids) ``worker`` holds that ``user`` may
+    leave out of an upload: those of images the user uploaded (as for reusing a whole image,
+    knowing a layer's digest is not enough to get its content)."""
+    held = parse_held(worker.layers)
+    if user.admin:
+        return held_prefix(diff_ids, held)
+    shared = sorted(((held_prefix(diff_ids, {image: chains}), image) for image, chains in held.items()),
+                    reverse=True)
+    for fresh in (False, True):
+        mine = uploaded_images(store, user, fresh=fresh)
+        for n, image in shared:
+            if n and image in mine:
+                return n
+    return 0
 
 
 def upload_never_completed(job: Job) -> bool:
@@ -132,6 +184,14 @@ def submit(
     check_quota(cfg, user, queues, length or 0)
     workers = store.workers()
     views = worker_views(workers, queues)
+    omitted = spec.omitted_layers
+    if omitted and not reuse:
+        # A thin archive: only a worker holding the layers it leaves out can load it.
+        by_name = {w.name: w for w in workers}
+        views = [v for v in views if held_layers(store, user, by_name[v.name], omitted) >= len(omitted)]
+        if not views:
+            raise SubmitError(409, f"no worker holds the {len(omitted)} layers this archive leaves out; "
+                                   "send the whole archive")
     if reuse:
         if not may_reuse_image(store, user, spec.image_id):
             raise SubmitError(409, f"you have not uploaded image {spec.image_id} before; upload the tarball")
@@ -155,12 +215,15 @@ def submit(
     job, created = store.create_job(job, upload_lease=0 if reuse else lease.current(), supersede=superseded)
     if not created or reuse:
         return job, created
-    return _upload(store, links, worker, job, body, length or 0), True
+    return _upload(store, links, worker, job, body, length or 0, omitted), True
 
 
-def _upload(store: Store, links: WorkerLinks, worker: WorkerInfo, job: Job, body: BinaryIO, length: int) -> Job:
+def _upload(store: Store, links: WorkerLinks, worker: WorkerInfo, job: Job, body: BinaryIO, length: int,
+            omitted: tuple[str, ...] = ()) -> Job:
     link = links.get(worker)
-    reader = ValidatingReader(body, length, present_diff_ids=worker.layers)
+    # Layer files may be absent only for the bottom layers the client said it leaves out, which
+    # were checked above to be held by this worker, for this user, as one chain.
+    reader = ValidatingReader(body, length, present_diff_ids=omitted)
     started = time.monotonic()
     try:
         link.upload(job.id, reader, length)
@@ -175,6 +238,11 @@ def _upload(store: Store, links: WorkerLinks, worker: WorkerInfo, job: Job, body
         raise
     info = reader.info
     assert info is not None  # the reader finished, so the checker ran
+    if omitted and info.diff_ids[:len(omitted)] != omitted:
+        reason = ("the archive's bottom layers are not the omitted_layers it was sent with; "
+                  "send the whole archive")
+        _fail_upload(store, link, job, reason)
+        raise SubmitError(400, reason)
     seconds = time.monotonic() - started
     log.info("job %s: %d bytes to %s in %.1fs (%.0f MB/s)", job.id, length, worker.name, seconds,
              length / max(seconds, 1e-6) / 1e6)

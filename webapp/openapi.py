@@ -68,6 +68,8 @@ SPEC = {
                     _param("timeout", kind="integer", text="seconds before SIGTERM"),
                     _param("output", text="full | none"), _param("name"), _param("priority", kind="integer"),
                     _param("image", text="sha256:<hex> of an image a worker already holds"),
+                    _param("omitted_layers", text="comma-separated diff_ids of the bottom layers this "
+                                                  "(thin) archive leaves out; see POST /layers"),
                     _param("Idempotency-Key", "header", text="retries with the same key return the same job"),
                 ],
                 "requestBody": {"content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},
@@ -92,6 +94,13 @@ SPEC = {
                                                         "404": _ERR, "409": _ERR, "416": {"description": "bad range"}}}},
         "/images/{image_id}": {"get": {"summary": "Which workers hold an image", "parameters": [_param("image_id", "path", required=True)],
                                        "responses": {"200": _ok({"type": "object"})}}},
+        "/layers": {"post": {
+            "summary": "How many bottom layers of an image each worker holds that you may leave out of an upload",
+            "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                "diff_ids": {"type": "array", "items": {"type": "string"}}}}}}},
+            "responses": {"200": _ok({"type": "object", "properties": {"workers": {"type": "array", "items": {
+                "type": "object", "properties": {"name": {"type": "string"}, "layers": {"type": "integer"}}}}}}),
+                "400": _ERR}}},
         "/workers": {"get": {"summary": "Workers, GPUs and load", "responses": {"200": _ok({"type": "object"})}}},
         "/workers/{name}/drain": {"post": {"summary": "Drain (or ?undo=1 undrain) a worker (admins)",
                                            "parameters": [_param("name", "path", required=True), _param("undo")],

@@ -8,6 +8,7 @@ logic. Logging in and out are plain HTML forms, so they work without JavaScript 
 from __future__ import annotations
 
 import functools
+import re
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -28,12 +29,13 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "frame-ancestors 'none'")
 
 
+#: A path on this site: no scheme or host, no '//evil' or '/\\evil', and no whitespace or
+#: control characters (browsers drop tabs and newlines, so '/\t/evil' would become '//evil').
+_LOCAL_PATH = re.compile(r"/(?![/\\])[^\x00-\x20\x7f\\]*")
+
+
 def _safe_next(target: str | None) -> str:
-    """Only a path on this site (no scheme, no host, no '//evil' or '/\\evil')."""
-    if not target:
-        return url_for("ui.jobs")
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith(("//", "/\\")):
+    if not target or not _LOCAL_PATH.fullmatch(target) or urlsplit(target).netloc:
         return url_for("ui.jobs")
     return target
 

@@ -9,12 +9,15 @@ within its budget; tests stay independent by using their own users and jobs.
 from __future__ import annotations
 
 import os
+import secrets
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from pink import allinone as aio
+from pink.sampleimage import build_sample_image
 
 from tests.browser.ui_helpers import CHROMIUM, CHROMIUM_ARGS, PASSWORDS, SCREENSHOTS, VIEWPORT, login
 
@@ -112,6 +115,24 @@ def new_page(browser, ui_cluster, _sessions) -> Iterator[Callable[..., object]]:
     for context in contexts:
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def fresh_image(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """``fresh_image(script, name="")`` → a `docker save` tarball of a new image no worker holds yet, so
+    the submit page has to upload it (for an image a worker holds it sends nothing)."""
+
+    tags: list[str] = []
+
+    def build(script: str, name: str = "") -> Path:
+        out = tmp_path / f"{name or 'fresh'}.tar"
+        tags.append(f"pink-ui-{secrets.token_hex(4)}:latest")
+        build_sample_image(tags[-1], script, out)
+        return out
+
+    yield build
+    if tags:
+        subprocess.run(["docker", "rmi", "-f", *tags], capture_output=True, timeout=120)
 
 
 @pytest.fixture

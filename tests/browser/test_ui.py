@@ -74,8 +74,12 @@ def test_login_by_keyboard_sets_a_safe_session_cookie_and_logout_ends_it(new_pag
 # --------------------------------------------------------------------------- submit → live → download
 
 
+WRITER = "echo hello; mkdir -p /out; echo result-42 > /out/result.txt"
+
+
 def test_upload_shows_progress_and_the_jobs_page_sees_success_live_then_download(
-        new_page, ui_cluster, images, screenshot, tmp_path):
+        new_page, ui_cluster, fresh_image, screenshot, tmp_path):
+    tarball = fresh_image(WRITER, "resnet50")
     jobs_page = new_page("alice")
     jobs_page.evaluate("window.__sameDocument = true")  # gone if the page ever reloads
     jobs_page.wait_for_selector("#live[data-state=live]")
@@ -84,7 +88,7 @@ def test_upload_shows_progress_and_the_jobs_page_sees_success_live_then_download
     page.goto(f"{ui_cluster.url}/submit")
     throttle_uploads(page)
     record_progress(page)
-    page.set_input_files("#file", str(images["writer"]))
+    page.set_input_files("#file", str(tarball))
     page.fill("#name", "train-resnet50")
     page.click("#submit-btn")
     wait_js(page, "window.__progress.length >= 3 && document.getElementById('progress').value > 20")
@@ -93,7 +97,7 @@ def test_upload_shows_progress_and_the_jobs_page_sees_success_live_then_download
     screenshot(page, "submit-progress")
     page.wait_for_selector("#new-job-link", timeout=60_000)
     progress = page.evaluate("window.__progress")
-    size = images["writer"].stat().st_size
+    size = tarball.stat().st_size
     loaded = [p["loaded"] for p in progress]
     assert len(progress) >= 5 and loaded == sorted(loaded) and loaded[-1] == size == progress[-1]["total"]
     job_id = page.get_attribute("#new-job-link", "href").rsplit("/", 1)[1]
@@ -126,12 +130,13 @@ def test_upload_shows_progress_and_the_jobs_page_sees_success_live_then_download
     assert archive_members(data)["out/result.txt"] == b"result-42\n"
 
 
-def test_cancel_an_upload_leaves_no_job_waiting(new_page, ui_cluster, images):
+def test_cancel_an_upload_leaves_no_job_waiting(new_page, ui_cluster, fresh_image):
+    tarball = fresh_image(WRITER)
     page = new_page("alice")
     page.goto(f"{ui_cluster.url}/submit")
     throttle_uploads(page, 200_000)
     record_progress(page)
-    page.set_input_files("#file", str(images["writer"]))
+    page.set_input_files("#file", str(tarball))
     page.fill("#name", "cancelled-upload")
     page.click("#submit-btn")
     wait_js(page, "window.__progress.length >= 2")
@@ -395,7 +400,7 @@ def test_admin_lists_and_creates_users(new_page, ui_cluster, screenshot):
 def test_narrow_screen_has_no_sideways_scrolling(new_page, ui_cluster, screenshot):
     page = new_page("alice", viewport={"width": 390, "height": 844})
     page.locator("#jobs-body tr[data-id]").first.wait_for()
-    screenshot(page, "jobs-narrow", full_page=True)
+    screenshot(page, "jobs-narrow")
     for path in ("/jobs", "/submit", "/workers", "/account"):
         page.goto(f"{ui_cluster.url}{path}")
         page.wait_for_load_state("networkidle") if path != "/jobs" else time.sleep(1)

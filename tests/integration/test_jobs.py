@@ -236,3 +236,12 @@ def test_twenty_racers_one_winner(etcd):
     assert len(wins) == 1
     assert store.get_job(job.id).state is JobState.STARTING
     assert list(store.claims().values()) == [f"w{wins[0]}"]
+
+
+def test_listing_more_jobs_than_one_etcd_transaction_may_hold(etcd):
+    store = Store(EtcdConfig(endpoints=tuple(etcd), prefix=f"/many{time.time_ns()}"))
+    made = {store.create_job(Job(id=new_job_id(), user="alice", state=JobState.QUEUED, worker="w1"))[0].id
+            for _ in range(300)}
+    listed = store.list_jobs("alice", limit=1000)
+    assert {j.id for j in listed} == made
+    assert [j.id for j in listed] == sorted(made, reverse=True)

@@ -51,6 +51,9 @@ class Fake:
     uploads: list[Upload] = dataclasses.field(default_factory=list)
     #: this many upload attempts are cut off after part of the body
     drop_uploads: int = 0
+    #: bottom layers worker gpu1 holds for us (POST /layers); refuse thin uploads when True
+    held_layers: int = 0
+    refuse_thin: bool = False
     keys: dict[str, str] = dataclasses.field(default_factory=dict)
     #: job id -> states that successive GETs of the job walk through
     scripts: dict[str, list[str]] = dataclasses.field(default_factory=dict)
@@ -152,6 +155,10 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET" and path.startswith("/api/v1/images/"):
             image = path.rsplit("/", 1)[1]
             return self._json(200, {"image": image, "workers": fake.images.get(image, [])})
+        if method == "POST" and path == "/api/v1/layers":
+            diff_ids = json.loads(self._body() or b"{}").get("diff_ids", [])
+            held = min(fake.held_layers, len(diff_ids))
+            return self._json(200, {"workers": [{"name": "gpu1", "layers": held}] if held else []})
         if method == "POST" and path == "/api/v1/jobs":
             return self._submit(fake, params)
         if method == "GET" and path == "/api/v1/jobs":
@@ -225,6 +232,8 @@ class Handler(BaseHTTPRequestHandler):
             return None
         body = self.rfile.read(length_i) if length_i else b""
         fake.uploads.append(Upload(params, headers, body, complete=True))
+        if params.get("omitted_layers") and fake.refuse_thin:
+            return self._error(409, "no worker holds the layers this archive leaves out")
         key = self.headers.get("Idempotency-Key")
         if key and key in fake.keys:
             return self._json(200, {"job": fake.jobs[fake.keys[key]]})
@@ -510,6 +519,73 @@ def test_submit_gives_up_after_retries_and_names_the_key(
     assert len(logged_in.uploads) == cli.UPLOAD_ATTEMPTS
     assert {u.headers["Idempotency-Key"] for u in logged_in.uploads} == {key}
     assert f"--idempotency-key {key}" in err
+
+
+def make_layered_tar(path: Path, sizes: list[int]) -> list[str]:
+    """A Docker 20.10 docker-save archive with one layer per size; returns the diff_ids."""
+    layers = []
+    for i, size in enumerate(sizes):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as lt:
+            info = tarfile.TarInfo(f"layer{i}.bin")
+            info.size = size
+            lt.addfile(info, io.BytesIO(os.urandom(size)))
+        layers.append(buf.getvalue())
+    diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["true"]},
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    config_hex = hashlib.sha256(config).hexdigest()
+    dirs = [hashlib.sha256(f"dir{i}".encode() + layer).hexdigest() for i, layer in enumerate(layers)]
+    manifest = json.dumps([{"Config": f"{config_hex}.json", "RepoTags": ["demo:thin"],
+                            "Layers": [f"{d}/layer.tar" for d in dirs]}]).encode()
+    with tarfile.open(path, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for d, layer in zip(dirs, layers):
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            tf.addfile(info)
+            for name, data in (("VERSION", b"1.0"), ("json", b"{}"), ("layer.tar", layer)):
+                info = tarfile.TarInfo(f"{d}/{name}")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        for name, data in ((f"{config_hex}.json", config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return diff_ids
+
+
+def test_submit_sends_a_thin_archive_without_the_layers_a_worker_holds(
+    logged_in: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tar = tmp_path / "img.tar"
+    diff_ids = make_layered_tar(tar, [300_000, 200_000, 5_000])
+    logged_in.held_layers = 2
+    assert cli.main(["submit", str(tar)]) == 0
+    err = capsys.readouterr().err
+    [upload] = logged_in.uploads
+    assert upload.params["omitted_layers"] == ",".join(diff_ids[:2])
+    assert upload.headers["Content-Length"] == str(len(upload.body)) and len(upload.body) < 40_000
+    with tarfile.open(tar) as full, tarfile.open(fileobj=io.BytesIO(upload.body)) as thin:
+        names = thin.getnames()
+        # Every member but the two bottom layer.tar files, byte for byte, manifest unchanged.
+        layer_tars = [n for n in full.getnames() if n.endswith("/layer.tar")]
+        assert names == [n for n in full.getnames() if n not in layer_tars[:2]]
+        for name in ("manifest.json", layer_tars[2]):
+            assert thin.extractfile(name).read() == full.extractfile(name).read()
+    assert "holds 2 of the image's 3 layers" in err
+
+
+def test_submit_sends_the_whole_archive_when_the_thin_one_is_refused(
+    logged_in: Fake, tmp_path: Path
+) -> None:
+    tar = tmp_path / "img.tar"
+    make_layered_tar(tar, [100_000, 5_000])
+    logged_in.held_layers, logged_in.refuse_thin = 1, True
+    assert cli.main(["submit", str(tar)]) == 0
+    thin, whole = logged_in.uploads
+    assert thin.params["omitted_layers"] and "omitted_layers" not in whole.params
+    assert whole.body == tar.read_bytes()
+    assert thin.headers["Idempotency-Key"] == whole.headers["Idempotency-Key"]
 
 
 def test_submit_falls_back_to_upload_when_the_holder_lost_the_image(

@@ -91,9 +91,9 @@ export function fmtDuration(seconds) {
   const d = Math.floor(s / 86400); s -= d * 86400;
   const h = Math.floor(s / 3600); s -= h * 3600;
   const m = Math.floor(s / 60); s -= m * 60;
-  if (d) return `${d}d ${h}h`;
-  if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
-  if (m) return `${m}m ${String(s).padStart(2, "0")}s`;
+  if (d) return h ? `${d}d ${h}h` : `${d}d`;
+  if (h) return m ? `${h}h ${String(m).padStart(2, "0")}m` : `${h}h`;
+  if (m) return s ? `${m}m ${String(s).padStart(2, "0")}s` : `${m}m`;
   return `${s}s`;
 }
 
@@ -206,36 +206,52 @@ export function liveEvents(query, onData) {
   let stopped = false;
   let failures = 0;
   const open = () => {
-    if (stopped) return;
-    source = new EventSource("/api/v1/events" + (query ? "?" + query : ""));
+    if (stopped || document.hidden) return;
+    const es = new EventSource("/api/v1/events" + (query ? "?" + query : ""));
+    source = es;
     const handle = (name) => (ev) => {
       failures = 0;
       show("live", "Live");
       try { onData(name, JSON.parse(ev.data)); } catch (e) { console.error(e); }
     };
-    source.addEventListener("jobs", handle("jobs"));
-    source.addEventListener("job", handle("job"));
-    source.addEventListener("problem", (ev) => {
+    es.addEventListener("jobs", handle("jobs"));
+    es.addEventListener("job", handle("job"));
+    es.addEventListener("problem", (ev) => {
       let msg = "The server has a problem";
       try { msg = JSON.parse(ev.data).error; } catch { /* keep */ }
       show("error", msg);
     });
-    source.addEventListener("open", () => show("live", "Live"));
-    source.addEventListener("error", async () => {
-      if (stopped) return;
+    es.addEventListener("open", () => show("live", "Live"));
+    es.addEventListener("error", async () => {
+      if (stopped || es !== source) return;
       failures += 1;
       show("connecting", "Reconnecting…");
-      if (source.readyState === EventSource.CLOSED || failures > 3) {
+      if (es.readyState === EventSource.CLOSED || failures > 3) {
         // EventSource gives up on HTTP errors: find out whether the session ended.
-        source.close();
+        es.close();
         try { await api("/me"); } catch (e) { if (e.status === 401) return; }
-        setTimeout(open, Math.min(30000, 1000 * 2 ** Math.min(failures, 5)));
+        setTimeout(() => { if (!document.hidden && (!source || source.readyState === EventSource.CLOSED)) open(); },
+          Math.min(30000, 1000 * 2 ** Math.min(failures, 5)));
       }
     });
   };
+  // Browsers allow few connections per server over HTTP/1.1: a tab in the background gives
+  // its stream back and catches up (the first event is a full snapshot) when shown again.
+  const onVisibility = () => {
+    if (stopped) return;
+    if (document.hidden) {
+      if (source) source.close();
+      source = null;
+      show("connecting", "Paused in the background");
+    } else if (!source || source.readyState === EventSource.CLOSED) {
+      open();
+    }
+  };
+  document.addEventListener("visibilitychange", onVisibility);
   open();
   return () => {
     stopped = true;
+    document.removeEventListener("visibilitychange", onVisibility);
     if (source) source.close();
     show("done", "Up to date");
   };

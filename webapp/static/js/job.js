@@ -67,7 +67,9 @@ function renderTimeline() {
       el("span", { class: "tl-dot", "aria-hidden": "true" }),
       el("div", { class: "tl-body" },
         el("div", { class: "tl-head" }, badge(h.state),
-          el("time", { datetime: new Date(h.at * 1000).toISOString() }, fmtTime(h.at)),
+          el("time", { datetime: new Date(h.at * 1000).toISOString(), title: fmtTime(h.at) },
+            // The date once; later entries of the same day show the time only.
+            i > 0 && fmtTime(h.at).slice(0, 10) === fmtTime(all[i - 1].at).slice(0, 10) ? fmtTime(h.at).slice(11) : fmtTime(h.at)),
           until ? el("span", { class: "muted small" }, `for ${fmtDuration(until - h.at)}`) : null),
         h.reason ? el("p", { class: "tl-reason" }, h.reason) : null));
   });

@@ -17,7 +17,8 @@ let jobs = [];
 let stop = null;
 
 function cell(label, content, cls) {
-  return el("td", { "data-label": label, class: cls }, content);
+  const empty = content === "—" ? " is-empty" : "";  // hidden on narrow screens
+  return el("td", { "data-label": label, class: (cls || "") + empty }, content);
 }
 
 function row(job, showUser) {
@@ -32,7 +33,7 @@ function row(job, showUser) {
     cell("GPUs", gpuText(job), "num"),
     cell("Worker", job.worker || "—", "mono small"),
     cell("Queue", queueText(job) || "—", "queue"),
-    cell("Runtime", el("span", { class: running ? "ticking" : "", dataset: { start: job.started_at || "" } },
+    cell("Runtime", runtime === null ? "—" : el("span", { class: running ? "ticking" : "", dataset: { start: job.started_at } },
       fmtDuration(runtime)), "num"),
     cell("Image", fmtBytes(job.image_bytes || null), "num"),
     cell("Output", job.output === "none" ? "logs only" : fmtBytes(job.output_bytes || null), "num"),

@@ -128,6 +128,7 @@ async function choose(f) {
   }
   file = f;
   chosen.hidden = false;
+  chosen.classList.remove("refused");
   clear(chosen, el("strong", {}, f.name), ` · ${fmtBytes(f.size)}`);
   if (!nameInput.value) nameInput.placeholder = f.name.replace(/\.tar$/i, "");
   checkHeld(f);
@@ -248,6 +249,7 @@ form.addEventListener("submit", (ev) => {
     box.hidden = true;
     const message = data.error || `The server refused the upload (${xhr.status}).`;
     const title = xhr.status === 400 ? "The file was refused: " : "Not submitted: ";
+    chosen.classList.toggle("refused", xhr.status === 400);
     alertIn(result, "error", title + message);
   });
   xhr.addEventListener("error", () => {
