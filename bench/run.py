@@ -106,13 +106,17 @@ class Bench:
                                   uptime, "pinkbench-b:1")
         self.img_d = cached_image(images, "d", ["busybox"], uptime, "pinkbench-d:1")
         self.log("starting the cluster (etcd, sshd + gate, worker, gunicorn, nginx)")
+        # The worker gets a docker engine of its own: the system one is shared with other
+        # people's tests, whose images and containers would come and go under the benchmark.
         self.cluster = aio.LocalCluster(
             self.work / "cluster", workers=1, nginx=True, users=("bench",), admin_user="root",
             web_overrides={"quota_queued_jobs": 100_000},
             worker_overrides={"max_parallel_jobs": a.parallel},
+            own_engines=True,
         )
         self.cluster.start()
         self.worker = self.cluster.workers[0]
+        self.docker_host = self.worker.docker_url
         self.api = self.cluster.api("bench")
         self.sshd = h.PlainSshd(self.work / "sshd-baseline", inbox=self.work / "by-hand" / "in",
                                 outbox=self.work / "by-hand" / "out")
@@ -134,14 +138,12 @@ class Bench:
             with contextlib.suppress(Exception):
                 self.sshd.stop()
         if self.cluster:
-            self.cluster.close()
-        for img in (getattr(self, n, None) for n in ("img_a", "img_b", "img_d", "img_rss")):
-            if img is not None:
-                self.docker("image", "rm", "-f", img.image_id, check=False)
+            self.cluster.close()  # stops and deletes the worker's own engine, images and all
 
     def docker(self, *argv: str, check: bool = True, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(["docker", *argv], capture_output=True, text=True, check=check,
-                              timeout=timeout, **kw)
+        """The docker CLI against the worker's engine."""
+        return subprocess.run(["docker", "-H", self.docker_host, *argv], capture_output=True, text=True,
+                              check=check, timeout=timeout, **kw)
 
     def cli(self, *argv: str, via_relay: bool = False, timeout: float = 1800) -> tuple[float, subprocess.CompletedProcess]:
         assert self.cluster is not None
@@ -260,8 +262,8 @@ class Bench:
         t2 = time.time()
         self.docker("run", "--name", name, "--network", "none", img.image_id)
         t3 = time.time()
-        subprocess.run(["bash", "-o", "pipefail", "-c", f"docker export {name} | zstd -1 -T0 -q > {out}"],
-                       check=True)
+        subprocess.run(["bash", "-o", "pipefail", "-c",
+                        f"docker -H {self.docker_host} export {name} | zstd -1 -T0 -q > {out}"], check=True)
         t4 = time.time()
         self.docker("rm", "-f", name, check=False)
         size = out.stat().st_size
@@ -463,7 +465,7 @@ class Bench:
         return {"lat": lat, "p50": h.percentile(lat, .5), "p95": h.percentile(lat, .95)}
 
     def slurm_cmd(self) -> str:
-        return f"docker run --rm --network none {self.img_d.image_id}; cat /proc/uptime"
+        return f"docker -H {self.docker_host} run --rm --network none {self.img_d.image_id}; cat /proc/uptime"
 
     def slurm_burst(self, slurm: h.Slurm, n: int) -> dict:
         submits = {}
@@ -573,8 +575,8 @@ class Bench:
             self.notes.append("Slurm settings (both): slurmctld + slurmd + munged on localhost, "
                               f"select/cons_tres CR_CPU, node declared with {a.parallel} CPUs (= the "
                               "worker's max_parallel_jobs), proctrack/linuxproc, task/none, no "
-                              "accounting; each job is `sbatch --wrap 'docker run --rm --network none "
-                              "IMAGE; cat /proc/uptime'`. Tuned adds: "
+                              "accounting; each job is `sbatch --wrap 'docker -H <the worker's engine> run "
+                              "--rm --network none IMAGE; cat /proc/uptime'`. Tuned adds: "
                               + h.SLURM_TUNED.strip().replace("\n", "; "))
         self.notes.append("dispatch: start = the time the job's command (`cat /proc/uptime` in the "
                           "container) printed; back-to-back submit→start (queueing included) p50: "

@@ -154,9 +154,10 @@ class WorkerDaemon:
         # A job that brought a new image: publish it now, so resubmits can skip the upload.
         self._refresh_images(force=any(r.job.image_id not in self._images for r in self.runs.values()))
         info = self.info()
-        body = info.heartbeat_json().decode()
-        # Heartbeats only carry news: the lease refresh alone keeps the worker alive.
-        key = body.split('"heartbeat_at"')[0]
+        # Heartbeats only carry news: the lease refresh alone keeps the worker alive. The count
+        # of running jobs is not news (the API counts them from the queue), or every start and
+        # end of a job would rewrite the image and layer lists in etcd.
+        key = repr((info.disk_free_bytes, info.images, info.layers, info.gpus_free, info.max_parallel_jobs))
         if key != self._heartbeat_sent:
             self.store.heartbeat(info, self.lease.id)
             self._heartbeat_sent = key

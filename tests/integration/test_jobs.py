@@ -201,7 +201,7 @@ def test_a_user_cannot_see_or_touch_another_users_job(cluster, images):
 
 
 def test_worker_killed_mid_job_is_adopted_and_the_job_runs_once(cluster, images):
-    c = cluster()
+    c = cluster(lease_ttl_s=30)  # a slow restart on a loaded machine must not look like a dead host
     api = c.api("alice")
     since = time.time()
     job_id = submit(api, images["counter"], timeout=120).json()["job"]["id"]
