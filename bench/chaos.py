@@ -21,6 +21,7 @@ import datetime
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -207,6 +208,8 @@ def run(args: argparse.Namespace) -> dict:
         injector = Injector(c, etcd, args.seed, args.fault_every)
         injector.thread.start()
         accepted, refused, retries = submit_all(c, image_tar, image_id, args.jobs, args.clients, args.seed)
+        # Faults go on while the accepted jobs run, not only while they are submitted.
+        wait_terminal(api, accepted, args.settle)
         injector.stop.set()
         injector.thread.join(60)
         for w in c.workers:  # everything back up before judging
@@ -246,6 +249,11 @@ def wait_terminal(api, ids: set[str], timeout: float) -> dict[str, dict]:
     return jobs
 
 
+def _reason_kind(reason: str) -> str:
+    """A failure reason without its numbers and names, to count alike reasons together."""
+    return re.sub(r"\b(worker\S*|[0-9a-f]{12,}|\d+(\.\d+)?)\b", "#", reason)[:70]
+
+
 def judge(args, c, etcd, counters, injector, accepted, refused, retries, jobs, seconds) -> dict:
     executions = collections.Counter()
     for counter in counters:
@@ -276,6 +284,8 @@ def judge(args, c, etcd, counters, injector, accepted, refused, retries, jobs, s
         "client retries (cause × count)": ", ".join(f"{k} ×{v}" for k, v in retries.most_common()) or "none",
         "reached a terminal state": terminal,
         "SUCCEEDED / FAILED / LOST": f"{states['SUCCEEDED']} / {states['FAILED']} / {states['LOST']}",
+        "FAILED because": "; ".join(f"{reason} ×{n}" for reason, n in collections.Counter(
+            _reason_kind(j["reason"]) for j in jobs.values() if j["state"] == "FAILED").most_common()) or "-",
         "max executions per job": max(executions.values(), default=0),
         "jobs executed twice or more": sum(1 for n in executions.values() if n > 1),
         "orphans": sum(orphans.values()),
