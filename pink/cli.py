@@ -1538,7 +1538,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
             [
                 str(w.get("name", "?")),
                 status,
-                f"{w.get('gpus_free', '?')}/{len(gpus)}",
+                f"{len(w.get('gpus_free') or [])}/{len(gpus)}",
                 str(w.get("cpus", "-")),
                 human_bytes(w.get("memory_bytes")) if w.get("memory_bytes") else "-",
                 (

@@ -183,7 +183,7 @@ class Handler(BaseHTTPRequestHandler):
                                     "memory_mib": 81559,
                                 }
                             ],
-                            "gpus_free": 1,
+                            "gpus_free": [0],
                             "cpus": 16,
                             "memory_bytes": 128 << 30,
                             "disk_free_bytes": 50 << 30,
@@ -815,7 +815,8 @@ def test_ls_status_workers_tables_and_json(
     assert json.loads(capsys.readouterr().out)["id"] == queued["id"]
 
     assert cli.main(["workers"]) == 0
-    assert "gpu1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "gpu1" in out and " 1/1 " in out  # free/total GPUs
     assert cli.main(["workers", "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["name"] == "gpu1"
 
