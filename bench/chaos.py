@@ -251,7 +251,7 @@ def wait_terminal(api, ids: set[str], timeout: float) -> dict[str, dict]:
 
 def _reason_kind(reason: str) -> str:
     """A failure reason without its numbers and names, to count alike reasons together."""
-    return re.sub(r"\b(worker\S*|[0-9a-f]{12,}|\d+(\.\d+)?)\b", "#", reason)[:70]
+    return re.sub(r"\b([0-9a-f]{12,}|\d+(\.\d+)?)\b", "#", reason)[:70]
 
 
 def judge(args, c, etcd, counters, injector, accepted, refused, retries, jobs, seconds) -> dict:

@@ -84,6 +84,7 @@ class Bench:
         self.relay: h.CountingRelay | None = None
         self.last_e2e_job: dict | None = None
         self.t_start = time.monotonic()
+        self.spies: list[subprocess.Popen] = []
 
     # ------------------------------------------------------------------------- plumbing
     def log(self, text: str) -> None:
@@ -130,8 +131,28 @@ class Bench:
         for img in (self.img_a, self.img_b, self.img_d):
             self.forget(img, wait=False)
         self.log(f"cluster up at {self.cluster.url}; baseline ssh cipher {self.ssh_cipher}")
+        if self.args.profile:
+            self.start_profiles(Path(self.args.profile))
+
+    def start_profiles(self, folder: Path) -> None:
+        """py-spy on the worker daemon and the web server's processes for the whole run."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        folder.mkdir(parents=True, exist_ok=True)
+        assert self.cluster is not None
+        targets = {"worker": self.worker.daemon.pid, **{f"web-{p}": p for p in self.web_pids()}}
+        for name, pid in targets.items():
+            out = folder / f"{name}.txt"
+            self.spies.append(subprocess.Popen(
+                [spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--threads",
+                 "--nonblocking", "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self.log(f"py-spy recording {', '.join(targets)} into {folder} (raw collapsed stacks)")
 
     def close(self) -> None:
+        for spy in self.spies:
+            spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        for spy in self.spies:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(30)
         if self.relay:
             self.relay.close()
         if self.sshd:
@@ -167,12 +188,34 @@ class Bench:
     def wait_job(self, job_id: str, states=TERMINAL, timeout: float = 900, poll: float = 0.1) -> dict:
         deadline = time.monotonic() + timeout
         while True:
+            if set(states) <= TERMINAL:
+                # Watching etcd is cheaper than asking the web server, which the benchmark
+                # measures: the job's queue key goes when it ends.
+                while self.queued(job_id) and time.monotonic() < deadline:
+                    time.sleep(poll)
             job = self.job(job_id)
             if job["state"] in states or job["state"] in TERMINAL:
                 return job
             if time.monotonic() > deadline:
                 raise RuntimeError(f"job {job_id} still {job['state']} after {timeout:.0f} s")
             time.sleep(poll)
+
+    def queued(self, job_id: str = "") -> int:
+        """How many of the worker's jobs have not ended (or whether ``job_id`` has not), read
+        from etcd (the queue/<worker>/<job> keys) without a request to the web server."""
+        import base64
+
+        import requests
+        assert self.cluster is not None and self.cluster.etcd is not None
+        key = f"{self.cluster.etcd_prefix.rstrip('/')}/queue/{self.worker.name}/{job_id}".encode()
+        body: dict[str, Any] = {"key": base64.b64encode(key).decode(), "count_only": True}
+        if not job_id:
+            end = bytearray(key)
+            end[-1] += 1
+            body["range_end"] = base64.b64encode(bytes(end)).decode()
+        r = requests.post(f"{self.cluster.etcd.members[0].client_url}/v3/kv/range", json=body, timeout=10)
+        r.raise_for_status()
+        return int(r.json().get("count", 0))
 
     def holders(self, image_id: str) -> list[str]:
         r = self.api.get(f"/api/v1/images/{image_id}")
@@ -415,6 +458,8 @@ class Bench:
 
     def wait_all(self, ids: set[str], timeout: float) -> list[dict]:
         deadline = time.monotonic() + timeout
+        while self.queued() and time.monotonic() < deadline:
+            time.sleep(0.25)
         while True:
             r = self.api.get("/api/v1/jobs", params={"limit": 1000})
             r.raise_for_status()
@@ -429,7 +474,7 @@ class Bench:
             time.sleep(0.5)
 
     def pink_paced(self, m: int) -> dict:
-        lat, running = [], []
+        lat, running, stages = [], [], []
         for i in range(m):
             t = time.time()
             r = self.api.post("/api/v1/jobs", params={"image": self.img_d.image_id, "output": "none",
@@ -443,8 +488,11 @@ class Bench:
             at = {hh["state"]: hh["at"] for hh in job["history"]}
             if "RUNNING" in at:
                 running.append(at["RUNNING"] - t)
+            if start and "STARTING" in at:
+                stages.append((job["created_at"] - t, at["STARTING"] - job["created_at"], start - at["STARTING"]))
         return {"lat": lat, "p50": h.percentile(lat, .5), "p95": h.percentile(lat, .95),
-                "running_p50": h.percentile(running, .5)}
+                "running_p50": h.percentile(running, .5),
+                "stages_p50": [h.percentile([st[k] for st in stages], .5) for k in range(3)]}
 
     def docker_run_d(self) -> tuple[float, float | None]:
         t = time.time()
@@ -564,6 +612,8 @@ class Bench:
                 f"{rate['pink']:.2f}", f"{rate[name]:.2f} {label[name]}", f"{ratio:.2f}×",
                 f"≥ {target[name]}×", verdict(ratio >= target[name])))
         p = lat["pink"]
+        self.notes.append("dispatch, one at a time, PINK's stages (p50): request → job recorded "
+                          "{:.3f} s, → claimed (STARTING) {:.3f} s, → command runs {:.3f} s.".format(*p["stages_p50"]))
         base = "; ".join(f"{label[k].split(',')[0].replace(' (floor)', '')}"
                          f"{' ' + label[k].split(', ')[1] if k.startswith('slurm') else ''}: "
                          f"{v['p50']:.2f} / {v['p95']:.2f}" for k, v in lat.items() if k != "pink")
@@ -773,6 +823,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default="/var/tmp/pink-bench")
     p.add_argument("--results", help="append the report here (default bench/RESULTS.md; smoke: nowhere)")
     p.add_argument("--keep-images", action="store_true", help="keep the big RSS-check image file")
+    p.add_argument("--profile", metavar="DIR", help="record py-spy profiles of the worker and web server here")
     args = p.parse_args(argv)
     if args.smoke:
         args.size, args.rss_size, args.top_size = "8M", "16M", "64K"

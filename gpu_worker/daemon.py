@@ -52,6 +52,7 @@ class WorkerDaemon:
         self.runtime = self.wcfg.runtime or ("nvidia" if self.gpus else "")
         self.runs: dict[str, JobRun] = {}
         self.preloads: dict[str, Preload] = {}
+        self._pinged_at = 0.0
         self.stop_requested = threading.Event()
         self.need_register = threading.Event()
         self.wake = threading.Event()
@@ -174,7 +175,11 @@ class WorkerDaemon:
         if self.need_register.is_set():
             self.need_register.clear()
             self.register()
-        self.engine.ping()  # no claims or restarts while the engine is away (raises)
+        if time.monotonic() - self._pinged_at >= self.wcfg.loop_interval_s:
+            # No claims or restarts while the engine is away (raises). Once per loop interval:
+            # a burst of queue events must not put a round trip to the engine before each claim.
+            self.engine.ping()
+            self._pinged_at = time.monotonic()
         self.watch()
         entries = self.store.queue(self.wcfg.name)
         by_id = {e.job_id: e for e in entries}

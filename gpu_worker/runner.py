@@ -202,6 +202,8 @@ class JobRun:
                 return
             self._fail(f"the worker's docker engine stayed unavailable: {exc}")
             self._stop(container)
+        except docker.errors.NotFound:
+            self._fail("the job's container disappeared (removed by hand, or its docker engine was reset)")
         except Exception as exc:  # a bug or a permanent engine failure: record it, never retry
             log.exception("job %s: run failed", self.job.id)
             self._fail(f"worker error: {type(exc).__name__}: {exc}")
@@ -387,6 +389,8 @@ class JobRun:
         feeder.join()
         if proc.wait() != 0 or feed_error:
             part.unlink(missing_ok=True)
+            if feed_error and isinstance(feed_error[0], TRANSIENT_ENGINE_ERRORS):
+                raise feed_error[0]  # the engine went away mid-export: resume it later
             raise RuntimeError(f"export failed: {feed_error[0] if feed_error else 'compressor exit ' + str(proc.returncode)}")
         part.rename(self.archive_file)
         return size, sha.hexdigest()

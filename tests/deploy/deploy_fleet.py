@@ -82,12 +82,18 @@ ExecStartPre=/usr/bin/ssh-keygen -A
 ExecStartPre=/usr/sbin/sshd -t
 """
 
+#: Throwaway test hosts: dpkg skips fsync (as Docker's own Debian images do) and apt fetches no
+#: translations, which makes the playbook's package installs several times faster.
+DPKG_UNSAFE_IO = "force-unsafe-io\n"
+APT_NO_LANGUAGES = 'Acquire::Languages "none";\n'
+
 #: Bump when the customisation below changes in a way the other inputs do not show.
-RECIPE_VERSION = "3"
+RECIPE_VERSION = "4"
 
 
 def recipe_hash() -> str:
-    text = json.dumps([RECIPE_VERSION, SUITE, MIRROR, PACKAGES, MASKED_UNITS, APT_SOURCES, SSH_DROPIN])
+    text = json.dumps([RECIPE_VERSION, SUITE, MIRROR, PACKAGES, MASKED_UNITS, APT_SOURCES, SSH_DROPIN,
+                       DPKG_UNSAFE_IO, APT_NO_LANGUAGES])
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -131,6 +137,8 @@ def _customise(root: Path) -> None:
     (root / "etc/apt/sources.list").unlink(missing_ok=True)
     (root / "etc/apt/sources.list.d").mkdir(parents=True, exist_ok=True)
     (root / "etc/apt/sources.list.d/debian.sources").write_text(APT_SOURCES)
+    (root / "etc/dpkg/dpkg.cfg.d/pink-testbed-unsafe-io").write_text(DPKG_UNSAFE_IO)
+    (root / "etc/apt/apt.conf.d/99pink-testbed-no-languages").write_text(APT_NO_LANGUAGES)
     lists = root / "var/lib/apt/lists"
     for entry in lists.iterdir():
         if entry.is_file():
@@ -197,6 +205,10 @@ def build_image(tag: str | None = None) -> str:
     for old in CACHE_DIR.glob("*.tar.gz"):
         if old != cache:
             old.unlink(missing_ok=True)
+    tags = docker("images", IMAGE_REPO, "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()
+    for old_tag in tags:
+        if old_tag != tag:
+            docker("rmi", old_tag, check=False)  # refused while a container uses it: fine
     return tag
 
 

@@ -1,0 +1,94 @@
+"""What the deploy tests share: running ansible-playbook, its results, the deployment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from deploy_fleet import REPO_ROOT, Fleet
+
+VENV_BIN = Path(sys.executable).parent
+#: Seconds, by phase, shown in the terminal summary (for the README and the issue note).
+TIMINGS: dict[str, float] = {}
+
+
+@dataclasses.dataclass
+class PlaybookRun:
+    rc: int
+    output: str
+    seconds: float
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        """PLAY RECAP counters per host: {"web1": {"ok": 30, "changed": 0, ...}}."""
+        hosts: dict[str, dict[str, int]] = {}
+        recap = self.output.rsplit("PLAY RECAP", 1)[-1]
+        for line in recap.splitlines():
+            match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
+            if match:
+                hosts[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
+        return hosts
+
+    def changed_tasks(self) -> list[str]:
+        """Names of the tasks that reported a change (for a readable failure message)."""
+        out, task = [], ""
+        for line in self.output.splitlines():
+            if line.startswith(("TASK [", "RUNNING HANDLER [")):
+                task = line.split("[", 1)[1].rsplit("]", 1)[0]
+            elif line.startswith("changed:"):
+                out.append(f"{task}: {line}")
+        return out
+
+
+@dataclasses.dataclass
+class Deployment:
+    fleet: Fleet
+    workdir: Path
+    inventory: Path
+    ssl_dir: Path
+    admin_password: str
+    fresh: PlaybookRun
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.fleet.group('lb')[0].ip}"
+
+    def playbook(self, *args: str, timeout: float = 900) -> PlaybookRun:
+        return run_playbook(self.inventory, self.workdir, *args, timeout=timeout)
+
+
+def run_playbook(inventory: Path, workdir: Path, *args: str, timeout: float = 900) -> PlaybookRun:
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_LOG_PATH=str(workdir / "ansible.log"),
+        ANSIBLE_LOCAL_TEMP=str(workdir / "ansible-tmp"),
+        # The fleet's SSH multiplexing sockets live here (short path: sun_path is small).
+        ANSIBLE_SSH_CONTROL_PATH_DIR=str(workdir / "cp"),
+    )
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    seconds = time.monotonic() - t0
+    output = proc.stdout + proc.stderr
+    (workdir / f"playbook-{int(time.time())}.out").write_text(output)
+    return PlaybookRun(proc.returncode, output, seconds)
+
+
+def source_snapshot(dest: Path) -> Path:
+    """A copy of what gets deployed, so edits made to the checkout while the tests run do not
+    turn the second run into an upgrade."""
+    dest.mkdir(parents=True)
+    for name in ("pink", "webapp", "gpu_worker"):
+        shutil.copytree(REPO_ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "requirements.txt"):
+        shutil.copy2(REPO_ROOT / name, dest / name)
+    return dest
