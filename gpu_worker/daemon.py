@@ -174,7 +174,11 @@ class WorkerDaemon:
             return  # the lease thread has not reached etcd yet
         if self.need_register.is_set():
             self.need_register.clear()
-            self.register()
+            try:
+                self.register()
+            except BaseException:
+                self.need_register.set()  # not registered yet: try again next cycle
+                raise
         if time.monotonic() - self._pinged_at >= self.wcfg.loop_interval_s:
             # No claims or restarts while the engine is away (raises). Once per loop interval:
             # a burst of queue events must not put a round trip to the engine before each claim.
