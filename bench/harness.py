@@ -130,6 +130,42 @@ class RssSampler:
         self._thread.join()
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used by ``pid`` and everything under it (children that ended included)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in [pid, *rss_children(pid)]:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / tick
+
+
+class CpuMeter:
+    """CPU seconds spent by process trees and by our own children between enter and exit."""
+
+    def __init__(self, trees: dict[str, int]) -> None:
+        self.trees = trees
+        self.used: dict[str, float] = {}
+
+    def __enter__(self) -> "CpuMeter":
+        import resource
+        self._before = {k: tree_cpu(p) for k, p in self.trees.items()}
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self._children = r.ru_utime + r.ru_stime
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import resource
+        self.used = {k: tree_cpu(p) - self._before[k] for k, p in self.trees.items()}
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.used["client"] = r.ru_utime + r.ru_stime - self._children
+
+    @property
+    def total(self) -> float:
+        return sum(self.used.values())
+
+
 # ------------------------------------------------------------------------------- relay
 
 

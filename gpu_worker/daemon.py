@@ -47,7 +47,9 @@ class WorkerDaemon:
         self.cfg = cfg
         self.wcfg = cfg.worker
         self.store = store or Store(cfg.etcd)
-        self.engine = docker.DockerClient(base_url=self.wcfg.docker_url, timeout=120)
+        # A fixed API version (1.41: Docker 20.10, has device requests) instead of asking the
+        # engine at start: a worker must start, and wait, while its engine is restarting.
+        self.engine = docker.DockerClient(base_url=self.wcfg.docker_url, version="1.41", timeout=120)
         self.gpus: list[Gpu] = discover_gpus(self.wcfg.gpus)
         self.runtime = self.wcfg.runtime or ("nvidia" if self.gpus else "")
         self.runs: dict[str, JobRun] = {}
@@ -116,7 +118,12 @@ class WorkerDaemon:
             self.stop_requested.wait(5)
 
     def register(self) -> None:
-        self._refresh_images(force=True)
+        try:
+            self._refresh_images(force=True)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            # Register anyway: the worker is alive and keeps its claims; it claims nothing new
+            # until the engine answers (see cycle).
+            log.warning("docker engine unavailable while registering: %s", exc)
         info = self.info()
         self.store.register_worker(info, self.lease.id)
         self._heartbeat_sent = ""

@@ -86,6 +86,7 @@ def run_playbook(inventory: Path, workdir: Path, *args: str, timeout: float = 90
 def source_snapshot(dest: Path) -> Path:
     """A copy of what gets deployed, so edits made to the checkout while the tests run do not
     turn the second run into an upgrade."""
+    shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     for name in ("pink", "webapp", "gpu_worker"):
         shutil.copytree(REPO_ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
