@@ -228,7 +228,10 @@ def run(args: argparse.Namespace) -> dict:
             counter.stop.set()
         c.close()
         etcd.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        if args.keep:
+            print(f"kept the cluster's folder: {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def wait_terminal(api, ids: set[str], timeout: float) -> dict[str, dict]:
@@ -320,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--fault-every", type=float, default=6.0, help="mean seconds between faults")
     parser.add_argument("--settle", type=float, default=300.0, help="seconds to wait for jobs to end")
+    parser.add_argument("--keep", action="store_true", help="keep the cluster's folder (logs) afterwards")
     parser.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
     args = parser.parse_args(argv)
     # Stopped from outside: still tear the cluster down (run's finally).

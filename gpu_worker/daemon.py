@@ -216,13 +216,15 @@ class WorkerDaemon:
         self._log_status(entries)
 
     def _start_queued(self, entries: list[QueueEntry]) -> None:
-        if self.store.is_drained(self.wcfg.name):
+        queued = [scheduling.QueuedJob(e.job_id, e.user, e.priority, e.created_at, e.gpus)
+                  for e in entries if e.state is JobState.QUEUED]
+        # Most cycles are woken by a running job's own state change: nothing to start, so no
+        # need to ask etcd whether the worker is drained.
+        if not queued or len(self.runs) >= self.wcfg.max_parallel_jobs or self.store.is_drained(self.wcfg.name):
             return
         running: dict[str, int] = {}
         for run in self.runs.values():
             running[run.job.user] = running.get(run.job.user, 0) + 1
-        queued = [scheduling.QueuedJob(e.job_id, e.user, e.priority, e.created_at, e.gpus)
-                  for e in entries if e.state is JobState.QUEUED]
         busy = {i for run in self.runs.values() for i in run.gpu_indices}
         free = [g.index for g in self.gpus if g.index not in busy]
         slots = self.wcfg.max_parallel_jobs - len(self.runs)
@@ -269,17 +271,20 @@ class WorkerDaemon:
     def sweep_orphans(self) -> None:
         """Remove containers and inbox files whose job is over or unknown (never a live one)."""
         live = {e.job_id for e in self.store.queue(self.wcfg.name)}
-        for container in self.engine.containers.list(all=True, filters={"label": f"pink.worker={self.wcfg.name}"}):
+        # sparse: no inspect per container, which races with runs removing their containers.
+        for container in self.engine.containers.list(all=True, sparse=True,
+                                                     filters={"label": f"pink.worker={self.wcfg.name}"}):
             job_id = container.labels.get("pink.job", "")
             if job_id in live or job_id in self.runs:
                 continue
             job = self.store.get_job(job_id) if JOB_ID.match(job_id) else None
             if job is None or job.state.terminal:
-                log.info("removing container %s of finished job %s", container.name, job_id)
+                log.info("removing container of finished job %s", job_id)
                 try:
                     container.remove(force=True)
-                except docker.errors.NotFound:
-                    pass
+                except docker.errors.APIError as exc:
+                    if exc.status_code not in (404, 409):  # gone, or being removed: a race
+                        raise
         # Uploads, and exports cut short, of jobs that are over.
         leftovers = [*Path(self.wcfg.inbox).glob("*.tar"), *Path(self.wcfg.outbox).glob("*.part")]
         for path in leftovers:

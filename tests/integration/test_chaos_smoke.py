@@ -10,7 +10,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_short_chaos_soak_keeps_the_promise(tmp_path):
-    args = argparse.Namespace(jobs=25, clients=3, seed=11, fault_every=2.0, settle=180.0)
+    args = argparse.Namespace(jobs=25, clients=3, seed=11, fault_every=2.0, settle=180.0, keep=False)
     result = chaos.run(args)
     chaos.report(result, args)
     assert result["accepted"] == args.jobs
