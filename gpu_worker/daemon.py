@@ -274,7 +274,7 @@ class WorkerDaemon:
         # sparse: no inspect per container, which races with runs removing their containers.
         for container in self.engine.containers.list(all=True, sparse=True,
                                                      filters={"label": f"pink.worker={self.wcfg.name}"}):
-            job_id = container.labels.get("pink.job", "")
+            job_id = (container.attrs.get("Labels") or {}).get("pink.job", "")
             if job_id in live or job_id in self.runs:
                 continue
             job = self.store.get_job(job_id) if JOB_ID.match(job_id) else None
