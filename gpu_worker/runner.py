@@ -84,16 +84,17 @@ class Preload:
 
     def _chunks(self):
         stalled_at = time.monotonic()
+        complete = False
         with self.inbox_file.open("rb") as f:
             while True:
                 data = f.read(CHUNK)
                 if data:
                     stalled_at = time.monotonic()
                     yield data
+                elif complete:
+                    return
                 elif not self._uploading():
-                    if not (data := f.read()):
-                        return
-                    yield data
+                    complete = True  # read on to the end: it may have grown since the last read
                 elif time.monotonic() - stalled_at > self.STALL_S:
                     raise Abort(f"the upload of job {self.job_id} stopped growing")
                 else:

@@ -338,7 +338,10 @@ class Store:
     def down_since(self, name: str, now: float) -> float:
         """When a worker was first seen without a lease (recorded now if not yet)."""
         key = self._k("down", name)
-        self._txn([tx.version(key) == 0], [tx.put(key, repr(now))], "mark worker down")
+        # Only while the worker really has no heartbeat: a sweep that read the worker list just
+        # before it registered again must not leave a stale mark that later fails its queue.
+        self._txn([tx.version(key) == 0, tx.version(self._k("alive", name)) == 0],
+                  [tx.put(key, repr(now))], "mark worker down")
         raw, _ = self._get(key)
         return float(raw) if raw is not None else now
 
