@@ -426,8 +426,10 @@ class JobRun:
         if container is not None:
             try:
                 container.remove(force=True)
-            except docker.errors.NotFound:
-                pass
+            except (docker.errors.APIError, *TRANSIENT_ENGINE_ERRORS) as exc:
+                # Gone or being removed already (a race), or the engine is away: the daemon's
+                # sweep removes containers of finished jobs later.
+                log.info("job %s: container not removed now: %s", self.job.id, exc)
         self.inbox_file.unlink(missing_ok=True)
         if not self.job.output_bytes:
             # Cancelled or lost during the export: nobody can download this archive.
