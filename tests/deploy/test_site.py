@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from deploy_harness import TIMINGS, VENV_BIN, Deployment
 
@@ -119,6 +120,15 @@ def test_job_runs_through_nginx_over_https(deployment: Deployment, sample_image:
     t0 = time.monotonic()
     _run_job(deployment, sample_image, "first")
     TIMINGS["first job: submit -> download"] = time.monotonic() - t0
+
+
+def test_browser_ui_is_served_through_nginx(deployment: Deployment) -> None:
+    """The web UI's templates and static files are part of the release the hosts install."""
+    ca = str(deployment.ssl_dir / "ca.pem")
+    page = requests.get(f"{deployment.url}/login", verify=ca, timeout=30)
+    assert page.status_code == 200 and "<form" in page.text, (page.status_code, page.text[:500])
+    css = requests.get(f"{deployment.url}/static/css/pink.css", verify=ca, timeout=30)
+    assert css.status_code == 200, css.status_code
 
 
 def test_job_runs_with_a_web_server_and_an_etcd_member_down(deployment: Deployment, sample_image: Path) -> None:
