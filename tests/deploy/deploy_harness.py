@@ -58,11 +58,11 @@ class Deployment:
     def url(self) -> str:
         return f"https://{self.fleet.group('lb')[0].ip}"
 
-    def playbook(self, *args: str, timeout: float = 900) -> PlaybookRun:
+    def playbook(self, *args: str, timeout: float = 1800) -> PlaybookRun:
         return run_playbook(self.inventory, self.workdir, *args, timeout=timeout)
 
 
-def run_playbook(inventory: Path, workdir: Path, *args: str, timeout: float = 900) -> PlaybookRun:
+def run_playbook(inventory: Path, workdir: Path, *args: str, timeout: float = 1800) -> PlaybookRun:
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
