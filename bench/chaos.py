@@ -15,6 +15,7 @@ are over) and time from a worker kill to LOST.
 
 from __future__ import annotations
 
+import contextlib
 import argparse
 import collections
 import datetime
@@ -60,15 +61,14 @@ class StartCounter:
         since = time.time()
         while not self.stop.is_set():
             try:
-                client = docker.DockerClient(base_url=self.url, timeout=5)
-                stream = client.events(since=since, decode=True, filters={"event": "start"})
-                for event in stream:
-                    since = event.get("time", since)
-                    name = event.get("Actor", {}).get("Attributes", {}).get("name", "")
-                    if name.startswith("pink-"):
-                        self.starts[name[5:]] += 1
-                    if self.stop.is_set():
-                        break
+                with contextlib.closing(docker.DockerClient(base_url=self.url, timeout=5)) as client:
+                    for event in client.events(since=since, decode=True, filters={"event": "start"}):
+                        since = event.get("time", since)
+                        name = event.get("Actor", {}).get("Attributes", {}).get("name", "")
+                        if name.startswith("pink-"):
+                            self.starts[name[5:]] += 1
+                        if self.stop.is_set():
+                            break
             except Exception:  # the engine is being restarted by the injector
                 time.sleep(0.5)
 
@@ -267,8 +267,8 @@ def judge(args, c, etcd, counters, injector, accepted, refused, retries, jobs, s
     for w in c.workers:
         orphans["inbox files"] += len(list(w.inbox.glob("*.tar")))
         orphans[".part files"] += len(list(w.outbox.glob("*.part")))
-        engine = docker.DockerClient(base_url=w.docker_url)
-        orphans["containers"] += len(engine.containers.list(all=True, filters={"label": "pink.job"}))
+        with contextlib.closing(docker.DockerClient(base_url=w.docker_url)) as engine:
+            orphans["containers"] += len(engine.containers.list(all=True, filters={"label": "pink.job"}))
     store = Store(EtcdConfig(endpoints=tuple(etcd.endpoints)))
     claims = store.claims()
     orphans["claims"] += sum(1 for job_id in claims if jobs.get(job_id, {}).get("state") in TERMINAL)

@@ -565,81 +565,74 @@ class Bench:
             return self.uptime_offset + float(slurm.output(job_id).split()[0]) - t
         return None
 
-    def paced(self, m: int, use_slurm: bool) -> dict:
+    def paced(self, m: int, slurms: dict[str, h.Slurm]) -> dict:
         """``m`` jobs one at a time on each system, taking turns job by job (so that the load
-        other people put on the machine hits them alike); Slurm runs in one config at a time."""
-        lat: dict[str, list[float]] = {"pink": [], "floor": []}
+        other people put on the machine hits them alike)."""
         stages: list = []
-        phases: list[tuple[str, bool | None]] = [("", None)]
-        if use_slurm:
-            phases = [("slurm_tuned", True), ("slurm_default", False)]
         turn = 0
-        for name, tuned in phases:
-            slurm = h.Slurm(self.work / "slurm", self.args.parallel, tuned).start() if name else None
-            try:
-                runs: dict[str, Callable[[], float | None]] = {
-                    "pink": lambda: self.pink_one(turn, stages), "floor": self.floor_one}
-                if slurm is not None:
-                    runs[name] = lambda: self.slurm_one(slurm)
-                    lat[name] = []
-                for _ in range(m):
-                    names = list(runs)
-                    names = names[turn % len(names):] + names[:turn % len(names)]
-                    for system in names:
-                        value = runs[system]()
-                        if value is not None:
-                            lat[system].append(value)
-                    turn += 1
-            finally:
-                if slurm is not None:
-                    slurm.stop()
+        runs: dict[str, Callable[[], float | None]] = {
+            "pink": lambda: self.pink_one(turn, stages), "floor": self.floor_one,
+            **{name: (lambda s=s: self.slurm_one(s)) for name, s in slurms.items()}}
+        lat: dict[str, list[float]] = {name: [] for name in runs}
+        names = list(runs)
+        for turn in range(m):
+            for system in names[turn % len(names):] + names[:turn % len(names)]:
+                value = runs[system]()
+                if value is not None:
+                    lat[system].append(value)
         out = {k: {"lat": v, "p50": h.percentile(v, .5), "p95": h.percentile(v, .95)} for k, v in lat.items()}
         out["pink"]["stages_p50"] = [h.percentile([st[k] for st in stages], .5) for k in range(3)]
         return out
 
-    def with_slurm(self, tuned: bool, fn: Callable[[h.Slurm], dict]) -> dict:
-        slurm = h.Slurm(self.work / "slurm", self.args.parallel, tuned)
-        try:
-            slurm.start()
-            return fn(slurm)
-        finally:
-            slurm.stop()
+    def bursts(self, n: int, slurms: dict[str, h.Slurm]) -> dict[str, list[dict]]:
+        """``n`` jobs per system (the default Slurm config: at most --slurm-default-jobs), in
+        --rounds rounds; in each round every system runs its share back to back until all have
+        ended, in an order that rotates, so that load from elsewhere hits each system alike."""
+        a = self.args
+        totals = {"pink": n, "floor": n, **{k: n if k == "slurm_tuned" else min(n, a.slurm_default_jobs)
+                                              for k in slurms}}
+        runs: dict[str, Callable[[int], dict]] = {
+            "pink": self.pink_burst, "floor": self.floor_burst,
+            **{k: (lambda size, s=s: self.slurm_burst(s, size)) for k, s in slurms.items()}}
+        out: dict[str, list[dict]] = {k: [] for k in runs}
+        names = list(runs)
+        for r in range(a.rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                size = totals[name] // a.rounds + (1 if r < totals[name] % a.rounds else 0)
+                if size <= 0:
+                    continue
+                result = runs[name](size)
+                out[name].append(result)
+                self.log(f"  round {r + 1} {name}: {size} jobs, {result['rate']:.2f} jobs/s "
+                         f"({result['elapsed_s']:.1f} s) (load {h.load_average()})")
+        return out
 
     def bench_dispatch(self) -> None:
         a = self.args
         n, m = a.jobs, a.paced
         use_slurm = a.slurm == "on" or (a.slurm == "auto" and not h.slurm_available())
         why_no_slurm = h.slurm_available() if a.slurm == "auto" else "switched off (--slurm off)"
-        self.log(f"dispatch: {n} jobs back to back, {a.dispatch_reps} reps; then {m} paced jobs each; "
-                 f"parallelism {a.parallel}; Slurm {'on' if use_slurm else 'off: ' + why_no_slurm}")
+        self.log(f"dispatch: {n} jobs per system in {a.rounds} rounds (systems taking turns), then {m} "
+                 f"one at a time each; parallelism {a.parallel}; Slurm {'on' if use_slurm else 'off: ' + why_no_slurm}")
         self.ensure_held(self.img_d)
         self.docker("run", "--rm", "--network", "none", self.img_d.image_id)  # warm the engine
-        systems: dict[str, Callable[[], dict]] = {
-            "pink": lambda: self.pink_burst(n),
-            "floor": lambda: self.floor_burst(n),
-        }
-        if use_slurm:
-            systems["slurm_tuned"] = lambda: self.with_slurm(True, lambda s: self.slurm_burst(s, n))
-            systems["slurm_default"] = lambda: self.with_slurm(
-                False, lambda s: self.slurm_burst(s, min(n, a.slurm_default_jobs)))
-        bursts: dict[str, list[dict]] = {k: [] for k in systems}
-        for rep in range(a.dispatch_reps):
-            names = list(systems)
-            if rep % 2:
-                names.reverse()
-            for name in names:
-                if name == "slurm_default" and rep >= a.slurm_default_reps:
-                    continue
-                result = systems[name]()
-                bursts[name].append(result)
-                self.log(f"  rep {rep + 1} {name}: {result['rate']:.2f} jobs/s ({result['elapsed_s']:.1f} s) "
-                         f"(load {h.load_average()})")
-        lat = self.paced(m, use_slurm)
+        slurms: dict[str, h.Slurm] = {}
+        try:
+            if use_slurm:
+                # Both configurations stay up side by side for the whole benchmark.
+                slurms = {"slurm_tuned": h.Slurm(self.work / "slurm-tuned", a.parallel, True).start(),
+                          "slurm_default": h.Slurm(self.work / "slurm-default", a.parallel, False).start()}
+            bursts = self.bursts(n, slurms)
+            lat = self.paced(m, slurms)
+        finally:
+            for slurm in slurms.values():
+                slurm.stop()
         for name, v in lat.items():
             self.log(f"  one at a time, {name}: submit→start p50 {v['p50']:.3f}s p95 {v['p95']:.3f}s "
                      f"({len(v['lat'])} jobs)")
         self.raw["dispatch"] = {"bursts": bursts, "paced": lat}
-        rate = {k: h.median(r["rate"] for r in v) for k, v in bursts.items()}
+        # Each system's rate over all its rounds: its jobs over the time they took.
+        rate = {k: sum(r["n"] for r in v) / sum(r["elapsed_s"] for r in v) for k, v in bursts.items()}
         failed = sum(r.get("failed", 0) for r in bursts["pink"])
         if failed:
             self.notes.append(f"dispatch: {failed} PINK jobs did not succeed")
@@ -650,11 +643,11 @@ class Bench:
             if name == "pink":
                 continue
             ratio = rate["pink"] / rate[name]
-            their_n = bursts[name][0]["n"]
+            their_n = sum(r["n"] for r in bursts[name])
+            rounds = len(bursts[name])
             self.rows.append(Row(
-                "dispatch", f"{n} short jobs on a cached image, submitted back to back until all ended: jobs/s "
-                            f"({len(bursts['pink'])} / {len(bursts[name])} runs"
-                            f"{f'; Slurm default ran {their_n} jobs' if their_n != n else ''})",
+                "dispatch", f"{their_n} short jobs on a cached image, in {rounds} rounds of {their_n // rounds} "
+                            "submitted back to back until all ended, systems taking turns: jobs/s",
                 f"{rate['pink']:.2f}", f"{rate[name]:.2f} {label[name]}", f"{ratio:.2f}×",
                 f"≥ {target[name]}×", verdict(ratio >= target[name])))
         p = lat["pink"]
@@ -835,7 +828,7 @@ class Bench:
                f"`{cmd.strip()}` — {time.monotonic() - self.t_start:.0f} s; sizes: image "
                f"{h.human_size(a.size)}, top layer {h.human_size(a.top_size)}, RSS check "
                f"{h.human_size(a.rss_size) if a.rss_size else 'off'}, {a.jobs} dispatch jobs, "
-               f"{a.paced} paced, reps {a.reps} (dispatch {a.dispatch_reps}).",
+               f"{a.paced} one at a time, reps {a.reps}, dispatch rounds {a.rounds}.",
                "",
                f"Machine: {machine['cpu']}, {machine['memory']}, kernel {machine['kernel']}; load average "
                f"(1/5/15 min) before {load_before}, after {h.load_average()} (shared machine: other "
@@ -859,12 +852,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paced", type=int, default=10,
                    help="dispatch: jobs one at a time per system and Slurm config, taking turns")
     p.add_argument("--reps", type=int, default=3, help="repetitions of each A/B pair")
-    p.add_argument("--dispatch-reps", type=int, default=1,
-                   help="repetitions of the dispatch bursts (each is --jobs jobs already)")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="dispatch: the --jobs jobs of each system run in this many rounds, systems taking turns")
     p.add_argument("--slurm-default-jobs", type=int, default=60,
                    help="jobs in a burst of the default Slurm config (it runs them at < 1 job/s)")
-    p.add_argument("--slurm-default-reps", type=int, default=1,
-                   help="bursts of the (slow) default Slurm config, at most --dispatch-reps")
     p.add_argument("--parallel", type=int, default=4, help="worker max_parallel_jobs = floor and Slurm slots")
     p.add_argument("--etcd-jobs", type=int, default=20)
     p.add_argument("--etcd-idle", type=float, default=5.0, help="seconds of idle etcd traffic to subtract")
@@ -877,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.smoke:
         args.size, args.rss_size, args.top_size = "8M", "0", "64K"
-        args.jobs, args.paced, args.reps, args.dispatch_reps = 6, 3, 1, 1
+        args.jobs, args.paced, args.reps, args.rounds = 6, 3, 1, 1
         args.etcd_jobs, args.etcd_idle = 3, 3.0
         if args.slurm == "auto":
             args.slurm = "off"

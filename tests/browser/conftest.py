@@ -45,9 +45,12 @@ def ui_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[aio.LocalCl
     cluster = aio.LocalCluster(base / "cluster", nginx=True, dev_ca=ca, users=(), admin_user="")
     _cluster = cluster
     old_path = os.environ["PATH"]
+    # Only while the cluster starts, so that only its worker sees the stub: later test layers
+    # in the same session must see the machine as it is.
     os.environ["PATH"] = f"{fake_nvidia_smi(base / 'bin')}:{old_path}"
     try:
         with cluster:
+            os.environ["PATH"] = old_path
             cluster.add_users([("root", True), ("alice", False), ("bob", False), ("carol", False),
                                ("erin", False)], PASSWORDS)
             yield cluster

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -31,7 +32,8 @@ FAST = dict(
 
 
 def containers_of(worker, job_id):
-    return docker.DockerClient(base_url=worker.docker_url).containers.list(all=True, filters={"name": f"pink-{job_id}"})
+    with contextlib.closing(docker.DockerClient(base_url=worker.docker_url)) as engine:
+        return engine.containers.list(all=True, filters={"name": f"pink-{job_id}"})
 
 
 def wait_until(predicate, timeout, what):
@@ -50,8 +52,8 @@ def test_a_worker_gone_for_good_loses_its_claimed_jobs_and_fails_its_queue(clust
     assert "slot" in api.get(f"/api/v1/jobs/{queued}").json()["job"]["waiting_reason"]
     # The host dies: daemon and container with it.
     c.workers[0].daemon.kill()
-    for container in containers_of(c.workers[0], running):
-        container.kill()
+    with contextlib.closing(docker.DockerClient(base_url=c.workers[0].docker_url)) as engine:
+        engine.containers.get(f"pink-{running}").kill()
     gone = time.time()
     lost = wait_state(api, running, {"LOST"}, timeout=20)
     assert time.time() - gone <= 4 + 5  # lease TTL + a few seconds

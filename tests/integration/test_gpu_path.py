@@ -4,6 +4,7 @@ device requests the jobs' containers really get, read back with `docker inspect`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -58,10 +59,10 @@ def test_gpu_jobs_get_exclusive_device_requests_and_the_nvidia_runtime(cluster, 
     both = submit(api, tar, gpus=2).json()["job"]["id"]
     wait_state(api, one, {"RUNNING"})
     wait_state(api, other, {"RUNNING"})
-    engine = docker.DockerClient(base_url=w.docker_url)
     seen = {}
     for job_id in (one, other):
-        attrs = engine.containers.get(f"pink-{job_id}").attrs
+        with contextlib.closing(docker.DockerClient(base_url=w.docker_url)) as engine:
+            attrs = engine.containers.get(f"pink-{job_id}").attrs
         host = attrs["HostConfig"]
         assert host["Runtime"] == "nvidia"
         assert host["NetworkMode"] == "none" and host["Privileged"] is False

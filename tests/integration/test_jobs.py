@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import socket
@@ -44,7 +45,8 @@ def test_job_writes_a_file_and_the_archive_holds_it(cluster, images):
     w = c.workers[0]
     assert not list(w.inbox.iterdir())
     assert (w.outbox / f"{job['id']}.tar.zst").exists()
-    assert not docker.DockerClient(base_url=w.docker_url).containers.list(all=True, filters={"name": f"pink-{job['id']}"})
+    with contextlib.closing(docker.DockerClient(base_url=w.docker_url)) as engine:
+        assert not engine.containers.list(all=True, filters={"name": f"pink-{job['id']}"})
 
 
 def test_non_zero_exit_fails_with_its_logs(cluster, images):
@@ -77,11 +79,11 @@ def test_cancel_while_running_stops_the_container(cluster, images):
     r = api.post(f"/api/v1/jobs/{job_id}/cancel")
     assert r.status_code == 200 and r.json()["job"]["state"] == "CANCELLED"
     assert api.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 409
-    engine = docker.DockerClient(base_url=c.workers[0].docker_url)
     deadline = time.time() + 30
-    while engine.containers.list(all=True, filters={"name": f"pink-{job_id}"}):
-        assert time.time() < deadline, "container of a cancelled job still exists"
-        time.sleep(0.3)
+    with contextlib.closing(docker.DockerClient(base_url=c.workers[0].docker_url)) as engine:
+        while engine.containers.list(all=True, filters={"name": f"pink-{job_id}"}):
+            assert time.time() < deadline, "container of a cancelled job still exists"
+            time.sleep(0.3)
     assert api.get(f"/api/v1/jobs/{job_id}").json()["job"]["state"] == "CANCELLED"
 
 
