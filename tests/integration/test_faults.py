@@ -21,7 +21,12 @@ from webapp.janitor import sweep
 
 from tests.helpers import TERMINAL, starts_of, submit, wait_state
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # Test-side docker-py clients whose engine or containers vanish under them may leave a
+    # socket for the garbage collector; PINK's own processes are separate from this one.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 #: Short leases and sweeps so failures are detected in seconds, not minutes.
 FAST = dict(
