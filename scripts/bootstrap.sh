@@ -14,6 +14,7 @@ ROOT=$(pwd)
 PACKAGES=(
     docker.io etcd-server etcd-client openssh-server openssh-client nginx busybox-static
     zstd pigz openssl iproute2 procps python3-venv curl ca-certificates git tar chromium
+    debootstrap
 )
 
 # Timings from bash's own clock (microseconds), so a bare machine needs no bc or python.
