@@ -144,8 +144,9 @@ def tree_cpu(pid: int) -> float:
 class CpuMeter:
     """CPU seconds spent by process trees and by our own children between enter and exit."""
 
-    def __init__(self, trees: dict[str, int]) -> None:
+    def __init__(self, trees: dict[str, int], with_self: bool = False) -> None:
         self.trees = trees
+        self.with_self = with_self  # count this process too (all its threads)
         self.used: dict[str, float] = {}
 
     def __enter__(self) -> "CpuMeter":
@@ -153,6 +154,8 @@ class CpuMeter:
         self._before = {k: tree_cpu(p) for k, p in self.trees.items()}
         r = resource.getrusage(resource.RUSAGE_CHILDREN)
         self._children = r.ru_utime + r.ru_stime
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        self._self = me.ru_utime + me.ru_stime
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -160,6 +163,9 @@ class CpuMeter:
         self.used = {k: tree_cpu(p) - self._before[k] for k, p in self.trees.items()}
         r = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.used["client"] = r.ru_utime + r.ru_stime - self._children
+        if self.with_self:
+            me = resource.getrusage(resource.RUSAGE_SELF)
+            self.used["client"] += me.ru_utime + me.ru_stime - self._self
 
     @property
     def total(self) -> float:

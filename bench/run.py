@@ -601,11 +601,22 @@ class Bench:
                 size = totals[name] // a.rounds + (1 if r < totals[name] % a.rounds else 0)
                 if size <= 0:
                     continue
-                result = runs[name](size)
+                with h.CpuMeter(self.dispatch_trees(), with_self=True) as cpu:
+                    result = runs[name](size)
+                result["cpu"] = cpu.used
                 out[name].append(result)
                 self.log(f"  round {r + 1} {name}: {size} jobs, {result['rate']:.2f} jobs/s "
                          f"({result['elapsed_s']:.1f} s) (load {h.load_average()})")
         return out
+
+    def dispatch_trees(self) -> dict[str, int]:
+        """Processes that work for a dispatched job (the benchmark itself counts as 'client':
+        PINK's submitting, or the `docker run`, `sbatch` and `squeue` it starts)."""
+        assert self.cluster is not None and self.cluster.etcd is not None and self.cluster.nginx is not None
+        trees = {"docker engine": self.worker.dockerd.pid, "worker": self.worker.daemon.pid,
+                 "web": self.cluster.web[0].pid, "nginx": self.cluster.nginx.pid,
+                 "etcd": self.cluster.etcd.members[0].pid}
+        return {k: v for k, v in trees.items() if v}
 
     def bench_dispatch(self) -> None:
         a = self.args
@@ -631,6 +642,14 @@ class Bench:
             self.log(f"  one at a time, {name}: submit→start p50 {v['p50']:.3f}s p95 {v['p95']:.3f}s "
                      f"({len(v['lat'])} jobs)")
         self.raw["dispatch"] = {"bursts": bursts, "paced": lat}
+        per_job = {}
+        for name, runs_ in bursts.items():
+            jobs = sum(r["n"] for r in runs_)
+            keys = runs_[0].get("cpu", {}).keys()
+            per_job[name] = {k: sum(r["cpu"][k] for r in runs_) / jobs * 1000 for k in keys}
+        self.notes.append("dispatch CPU per job, ms (all rounds; Slurm's own daemons not counted): " + "; ".join(
+            f"{name} {sum(v.values()):.0f} (" + ", ".join(f"{k} {x:.0f}" for k, x in v.items() if x >= 0.5) + ")"
+            for name, v in per_job.items()))
         # Each system's rate over all its rounds: its jobs over the time they took.
         rate = {k: sum(r["n"] for r in v) / sum(r["elapsed_s"] for r in v) for k, v in bursts.items()}
         failed = sum(r.get("failed", 0) for r in bursts["pink"])

@@ -49,7 +49,10 @@ class WorkerDaemon:
         self.store = store or Store(cfg.etcd)
         # A fixed API version (1.41: Docker 20.10, has device requests) instead of asking the
         # engine at start: a worker must start, and wait, while its engine is restarting.
-        self.engine = docker.DockerClient(base_url=self.wcfg.docker_url, version="1.41", timeout=120)
+        # Every run holds two streaming connections (logs, wait) and the image events one more:
+        # a pool of docker-py's default 10 would open and close a connection for most calls.
+        self.engine = docker.DockerClient(base_url=self.wcfg.docker_url, version="1.41", timeout=120,
+                                          max_pool_size=3 * self.wcfg.max_parallel_jobs + 8)
         self.gpus: list[Gpu] = discover_gpus(self.wcfg.gpus)
         self.runtime = self.wcfg.runtime or ("nvidia" if self.gpus else "")
         self.runs: dict[str, JobRun] = {}
@@ -95,10 +98,20 @@ class WorkerDaemon:
         if not force and time.monotonic() - self._images_at < 15:
             return
         self._images_at = time.monotonic()  # before listing: an event during the list re-arms it
-        ids = {image.id for image in self.engine.images.list()}
+        # Ids only: images.list() would inspect every image, and fail on one deleted meanwhile.
+        ids = set(self.engine.api.images(quiet=True))
         # The image list carries no layers: inspect each image once and remember it.
-        self._layer_cache = {i: self._layer_cache.get(i) or tuple(
-            self.engine.api.inspect_image(i).get("RootFS", {}).get("Layers", ())) for i in ids}
+        cache: dict[str, tuple[str, ...]] = {}
+        for i in ids:
+            layers = self._layer_cache.get(i)
+            if layers is None:
+                try:
+                    layers = tuple(self.engine.api.inspect_image(i).get("RootFS", {}).get("Layers", ()))
+                except docker.errors.NotFound:
+                    continue  # deleted since the list
+            cache[i] = layers
+        self._layer_cache = cache
+        ids = set(cache)
         self._images = tuple(sorted(ids))
         # Per image, the chain ids of its layers: what a thin upload may leave out (pink.layers).
         self._layers = tuple(held_entry(i, self._layer_cache[i]) for i in self._images if self._layer_cache[i])
@@ -261,8 +274,9 @@ class WorkerDaemon:
 
     def _log_status(self, entries: list[QueueEntry]) -> None:
         queued = sum(1 for e in entries if e.state is JobState.QUEUED)
+        busy = {i for run in self.runs.values() for i in run.gpu_indices}
         status = f"worker {self.wcfg.name}: {len(self.runs)} running, {queued} queued, " \
-                 f"GPUs free {list(self.info().gpus_free)}"
+                 f"GPUs free {[g.index for g in self.gpus if g.index not in busy]}"
         if status != self._last_status:
             log.info("%s", status)
             self._last_status = status
