@@ -280,6 +280,7 @@ def _upload(store: Store, links: WorkerLinks, worker: WorkerInfo, job: Job, body
     # Layer files may be absent only for the bottom layers the client said it leaves out, which
     # were checked above to be held by this worker, for this user, as one chain.
     reader = ValidatingReader(body, length, present_diff_ids=omitted)
+    log.info("job %s: receiving %d bytes for %s (user %s)", job.id, length, worker.name, job.user)
     started = time.monotonic()
     try:
         link.upload(job.id, reader, length)

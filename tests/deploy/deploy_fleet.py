@@ -309,6 +309,22 @@ class Fleet:
             args += ["--cgroupns=private"]
         docker(*args, image)
 
+    def stop(self, host: HostSpec | str) -> None:
+        """``docker stop`` the host: systemd shuts down, then every process in it is gone."""
+        docker("stop", self.container(host), timeout=180)
+
+    def start(self, host: HostSpec | str, ready_timeout: float = 120.0) -> None:
+        """``docker start`` a stopped host and wait until systemd has finished booting it."""
+        docker("start", self.container(host))
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            state = self.exec(host, "systemctl", "is-system-running", "--wait", timeout=ready_timeout).stdout.strip()
+            if state in ("running", "degraded"):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.container(host)} did not boot within {ready_timeout:.0f}s: {state}")
+            time.sleep(0.5)
+
     def exec(self, host: HostSpec | str, *cmd: str, check: bool = False, timeout: float = 120,
              input: str | None = None) -> subprocess.CompletedProcess[str]:
         return docker("exec", "-i", self.container(host), *cmd, check=check, timeout=timeout, input=input)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import requests
 
 from deploy_fleet import REPO_ROOT, Fleet
 
@@ -60,6 +63,40 @@ class Deployment:
 
     def playbook(self, *args: str, timeout: float = 1800) -> PlaybookRun:
         return run_playbook(self.inventory, self.workdir, *args, timeout=timeout)
+
+    def cli(self, *args: str, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """The ``pink`` CLI with this deployment's own config file (see :meth:`login`)."""
+        env = dict(os.environ, PINK_CLI_CONFIG=str(self.workdir / "cli.json"))
+        env.pop("PINK_CA_CERT", None)
+        return subprocess.run([str(VENV_BIN / "pink"), *args], input=stdin, capture_output=True, text=True,
+                              timeout=timeout, env=env, cwd=self.workdir)
+
+    def login(self) -> subprocess.CompletedProcess[str]:
+        return self.cli("login", self.url, "--user", "admin", "--password-stdin",
+                        "--ca-cert", str(self.ssl_dir / "ca.pem"), stdin=self.admin_password + "\n")
+
+    @property
+    def token(self) -> str:
+        """The API token the CLI logged in with."""
+        return json.loads((self.workdir / "cli.json").read_text())["token"]
+
+    def api(self) -> requests.Session:
+        """An HTTP session through the load balancer with the CLI's token."""
+        session = requests.Session()
+        session.headers["Authorization"] = "Bearer " + self.token
+        session.verify = str(self.ssl_dir / "ca.pem")
+        session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides verify
+        return session
+
+    def sample_image(self, name: str, script: str) -> Path:
+        """A docker-save tarball (cached in the work dir) of a busybox image running ``script``."""
+        path = self.workdir / f"{name}.tar"
+        if not path.exists():
+            tag = f"pink-deploy-{name}:{os.getpid()}"
+            subprocess.run([sys.executable, "-m", "pink.sampleimage", "--tag", tag, "--script", script,
+                            "--out", str(path)], check=True, capture_output=True, timeout=120)
+            subprocess.run(["docker", "rmi", tag], capture_output=True, timeout=60)
+        return path
 
 
 def run_playbook(inventory: Path, workdir: Path, *args: str, timeout: float = 1800) -> PlaybookRun:

@@ -7,16 +7,14 @@ The tests run in file order and share one deployment (see conftest.py).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from deploy_harness import TIMINGS, VENV_BIN, Deployment
+from deploy_harness import TIMINGS, Deployment
 
 pytestmark = pytest.mark.deploy
 
@@ -83,20 +81,13 @@ def test_transfer_account_only_runs_the_gate(deployment: Deployment) -> None:
     assert "No such file" in allowed.stderr, allowed  # the gate ran tail: reached, file absent
 
 
-def _cli(deployment: Deployment, *args: str, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PINK_CLI_CONFIG=str(deployment.workdir / "cli.json"))
-    env.pop("PINK_CA_CERT", None)
-    return subprocess.run([str(VENV_BIN / "pink"), *args], input=stdin, capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=deployment.workdir)
-
-
 def _run_job(deployment: Deployment, image: Path, tag: str) -> None:
-    submit = _cli(deployment, "submit", str(image), "--wait", "-o", "json")
+    submit = deployment.cli("submit", str(image), "--wait", "-o", "json")
     assert submit.returncode == 0, submit.stdout + submit.stderr
     job = json.loads(submit.stdout)
     assert job["state"] == "SUCCEEDED", job
     archive = deployment.workdir / f"{tag}.tar.zst"
-    download = _cli(deployment, "download", job["id"], "-o", str(archive))
+    download = deployment.cli("download", job["id"], "-o", str(archive))
     assert download.returncode == 0, download.stdout + download.stderr
     content = subprocess.run(f"zstd -dc {archive} | tar -xO out/result.txt", shell=True,
                              capture_output=True, text=True, timeout=60)
@@ -105,17 +96,11 @@ def _run_job(deployment: Deployment, image: Path, tag: str) -> None:
 
 @pytest.fixture(scope="module")
 def sample_image(deployment: Deployment) -> Path:
-    path = deployment.workdir / "sample.tar"
-    tag = f"pink-deploy-sample:{os.getpid()}"
-    subprocess.run([sys.executable, "-m", "pink.sampleimage", "--tag", tag, "--script", RESULT_SCRIPT,
-                    "--out", str(path)], check=True, capture_output=True, timeout=120)
-    subprocess.run(["docker", "rmi", tag], capture_output=True, timeout=60)
-    return path
+    return deployment.sample_image("sample", RESULT_SCRIPT)
 
 
 def test_job_runs_through_nginx_over_https(deployment: Deployment, sample_image: Path) -> None:
-    login = _cli(deployment, "login", deployment.url, "--user", "admin", "--password-stdin",
-                 "--ca-cert", str(deployment.ssl_dir / "ca.pem"), stdin=deployment.admin_password + "\n")
+    login = deployment.login()
     assert login.returncode == 0, login.stdout + login.stderr
     t0 = time.monotonic()
     _run_job(deployment, sample_image, "first")
