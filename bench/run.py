@@ -72,6 +72,19 @@ def verdict(ok: bool | None) -> str:
     return "-" if ok is None else ("yes" if ok else "**no**")
 
 
+def cpu_note(size: int, pink: list[dict[str, float]], baseline: list[dict[str, float]]) -> str:
+    """CPU seconds per GiB by process, PINK against `ssh`, as a sentence for the notes."""
+    gib = size / 2**30
+
+    def split(runs: list[dict[str, float]]) -> str:
+        per = {k: h.median(r[k] for r in runs) / gib for k in runs[0]}
+        return f"{sum(per.values()):.1f} (" + ", ".join(f"{k} {v:.1f}" for k, v in per.items()) + ")"
+
+    return (f"CPU, seconds per GiB (medians; when every process shares 2 cores, throughput follows "
+            f"the total): PINK {split(pink)}, `ssh` {split(baseline)}. PINK's CLI and the `ssh` "
+            "client count as 'client'.")
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -345,15 +358,10 @@ class Bench:
                 f"{img.size / pu / MB:.0f} ({pu:.2f} s)",
                 f"{img.size / bu / MB:.0f} ({bu:.2f} s) `ssh 'cat > f'`, {self.ssh_cipher}",
                 f"{ratio:.2f}×", "≥ 0.9×", verdict(ratio >= 0.9)))
-            gib = img.size / 2**30
-            pc = {k: h.median(p["cpu"][k] for p in pinks) / gib for k in pinks[0]["cpu"]}
-            bc = {k: h.median(b["cpu"][k] for b in hands) / gib for k in hands[0]["cpu"]}
             self.notes.append(
-                "upload CPU, seconds per GiB (medians; on a loaded 2-core machine throughput follows "
-                f"CPU): PINK {sum(pc.values()):.1f} (" + ", ".join(f"{k} {v:.1f}" for k, v in pc.items())
-                + f"), `ssh cat` {sum(bc.values()):.1f} (" + ", ".join(f"{k} {v:.1f}" for k, v in bc.items())
-                + "). The web server's share includes the `ssh` client it runs; the worker sshd's "
-                "includes `scp -t` writing the file; PINK's CLI counts as 'client'.")
+                "upload " + cpu_note(img.size, [p["cpu"] for p in pinks], [b["cpu"] for b in hands])
+                + " The web server's share includes the `ssh` client it runs; the worker sshd's "
+                "includes `scp -t` writing the file.")
             rss = max(p["rss"] for p in pinks)
             self.rows.append(Row("upload", f"web server peak RSS, {h.human_size(img.size)} upload",
                                  f"{rss / MB:.0f} MB", target="< 150 MB", met=verdict(rss < 150 * MB)))
@@ -705,26 +713,31 @@ class Bench:
         folder.mkdir(exist_ok=True)
         self.log(f"download: {h.human_size(size)} archive, {a.reps} reps alternating")
 
-        def pink() -> float:
+        def pink() -> tuple[float, dict[str, float]]:
             dest = folder / "pink.tar.zst"
-            wall, _ = self.cli("download", job["id"], "-o", str(dest), "-q")
+            with h.CpuMeter(self.pink_trees()) as cpu:
+                wall, _ = self.cli("download", job["id"], "-o", str(dest), "-q")
             assert dest.stat().st_size == size
             dest.unlink()
-            return wall
+            return wall, cpu.used
 
-        def ssh() -> float:
+        def ssh() -> tuple[float, dict[str, float]]:
             dest = folder / "ssh.tar.zst"
-            t0 = time.time()
-            with open(dest, "wb") as f:
-                subprocess.run(self.sshd.ssh_argv(f"cat {archive}"), stdout=f, check=True)
-            wall = time.time() - t0
+            with h.CpuMeter({"sshd": self.sshd.pid}) as cpu:
+                t0 = time.time()
+                with open(dest, "wb") as f:
+                    subprocess.run(self.sshd.ssh_argv(f"cat {archive}"), stdout=f, check=True)
+                wall = time.time() - t0
             assert dest.stat().st_size == size
             dest.unlink()
-            return wall
+            return wall, cpu.used
 
         runs = [self.alternate(rep, pink, ssh) for rep in range(a.reps)]
         self.raw["download"] = {"size": size, "runs": runs}
-        pt, st = h.median(r[0] for r in runs), h.median(r[1] for r in runs)
+        pt, st = h.median(r[0][0] for r in runs), h.median(r[1][0] for r in runs)
+        self.notes.append("download " + cpu_note(size, [r[0][1] for r in runs], [r[1][1] for r in runs]) +
+                          " The web server's share includes the `ssh` client it runs; the worker "
+                          "sshd's includes `tail` (PINK) or `cat` reading the file.")
         ratio = st / pt
         self.rows.append(Row("download", f"{h.human_size(size)} archive: `pink download` via nginx, MB/s (median)",
                              f"{size / pt / MB:.0f} ({pt:.2f} s)",
