@@ -57,8 +57,9 @@ def test_login_by_keyboard_sets_a_safe_session_cookie_and_logout_ends_it(new_pag
     page.fill("#password", "wrong password")
     page.keyboard.press("Enter")
     assert page.locator(".alert-error").inner_text() == "Wrong user name or password."
-    # By keyboard only: the user name is kept and the password field has the focus.
-    assert page.evaluate("document.activeElement.id") == "password"
+    # By keyboard only: the user name is kept and the password field has the focus (autofocus
+    # is applied when the browser next renders, so wait for it rather than read it at once).
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'password'", timeout=5000)
     page.keyboard.type(PASSWORDS["alice"])
     page.keyboard.press("Enter")
     page.wait_for_url(f"{ui_cluster.url}/jobs")
