@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import docker
 import docker.errors
@@ -49,6 +50,14 @@ class Abort(Exception):
 def docker_cli(docker_url: str) -> str | None:
     """The docker CLI, to export through, when the engine is a local socket it can reach."""
     return shutil.which("docker") if docker_url.startswith("unix://") else None
+
+
+def open_for_transfer(path: Path) -> BinaryIO:
+    """Open an outbox file for writing with mode 0640 whatever the umask: the transfer account
+    (the outbox's group) reads it through the SSH gate, nobody else may."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    os.fchmod(fd, 0o640)
+    return os.fdopen(fd, "wb")
 
 
 class Preload:
@@ -342,7 +351,7 @@ class JobRun:
 
     def _copy_logs(self, container) -> None:
         # Rewritten from the engine's log each time, so an adopted job's log file is complete.
-        with self.log_file.open("wb") as out:
+        with open_for_transfer(self.log_file) as out:
             try:
                 for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
                     out.write(chunk)
@@ -390,7 +399,7 @@ class JobRun:
         sha = hashlib.sha256()
         size = 0
         flushing: threading.Thread | None = None
-        with part.open("wb") as out:
+        with open_for_transfer(part) as out:
             while chunk := proc.stdout.read(CHUNK):
                 sha.update(chunk)
                 out.write(chunk)

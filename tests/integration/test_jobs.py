@@ -44,7 +44,9 @@ def test_job_writes_a_file_and_the_archive_holds_it(cluster, images):
     # the container and the inbox file are gone; the archive stays in the outbox
     w = c.workers[0]
     assert not list(w.inbox.iterdir())
-    assert (w.outbox / f"{job['id']}.tar.zst").exists()
+    # readable by the transfer account's group only, whatever the worker's umask
+    for suffix in (".tar.zst", ".log"):
+        assert (w.outbox / f"{job['id']}{suffix}").stat().st_mode & 0o777 == 0o640
     with contextlib.closing(docker.DockerClient(base_url=w.docker_url)) as engine:
         assert not engine.containers.list(all=True, filters={"name": f"pink-{job['id']}"})
 
