@@ -8,6 +8,7 @@ they are used. Bad values raise :class:`ConfigError` naming the key and what it 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import socket
 import tomllib
@@ -49,6 +50,9 @@ class WebConfig:
     lost_worker_grace_s: float = 600.0
     #: Each web server process holds a lease; its uploads die with it (DESIGN §3).
     lease_ttl_s: int = 15
+    #: Addresses or networks of the load balancers. Only requests from these may set the
+    #: client address, scheme and host with X-Forwarded-* headers; anyone else's are ignored.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +110,11 @@ class Config:
                 f"web.lease_ttl_s ({self.web.lease_ttl_s}) must be at least 3 x web.janitor_interval_s "
                 f"({self.web.janitor_interval_s}): the janitor keeps the web server's lease alive"
             )
+        for proxy in self.web.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"web.trusted_proxies: {proxy!r} is not an IP address or network") from None
         if not self.etcd.endpoints:
             raise ConfigError("etcd.endpoints is empty: list at least one host:port")
         return self

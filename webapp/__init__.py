@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
-from typing import Any
+from typing import Any, Iterable
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -13,6 +14,27 @@ from pink import config as pink_config
 from pink.lease import Lease
 from pink.store import Store
 from pink.transfer import WorkerLinks
+
+
+class TrustedProxyFix:
+    """Werkzeug's ProxyFix (one hop: nginx) for requests that come from a trusted proxy only.
+
+    A client that reaches gunicorn directly cannot pose as another address, or as HTTPS, with
+    X-Forwarded-* headers of its own: those requests are served as they arrived.
+    """
+
+    def __init__(self, app, proxies: Iterable[str]) -> None:  # noqa: ANN001 - a WSGI app
+        self.app = app
+        self.fixed = ProxyFix(app, x_for=1, x_proto=1, x_host=1)
+        self.networks = [ipaddress.ip_network(p, strict=False) for p in proxies]
+
+    def __call__(self, environ, start_response):  # noqa: ANN001, ANN204 - WSGI
+        try:
+            peer = ipaddress.ip_address(environ.get("REMOTE_ADDR", ""))
+        except ValueError:
+            peer = None
+        trusted = peer is not None and any(peer in net for net in self.networks)
+        return (self.fixed if trusted else self.app)(environ, start_response)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -31,8 +53,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["pink.store"] = Store(cfg.etcd)
     app.extensions["pink.links"] = WorkerLinks(cfg.web.ssh_key, cfg.web.known_hosts)
     app.extensions["pink.lease"] = Lease(app.extensions["pink.store"], cfg.web.lease_ttl_s, f"web server {os.getpid()}")
-    # nginx is the only proxy in front of gunicorn: trust exactly one hop.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    app.wsgi_app = TrustedProxyFix(app.wsgi_app, cfg.web.trusted_proxies)  # type: ignore[method-assign]
 
     from . import api, auth, errors, janitor, ui
 
