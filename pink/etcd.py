@@ -37,6 +37,16 @@ T = TypeVar("T")
 _TRANSIENT = (etcd3.exceptions.ConnectionFailedError, etcd3.exceptions.ConnectionTimeoutError)
 #: gRPC codes that mean "this endpoint cannot answer now"; others are refusals of the request.
 _TRANSIENT_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+#: etcd 3.4 answers UNKNOWN with these details when a member that lost quorum gives up on a
+#: linearizable read (its own context ran out), instead of a gRPC code of its own.
+_TRANSIENT_DETAILS = ("context deadline exceeded", "context canceled")
+
+
+def is_transient_rpc_error(exc: grpc.RpcError) -> bool:
+    """True when the endpoint could not answer now (try another, later); False for a refusal."""
+    if exc.code() in _TRANSIENT_CODES:
+        return True
+    return exc.code() is grpc.StatusCode.UNKNOWN and (exc.details() or "") in _TRANSIENT_DETAILS
 
 transactions = etcd3.Transactions()  # compare/op builders for the store layer
 
@@ -92,7 +102,7 @@ class EtcdClient:
             try:
                 return fn(client)
             except (*_TRANSIENT, grpc.RpcError) as exc:
-                if isinstance(exc, grpc.RpcError) and exc.code() not in _TRANSIENT_CODES:
+                if isinstance(exc, grpc.RpcError) and not is_transient_rpc_error(exc):
                     raise StoreError(f"etcd refused {what}: {exc.code().name}: {exc.details()}") from None
                 self._failover(idx)
                 raise StoreUnavailable(
