@@ -104,7 +104,7 @@ class Injector:
     def restart_engine(self) -> None:
         w = self.c.workers[self.rng.randrange(len(self.c.workers))]
         self.log.append((time.time(), f"restart docker engine of {w.name}"))
-        w.dockerd.stop()
+        w.dockerd.stop(keep_containers=True)
         w.dockerd.start().wait_ready(60)
 
     def kill_web(self) -> None:
@@ -198,7 +198,8 @@ def run(args: argparse.Namespace) -> dict:
         c.start()
         image_tar = base / "job.tar"
         image_id = build_sample_image(
-            "pink-chaos:latest", "echo run; mkdir -p /out; echo done > /out/result.txt; sleep 1", image_tar)
+            "pink-chaos:latest", "echo run; mkdir -p /out; echo done > /out/result.txt; sleep 1", image_tar,
+            docker_host=c.workers[0].docker_url)
         api = c.api("alice")
         # Seed both workers with the image so most submissions are zero-byte resubmits.
         for _ in c.workers:

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 NEVER_STARTED = "0001-01-01T00:00:00Z"
 #: Failures of the engine itself (socket gone, restarting, timing out), not of the job.
 TRANSIENT_ENGINE_ERRORS = (requests.ConnectionError, requests.Timeout)
+#: What the docker CLI prints when it lost the engine, rather than the engine refusing the export.
+CLI_LOST_ENGINE = ("Cannot connect to the Docker daemon", "error during connect", "unexpected EOF")
 CHUNK = 1 << 20
 #: The export starts writing the archive back to disk every this many bytes.
 FLUSH_EVERY = 64 << 20
@@ -267,7 +269,10 @@ class JobRun:
         if container.attrs.get("State", {}).get("StartedAt", NEVER_STARTED) == NEVER_STARTED:
             if self.cancel.is_set():
                 raise Abort("cancelled before start")
-            container.start()
+            try:
+                container.start()
+            except docker.errors.APIError as exc:  # e.g. the image's command does not exist
+                raise Abort(self._fail(f"docker could not start the container: {exc.explanation or exc}")) from None
             container.reload()
             log.info("job %s: started container %s", self.job.id, container.short_id)
         else:
@@ -418,7 +423,10 @@ class JobRun:
         if exporter is not None and exporter.wait() != 0:
             detail = exporter.stderr.read(2000).decode(errors="replace").strip() if exporter.stderr else ""
             self.engine.ping()  # an engine that went away mid-export raises here: resume later
-            feed_error.append(RuntimeError(f"docker export exited {exporter.returncode}: {detail}"))
+            # An engine that restarted (back already) is no reason to fail the job either.
+            lost = any(message in detail for message in CLI_LOST_ENGINE)
+            feed_error.append((requests.ConnectionError if lost else RuntimeError)(
+                f"docker export exited {exporter.returncode}: {detail}"))
         if exporter is not None and exporter.stderr:
             exporter.stderr.close()
         if proc.wait() != 0 or feed_error:

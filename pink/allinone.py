@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Self, Sequence
 
 import requests
 
@@ -190,7 +190,32 @@ def current_user() -> str:
 # --------------------------------------------------------------------------- base launcher
 
 
-class Service:
+class Managed:
+    """``with``: start, wait until ready (stopping again if that fails), stop on the way out."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float = 30.0) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 15.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Service(Managed):
     """One long-running program we start detached, with its state under ``base_dir``."""
 
     #: Short name, used for the log file and in messages.
@@ -379,18 +404,6 @@ class Service:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def __enter__(self) -> "Service":
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} pid={self.pid} dir={self.base_dir}>"
 
@@ -499,7 +512,7 @@ class EtcdMember(Service):
         return resp.status_code == 200 and resp.json().get("health") == "true"
 
 
-class EtcdCluster:
+class EtcdCluster(Managed):
     """``n`` etcd members on loopback that form one cluster; members can be stopped singly."""
 
     def __init__(
@@ -592,18 +605,6 @@ class EtcdCluster:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10, env=env)
         except subprocess.TimeoutExpired as exc:
             return subprocess.CompletedProcess(cmd, 124, exc.stdout or "", f"etcdctl timed out: {exc}")
-
-    def __enter__(self) -> "EtcdCluster":
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------- docker engines
@@ -720,6 +721,8 @@ class Dockerd(Service):
             "--ip-forward=false",
             "--ip-masq=false",
             "--userland-proxy=false",
+            # As on deployed workers: running containers outlive a restart of the engine.
+            "--live-restore",
             *self.extra_args,
         ]
 
@@ -745,10 +748,13 @@ class Dockerd(Service):
             self._terminating = True
         super().terminate()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0, keep_containers: bool = False) -> None:
+        """Stop the engine; ``keep_containers`` stops it as ``systemctl restart docker`` would,
+        leaving the containers (running ones go on, thanks to live-restore)."""
         # The exec root (and so the socket path in the workers' config) stays for a restart;
         # purge() removes it.
-        self.terminate()
+        if not keep_containers:
+            self.terminate()
         super().stop(timeout)
         self._terminating = False
 
@@ -757,6 +763,10 @@ class Dockerd(Service):
         if self.alive():
             raise ServiceError("stop dockerd before purging its data")
         left = _mounts_under(self.data_root)
+        if left == [str(self.data_root)]:
+            # Only dockerd's private bind mount of its own root, which a killed dockerd leaves.
+            subprocess.run(["umount", str(self.data_root)], capture_output=True, check=False)
+            left = _mounts_under(self.data_root)
         if left:
             log.warning("not deleting %s: still mounted: %s", self.data_root, left[:3])
             return

@@ -12,7 +12,9 @@ SCRIPTS = {
     "fail": "echo about to fail; echo oops >&2; exit 3",
     "sleeper": "trap 'echo got TERM; exit 143' TERM; mkdir -p /out; echo working > /out/progress.txt; "
                "while true; do sleep 0.2; done",
-    "counter": "mkdir -p /out; echo started >> /out/starts; sleep 6; echo done > /out/result.txt",
+    # Ends 143 on SIGTERM (the trap interrupts `wait`), so a stop by the engine shows.
+    "counter": "trap 'exit 143' TERM; mkdir -p /out; echo started >> /out/starts; sleep 6 & wait; "
+               "echo done > /out/result.txt",
 }
 
 

@@ -19,7 +19,7 @@ from pink.states import JobState
 from pink.store import Store
 from webapp.janitor import sweep
 
-from tests.helpers import TERMINAL, starts_of, submit, wait_state
+from tests.helpers import TERMINAL, archive_members, starts_of, submit, wait_state
 
 pytestmark = [
     pytest.mark.integration,
@@ -82,6 +82,24 @@ def test_a_worker_back_after_its_job_was_lost_kills_it_and_never_reruns_it(clust
     time.sleep(2)
     assert api.get(f"/api/v1/jobs/{job_id}").json()["job"]["state"] == "LOST"
     assert starts_of(c.workers[0].docker_url, job_id, since) == 1
+
+
+def test_a_docker_engine_restart_keeps_the_running_job_and_its_output(cluster, images):
+    # `systemctl restart docker` on a worker: with live-restore (as deployed) the container
+    # runs on while the engine is away; the worker resumes watching it, exports and succeeds.
+    c = cluster(own_engines=True, **FAST)
+    api = c.api("alice")
+    job_id = submit(api, images["counter"], timeout=120).json()["job"]["id"]
+    running = wait_state(api, job_id, {"RUNNING"})
+    engine = c.workers[0].dockerd
+    engine.stop(keep_containers=True)
+    time.sleep(1)
+    engine.start().wait_ready(60)
+    job = wait_state(api, job_id, TERMINAL, timeout=60)
+    assert job["state"] == "SUCCEEDED", job
+    assert job["started_at"] == running["started_at"]  # the same start, adopted
+    files = archive_members(api.get(f"/api/v1/jobs/{job_id}/output").content)
+    assert files["out/starts"] == b"started\n" and files["out/result.txt"] == b"done\n"
 
 
 def test_a_web_server_killed_mid_upload_leaves_a_failed_job_and_no_file(cluster, images):

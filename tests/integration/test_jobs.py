@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import io
 import socket
+import subprocess
 import tarfile
 import threading
 import time
@@ -60,6 +61,25 @@ def test_non_zero_exit_fails_with_its_logs(cluster, images):
     assert "exited with code 3" in job["reason"]
     log = api.get(f"/api/v1/jobs/{job_id}/logs").text
     assert "about to fail" in log and "oops" in log
+
+
+def test_an_image_whose_command_cannot_start_fails_with_dockers_reason(cluster, tmp_path):
+    rootfs = io.BytesIO()
+    with tarfile.open(fileobj=rootfs, mode="w") as tar:
+        info = tarfile.TarInfo("etc")
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+    image = tmp_path / "nocmd.tar"
+    subprocess.run(["docker", "import", "-c", 'CMD ["/no/such/program"]', "-", "pink-test-nocmd:latest"],
+                   input=rootfs.getvalue(), check=True, capture_output=True)
+    subprocess.run(["docker", "save", "-o", str(image), "pink-test-nocmd:latest"], check=True)
+    c = cluster()
+    api = c.api("alice")
+    job_id = submit(api, image).json()["job"]["id"]
+    job = wait_state(api, job_id, TERMINAL)
+    assert job["state"] == "FAILED", job
+    assert job["reason"].startswith("docker could not start the container: ") and "/no/such/program" in job["reason"]
+    assert not job["started_at"]
 
 
 def test_timeout_stops_the_container_and_still_gives_an_archive(cluster, images):
