@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 #: Heartbeats publish free disk space in steps of this size.
 DISK_FREE_STEP = 256 << 20
+DAY = 86400.0
 #: Images loaded at once while their upload is still arriving.
 MAX_PRELOADS = 2
 
@@ -86,7 +87,8 @@ class WorkerDaemon:
                        for g in self.gpus),
             cpus=os.cpu_count() or 1,
             memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-            archive_suffix=self.wcfg.archive_suffix, registered_at=time.time(),
+            archive_suffix=self.wcfg.archive_suffix, output_retention_s=self.wcfg.output_retention_days * DAY,
+            registered_at=time.time(),
             # Rounded down to 256 MiB, so that writing a file is not news for the heartbeat.
             disk_free_bytes=disk.free - disk.free % DISK_FREE_STEP, images=self._images, layers=self._layers,
             gpus_free=tuple(g.index for g in self.gpus if g.index not in busy),
@@ -310,6 +312,29 @@ class WorkerDaemon:
                 log.info("removing %s of finished job %s", path.name, job_id)
                 path.unlink(missing_ok=True)
 
+    def expire_outputs(self) -> None:
+        """Delete archives and logs of jobs that ended more than output_retention_days ago."""
+        keep_s = self.wcfg.output_retention_days * DAY
+        if not keep_s:
+            return
+        now = time.time()
+        for path in Path(self.wcfg.outbox).iterdir():
+            job_id = path.name[:20]
+            if not path.name.endswith((self.wcfg.archive_suffix, ".log")) or not JOB_ID.match(job_id) \
+                    or job_id in self.runs:
+                continue
+            try:
+                if now - path.stat().st_mtime <= keep_s:
+                    continue
+            except FileNotFoundError:
+                continue
+            job = self.store.get_job(job_id)
+            # From the job's end, as the API counts when it answers 410 Gone: never earlier.
+            if job is None or (job.state.terminal and now - job.updated_at > keep_s):
+                log.info("deleting %s: its job ended more than %g days ago", path.name,
+                         self.wcfg.output_retention_days)
+                path.unlink(missing_ok=True)
+
     # ----- main loop -------------------------------------------------------------------------------
     def run(self) -> None:
         log.info("worker %s starting: engine %s, GPUs %s, runtime %s", self.wcfg.name, self.wcfg.docker_url,
@@ -324,6 +349,7 @@ class WorkerDaemon:
                     self.cycle()
                     if time.monotonic() - last_sweep > self.wcfg.sweep_interval_s:
                         self.sweep_orphans()
+                        self.expire_outputs()
                         last_sweep = time.monotonic()
                     if self._failing:
                         log.info("worker %s: back to normal", self.wcfg.name)

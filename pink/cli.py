@@ -1419,6 +1419,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("output", job.get("output")),
         ("output size", human_bytes(job.get("output_bytes")) if job.get("output_bytes") else None),
         ("output sha256", job.get("output_sha256")),
+        ("kept until", format_time(job["output_expires_at"]) if job.get("output_expires_at") else None),
         ("log size", human_bytes(job.get("log_bytes")) if job.get("log_bytes") else None),
         ("resubmit of", job.get("resubmit_of")),
     ]

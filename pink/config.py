@@ -81,6 +81,8 @@ class WorkerConfig:
     max_parallel_jobs: int = 4
     #: How often to remove containers and inbox files of jobs that are over.
     sweep_interval_s: float = 60.0
+    #: Output archives and logs are deleted this many days after their job ended (0 = kept).
+    output_retention_days: float = 14.0
     compressor: tuple[str, ...] = ("zstd", "-1", "-T0", "-q")
     archive_suffix: str = ".tar.zst"
     drain: bool = False
@@ -115,6 +117,9 @@ class Config:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ConfigError(f"web.trusted_proxies: {proxy!r} is not an IP address or network") from None
+        if w.output_retention_days < 0:
+            raise ConfigError(f"worker.output_retention_days ({w.output_retention_days}) must be 0 (keep "
+                              f"outputs) or more")
         if not self.etcd.endpoints:
             raise ConfigError("etcd.endpoints is empty: list at least one host:port")
         return self

@@ -96,6 +96,8 @@ class WorkerInfo:
     cpus: int = 1
     memory_bytes: int = 0
     archive_suffix: str = ".tar.zst"
+    #: Outputs of jobs that ended longer ago than this are deleted (0 = kept).
+    output_retention_s: float = 0.0
     registered_at: float = 0.0
     # dynamic part, from the heartbeat key; alive False when the lease is gone
     alive: bool = False
@@ -109,7 +111,7 @@ class WorkerInfo:
     heartbeat_at: float = 0.0
 
     STATIC = ("name", "ssh_host", "ssh_port", "ssh_user", "inbox", "outbox", "gpus", "cpus",
-              "memory_bytes", "archive_suffix", "registered_at")
+              "memory_bytes", "archive_suffix", "output_retention_s", "registered_at")
 
     def static_json(self) -> bytes:
         return json.dumps({k: getattr(self, k) for k in self.STATIC}).encode()

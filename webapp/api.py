@@ -159,6 +159,9 @@ def _worker_link(job: Job):
     worker = store().get_worker(job.worker)
     if worker is None:
         abort(404, f"worker {job.worker} of job {job.id} is no longer registered")
+    if job.state.terminal and worker.output_retention_s and time.time() - job.updated_at > worker.output_retention_s:
+        abort(410, f"the output and log of job {job.id} were deleted: worker {worker.name} keeps them "
+                   f"{worker.output_retention_s / 86400:g} days after a job ends")
     return _links().get(worker)
 
 
@@ -207,6 +210,7 @@ def job_output(job_id: str):
     if not job.state.terminal or not job.output_bytes:
         why = "has no output archive" if job.state.terminal else f"is {job.state}; the archive comes when it ends"
         return error_response(409, f"job {job_id} {why}")
+    link = _worker_link(job)
     size = job.output_bytes
     start, end = 0, size - 1
     status = 200
@@ -231,7 +235,6 @@ def job_output(job_id: str):
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     if request.method == "HEAD":
         return Response(status=status, headers=headers, mimetype="application/zstd")
-    link = _worker_link(job)
     body = link.read(job.id, "archive", start, length=end - start + 1)
     first = next(body, b"")  # fail before the status line if the archive is gone
 

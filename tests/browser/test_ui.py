@@ -119,6 +119,7 @@ def test_upload_shows_progress_and_the_jobs_page_sees_success_live_then_download
     assert states == ["Uploading", "Queued", "Starting", "Running", "Exporting", "Succeeded"]
     job = ui_cluster.api("alice").get(f"/api/v1/jobs/{job_id}").json()["job"]
     assert page.locator("#sha256").inner_text() == job["output_sha256"]
+    assert page.locator("#expires").inner_text().startswith("The worker keeps it until ")
     screenshot(page, "job", full_page=True)
     with page.expect_download() as info:
         page.click("#download")

@@ -82,6 +82,26 @@ def test_an_image_whose_command_cannot_start_fails_with_dockers_reason(cluster, 
     assert not job["started_at"]
 
 
+def test_outputs_are_deleted_after_the_retention_and_then_answer_410(cluster, images):
+    c = cluster(output_retention_days=3 / 86400, sweep_interval_s=0.5)
+    api = c.api("alice")
+    job_id = submit(api, images["writer"]).json()["job"]["id"]
+    job = wait_state(api, job_id, TERMINAL)
+    assert job["state"] == "SUCCEEDED" and job["output_expires_at"] == pytest.approx(job["updated_at"] + 3)
+    assert api.get(f"/api/v1/jobs/{job_id}/output").status_code == 200  # kept for 3 s
+    outbox = c.workers[0].outbox
+    assert sorted(p.name for p in outbox.glob(f"{job_id}.*")) == [f"{job_id}.log", f"{job_id}.tar.zst"]
+    deadline = time.time() + 30
+    while list(outbox.glob(f"{job_id}.*")):
+        assert time.time() < deadline, "the worker did not delete the expired outputs"
+        time.sleep(0.2)
+    for what in ("output", "logs"):
+        r = api.get(f"/api/v1/jobs/{job_id}/{what}")
+        assert r.status_code == 410, (what, r.status_code)
+        assert r.json()["error"].startswith(f"the output and log of job {job_id} were deleted: worker "
+                                            f"{c.workers[0].name} keeps them ")
+
+
 def test_timeout_stops_the_container_and_still_gives_an_archive(cluster, images):
     c = cluster(stop_grace_s=2)
     api = c.api("alice")

@@ -28,6 +28,7 @@ def test_file_then_environment_overrides(tmp_path):
     ("[worker]\nlease_ttl_s = 2\n", "at least 3 x worker.loop_interval_s"),
     ("[etcd]\nendpoints = []\n", "etcd.endpoints is empty"),
     ("[web]\ntrusted_proxies = [\"lb.example.org\"]\n", "web.trusted_proxies: 'lb.example.org' is not an IP"),
+    ("[worker]\noutput_retention_days = -1\n", r"worker.output_retention_days \(-1.0\) must be 0"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, message):
     path = tmp_path / "pink.toml"

@@ -87,6 +87,11 @@ function renderOutput() {
     clear(output, el("p", { class: "muted" }, job.output === "none" ? "This job kept no files (logs only)." : "This job left no archive."));
     return;
   }
+  if (job.output_expires_at && job.output_expires_at < Date.now() / 1000) {
+    clear(output, el("p", { class: "muted", id: "expires" },
+      `The worker deleted this job's archive and log on ${fmtTime(job.output_expires_at)}.`));
+    return;
+  }
   const href = `/api/v1/jobs/${encodeURIComponent(job.id)}/output`;
   const copy = el("button", { type: "button", class: "btn btn-small", onclick: (e) => copyText(job.output_sha256, e.currentTarget) }, "Copy");
   clear(output,
@@ -97,7 +102,9 @@ function renderOutput() {
     el("div", { class: "copy-row" }, el("span", { class: "muted small" }, "SHA-256"),
       el("code", { class: "mono small break", id: "sha256" }, job.output_sha256), copy),
     el("p", { class: "muted small" }, "A zstd-compressed tar of the container's filesystem: ",
-      el("code", {}, `zstd -dc pink-${job.id}.tar.zst | tar -x`), "."));
+      el("code", {}, `zstd -dc pink-${job.id}.tar.zst | tar -x`), "."),
+    job.output_expires_at ? el("p", { class: "muted small", id: "expires" },
+      `The worker keeps it until ${fmtTime(job.output_expires_at)}.`) : null);
 }
 
 function render() {
@@ -142,6 +149,7 @@ async function followLog() {
       if (!r.ok) {
         let msg = `The server answered ${r.status}.`;
         try { msg = (await r.json()).error || msg; } catch { /* keep */ }
+        if (r.status === 410) { logStatus.textContent = msg; return; }  // deleted: retrying cannot help
         throw new Error(msg);
       }
       const reader = r.body.getReader();
