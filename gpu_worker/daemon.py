@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Heartbeats publish free disk space in steps of this size.
 DISK_FREE_STEP = 256 << 20
-DAY = 86400.0
 #: Images loaded at once while their upload is still arriving.
 MAX_PRELOADS = 2
 
@@ -87,7 +86,7 @@ class WorkerDaemon:
                        for g in self.gpus),
             cpus=os.cpu_count() or 1,
             memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-            archive_suffix=self.wcfg.archive_suffix, output_retention_s=self.wcfg.output_retention_days * DAY,
+            archive_suffix=self.wcfg.archive_suffix, output_retention_s=self.wcfg.output_retention_s,
             registered_at=time.time(),
             # Rounded down to 256 MiB, so that writing a file is not news for the heartbeat.
             disk_free_bytes=disk.free - disk.free % DISK_FREE_STEP, images=self._images, layers=self._layers,
@@ -313,10 +312,11 @@ class WorkerDaemon:
                 path.unlink(missing_ok=True)
 
     def expire_outputs(self) -> None:
-        """Delete archives and logs of jobs that ended more than output_retention_days ago."""
-        keep_s = self.wcfg.output_retention_days * DAY
+        """Delete the archives and logs of jobs whose retention ran out (``output_expires_at``,
+        stamped when they ended)."""
+        keep_s = self.wcfg.output_retention_s
         if not keep_s:
-            return
+            return  # keep everything, whatever was promised before
         now = time.time()
         for path in Path(self.wcfg.outbox).iterdir():
             job_id = path.name[:20]
@@ -326,14 +326,13 @@ class WorkerDaemon:
             try:
                 if now - path.stat().st_mtime <= keep_s:
                     continue
-            except FileNotFoundError:
-                continue
-            job = self.store.get_job(job_id)
-            # From the job's end, as the API counts when it answers 410 Gone: never earlier.
-            if job is None or (job.state.terminal and now - job.updated_at > keep_s):
-                log.info("deleting %s: its job ended more than %g days ago", path.name,
-                         self.wcfg.output_retention_days)
-                path.unlink(missing_ok=True)
+                job = self.store.get_job(job_id)
+                # Jobs that ended before retention existed carry no stamp: count from their end.
+                if job is None or (job.state.terminal and now > (job.output_expires_at or job.updated_at + keep_s)):
+                    log.info("deleting %s: the retention of its job ran out", path.name)
+                    path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("could not expire %s: %s", path.name, exc)
 
     # ----- main loop -------------------------------------------------------------------------------
     def run(self) -> None:

@@ -29,7 +29,7 @@ import requests
 
 from pink.config import WorkerConfig
 from pink.errors import PinkError
-from pink.model import Job
+from pink.model import Job, output_expiry
 from pink.states import JobState
 from pink.store import Store
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 NEVER_STARTED = "0001-01-01T00:00:00Z"
 #: Failures of the engine itself (socket gone, restarting, timing out), not of the job.
-TRANSIENT_ENGINE_ERRORS = (requests.ConnectionError, requests.Timeout)
+TRANSIENT_ENGINE_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 #: What the docker CLI prints when it lost the engine, rather than the engine refusing the export.
 CLI_LOST_ENGINE = ("Cannot connect to the Docker daemon", "error during connect", "unexpected EOF")
 CHUNK = 1 << 20
@@ -370,7 +370,8 @@ class JobRun:
             size, digest = self._export(container)
         log_bytes = self.log_file.stat().st_size if self.log_file.exists() else 0
         self.update(JobState(self.job.outcome or JobState.FAILED.value), reason=self.job.reason,
-                    output_bytes=size, output_sha256=digest, log_bytes=log_bytes)
+                    output_bytes=size, output_sha256=digest, log_bytes=log_bytes,
+                    output_expires_at=output_expiry(time.time(), self.cfg.output_retention_s))
         log.info("job %s: %s (exit %s, archive %d bytes)", self.job.id, self.job.state, self.job.exit_code, size)
 
     def _export(self, container) -> tuple[int, str]:
@@ -440,7 +441,8 @@ class JobRun:
     # ----- endings -------------------------------------------------------------------------------
     def _fail(self, reason: str) -> str:
         try:
-            moved = self.store.transition(self.job, JobState.FAILED, reason=reason)
+            moved = self.store.transition(self.job, JobState.FAILED, reason=reason,
+                                          output_expires_at=output_expiry(time.time(), self.cfg.output_retention_s))
             if moved is not None:
                 self.job = moved
         except PinkError:

@@ -691,9 +691,17 @@ class Dockerd(Service):
     def url(self) -> str:
         return f"unix://{self.sock}"
 
+    @property
+    def config_file(self) -> Path:
+        return self.base_dir / "daemon.json"
+
     def prepare(self) -> None:
         super().prepare()
         self.data_root.mkdir(parents=True, exist_ok=True)
+        # Its own file, so the host's /etc/docker/daemon.json (a deployed worker's, say) does not
+        # apply or clash with the flags here. live-restore, as on deployed workers: running
+        # containers outlive a restart of the engine.
+        self.config_file.write_text(json.dumps({"live-restore": True}) + "\n")
         if len(str(self.base_dir / "exec")) > self._MAX_EXEC_ROOT:
             if self._short_exec is None or not self._short_exec.exists():
                 self._short_exec = Path(tempfile.mkdtemp(prefix="pinkd-", dir="/tmp"))
@@ -721,8 +729,7 @@ class Dockerd(Service):
             "--ip-forward=false",
             "--ip-masq=false",
             "--userland-proxy=false",
-            # As on deployed workers: running containers outlive a restart of the engine.
-            "--live-restore",
+            "--config-file", str(self.config_file),
             *self.extra_args,
         ]
 

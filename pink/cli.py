@@ -1382,6 +1382,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     now = time.time()
     started, finished = job.get("started_at"), job.get("finished_at")
+    expires = job.get("output_expires_at")
     rows: list[tuple[str, Any]] = [
         ("id", job.get("id")),
         ("name", job.get("name")),
@@ -1419,7 +1420,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("output", job.get("output")),
         ("output size", human_bytes(job.get("output_bytes")) if job.get("output_bytes") else None),
         ("output sha256", job.get("output_sha256")),
-        ("kept until", format_time(job["output_expires_at"]) if job.get("output_expires_at") else None),
+        ("outputs deleted after" if expires and expires < now else "outputs kept until",
+         format_time(expires) if expires else None),
         ("log size", human_bytes(job.get("log_bytes")) if job.get("log_bytes") else None),
         ("resubmit of", job.get("resubmit_of")),
     ]

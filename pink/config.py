@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import socket
 import tomllib
@@ -87,6 +88,10 @@ class WorkerConfig:
     archive_suffix: str = ".tar.zst"
     drain: bool = False
 
+    @property
+    def output_retention_s(self) -> float:
+        return self.output_retention_days * 86400
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -117,7 +122,7 @@ class Config:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ConfigError(f"web.trusted_proxies: {proxy!r} is not an IP address or network") from None
-        if w.output_retention_days < 0:
+        if not math.isfinite(w.output_retention_days) or w.output_retention_days < 0:
             raise ConfigError(f"worker.output_retention_days ({w.output_retention_days}) must be 0 (keep "
                               f"outputs) or more")
         if not self.etcd.endpoints:

@@ -24,6 +24,11 @@ def new_job_id(now: float | None = None) -> str:
     return f"{ms:012x}{os.urandom(4).hex()}"
 
 
+def output_expiry(ended_at: float, retention_s: float) -> float | None:
+    """When a job that ended at ``ended_at`` loses its archive and log to the worker's retention."""
+    return ended_at + retention_s if retention_s > 0 else None
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     id: str
@@ -48,6 +53,8 @@ class Job:
     output_bytes: int = 0
     output_sha256: str = ""
     log_bytes: int = 0
+    #: When the worker deletes the archive and log (None: never, or nothing to keep).
+    output_expires_at: float | None = None
     gpu_seconds: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None

@@ -14,8 +14,8 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, request, 
 from pink import auth as pink_auth
 from pink.errors import PinkError, TransferError
 from pink.layers import DIFF_ID
-from pink.model import IMAGE_ID, JOB_ID, USER_NAME, Job
-from pink.states import JobState
+from pink.model import IMAGE_ID, JOB_ID, USER_NAME, Job, output_expiry
+from pink.states import CLAIMED, JobState
 
 from . import jobs as joblogic
 from .auth import admin_required, current_user, login_required, refresh_session, store
@@ -149,7 +149,12 @@ def cancel_job(job_id: str):
         job = own_job(job_id)
         if job.state.terminal:
             return error_response(409, f"job {job_id} already ended ({job.state})")
-        done = store().transition(job, JobState.CANCELLED, reason=f"cancelled by {g.user.name}")
+        expires = None
+        if job.state in CLAIMED:  # it has a log on the worker, kept as long as its retention says
+            worker = store().get_worker(job.worker)
+            expires = output_expiry(time.time(), worker.output_retention_s if worker else 0)
+        done = store().transition(job, JobState.CANCELLED, reason=f"cancelled by {g.user.name}",
+                                  output_expires_at=expires)
         if done is not None:
             return jsonify(job=job_json(done))
     return error_response(503, "the job changed too often to cancel it; try again")
@@ -159,10 +164,17 @@ def _worker_link(job: Job):
     worker = store().get_worker(job.worker)
     if worker is None:
         abort(404, f"worker {job.worker} of job {job.id} is no longer registered")
-    if job.state.terminal and worker.output_retention_s and time.time() - job.updated_at > worker.output_retention_s:
-        abort(410, f"the output and log of job {job.id} were deleted: worker {worker.name} keeps them "
-                   f"{worker.output_retention_s / 86400:g} days after a job ends")
     return _links().get(worker)
+
+
+def _abort_if_expired(job: Job, error: TransferError) -> None:
+    """410 when a read failed because the worker deleted the file at the end of its retention."""
+    expires = job.output_expires_at
+    if expires and time.time() > expires:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+        abort(410, f"the output and log of job {job.id} were deleted on {when}, when the worker's "
+                   f"retention for them ran out")
+    raise error
 
 
 @bp.get("/jobs/<job_id>/logs")
@@ -177,6 +189,12 @@ def job_logs(job_id: str):
     if job.state in (JobState.UPLOADING, JobState.QUEUED) and not follow:
         return Response(b"", mimetype="text/plain")
     link = _worker_link(job)
+    if job.state.terminal and job.output_expires_at and time.time() > job.output_expires_at:
+        try:  # reads nothing when the log is still there (its retention was lengthened since)
+            for _ in link.read(job.id, "log", max(offset, job.log_bytes)):
+                break
+        except TransferError as exc:
+            _abort_if_expired(job, exc)
 
     def chunks():
         nonlocal offset, job
@@ -210,7 +228,6 @@ def job_output(job_id: str):
     if not job.state.terminal or not job.output_bytes:
         why = "has no output archive" if job.state.terminal else f"is {job.state}; the archive comes when it ends"
         return error_response(409, f"job {job_id} {why}")
-    link = _worker_link(job)
     size = job.output_bytes
     start, end = 0, size - 1
     status = 200
@@ -235,8 +252,11 @@ def job_output(job_id: str):
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     if request.method == "HEAD":
         return Response(status=status, headers=headers, mimetype="application/zstd")
-    body = link.read(job.id, "archive", start, length=end - start + 1)
-    first = next(body, b"")  # fail before the status line if the archive is gone
+    body = _worker_link(job).read(job.id, "archive", start, length=end - start + 1)
+    try:
+        first = next(body, b"")  # fail before the status line if the archive is gone
+    except TransferError as exc:
+        _abort_if_expired(job, exc)
 
     def chunks():
         left = end - start + 1

@@ -23,6 +23,7 @@ from pink.config import WebConfig
 from pink.errors import PinkError
 from pink.etcd import transactions as tx
 from pink.lease import Lease
+from pink.model import output_expiry
 from pink.states import CLAIMED, JobState
 from pink.store import Store
 
@@ -33,7 +34,9 @@ def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, i
     """One pass; returns how many jobs it moved, by new state."""
     now = time.time() if now is None else now
     moved = {"LOST": 0, "FAILED": 0}
-    alive = {w.name for w in store.workers() if w.alive}
+    workers = store.workers()
+    alive = {w.name for w in workers if w.alive}
+    retention = {w.name: w.output_retention_s for w in workers}
     claims = store.claims()
     uploads = store.uploads()
     for worker, entries in store.all_queues().items():
@@ -47,7 +50,7 @@ def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, i
                     continue
                 was = job.state
                 done = store.transition(
-                    job, JobState.LOST, now=now,
+                    job, JobState.LOST, now=now, output_expires_at=output_expiry(now, retention.get(worker, 0)),
                     compare=[tx.version(store.claim_key(job.id)) == 0],
                     reason=f"worker {worker} went away while the job was {was}; it may or may not "
                            f"have run to the end. PINK never re-runs it by itself: resubmit it if needed",

@@ -328,9 +328,12 @@ def _remove_quietly(link, job_id: str) -> None:
         log.warning("job %s: could not remove the partial upload", job_id, exc_info=True)
 
 
-def queue_info(store: Store, jobs: list[Job], workers: dict[str, WorkerInfo]) -> dict[str, tuple[int, str]]:
+def queue_info(store: Store, jobs: list[Job]) -> dict[str, tuple[int, str]]:
     """Queue position and why it waits, for every QUEUED job in ``jobs``."""
     waiting = {j.worker for j in jobs if j.state is JobState.QUEUED}
+    if not waiting:
+        return {}
+    workers = {w.name: w for w in store.workers() if w.name in waiting}
     out: dict[str, tuple[int, str]] = {}
     for name in waiting:
         entries = store.queue(name)
@@ -356,17 +359,12 @@ def queue_info(store: Store, jobs: list[Job], workers: dict[str, WorkerInfo]) ->
 
 
 def public_jobs(store: Store, jobs: list[Job]) -> list[dict]:
-    ended = {j.id for j in jobs if j.state.terminal and (j.output_bytes or j.log_bytes)}
-    workers = {w.name: w for w in store.workers()} if ended or any(j.state is JobState.QUEUED for j in jobs) else {}
-    positions = queue_info(store, jobs, workers)
+    positions = queue_info(store, jobs)
     result = []
     for job in jobs:
         data = job.public()
         position, reason = positions.get(job.id, (None, ""))
         data["queue_position"] = position
         data["waiting_reason"] = reason
-        # When the worker deletes the archive and log (None: kept, or nothing to keep).
-        keep_s = workers[job.worker].output_retention_s if job.id in ended and job.worker in workers else 0
-        data["output_expires_at"] = job.updated_at + keep_s if keep_s else None
         result.append(data)
     return result

@@ -63,6 +63,8 @@ def test_a_worker_gone_for_good_loses_its_claimed_jobs_and_fails_its_queue(clust
     lost = wait_state(api, running, {"LOST"}, timeout=20)
     assert time.time() - gone <= 4 + 5  # lease TTL + a few seconds
     assert "resubmit" in lost["reason"]
+    # Its log stays on the host for the default retention (14 days) if the host comes back.
+    assert lost["output_expires_at"] == pytest.approx(lost["updated_at"] + 14 * 86400, abs=5)
     assert "is down" in api.get(f"/api/v1/jobs/{queued}").json()["job"]["waiting_reason"]
     failed = wait_state(api, queued, {"FAILED"}, timeout=30)
     assert "unavailable" in failed["reason"] and "never started" in failed["reason"]
