@@ -17,7 +17,9 @@ class Retry:
     """Call a function until it succeeds, raises a permanent error, or the deadline passes.
 
     Only exceptions in ``transient`` are retried; anything else propagates at once. When the
-    deadline is reached the last transient exception is raised.
+    deadline is reached the last transient exception is raised. The deadline counts from the
+    first failure: an attempt that hung until its own timeout (an etcd member whose host is
+    gone answers nothing) must not use up the time for trying the others.
     """
 
     def __init__(
@@ -37,7 +39,7 @@ class Retry:
         self._clock = clock
 
     def __call__(self, fn: Callable[[], T], what: str = "call") -> T:
-        end = self._clock() + self.deadline_s
+        end: float | None = None
         delay = self.first_delay_s
         attempt = 0
         while True:
@@ -45,6 +47,8 @@ class Retry:
             try:
                 return fn()
             except self.transient as exc:
+                if end is None:
+                    end = self._clock() + self.deadline_s
                 left = end - self._clock()
                 if left <= 0:
                     raise

@@ -168,6 +168,21 @@ def _raw_post(url: str, token: str, body: bytes, key: str, send: int) -> None:
             time.sleep(1.5)  # let the server finish, then drop before reading the answer
 
 
+def test_a_hung_etcd_member_costs_one_timeout_then_the_next_member_answers(etcd):
+    # A member whose host is gone answers nothing (no refusal): like this socket, which takes
+    # connections and never speaks. The request must still succeed on the next member.
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        cfg = EtcdConfig(endpoints=(f"127.0.0.1:{hung.getsockname()[1]}", *etcd), timeout_s=2,
+                         prefix=f"/hung{time.time_ns()}")
+        store = Store(cfg)
+        started = time.monotonic()
+        job, created = store.create_job(Job(id=new_job_id(), user="alice", state=JobState.QUEUED, worker="w1"))
+        assert created and store.get_job(job.id) == job
+        assert time.monotonic() - started < 2 * cfg.timeout_s + 1
+
+
 def test_client_retries_with_the_same_idempotency_key_make_one_job(cluster, images):
     c = cluster()
     api = c.api("alice")

@@ -52,6 +52,21 @@ def test_retry_gives_up_at_the_deadline_and_never_retries_permanent_errors():
     assert calls == [1]
 
 
+def test_retry_deadline_counts_from_the_first_failure_not_from_a_hung_first_attempt():
+    clock = Clock()
+    calls = []
+
+    def hung_then_ok():
+        calls.append(clock.now)
+        if len(calls) == 1:
+            clock.now += 5.0  # the first endpoint answered nothing until the RPC timeout
+            raise StoreUnavailable("deadline exceeded")
+        return "ok"
+
+    assert Retry(deadline_s=2, sleep=clock.sleep, clock=clock)(hung_then_ok) == "ok"
+    assert len(calls) == 2 and calls[1] - calls[0] <= 5.0 + 2.0
+
+
 def test_job_ids_sort_by_time_and_match_the_pattern():
     a, b = new_job_id(1000.0), new_job_id(2000.0)
     assert JOB_ID.match(a) and JOB_ID.match(b) and a < b
