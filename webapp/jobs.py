@@ -211,6 +211,18 @@ class SocketBody:
         return piece
 
 
+def _await_upload(store: Store, job: Job, wait_s: float) -> Job:
+    """A retry found its first attempt still UPLOADING: the client gave up on it, so either that
+    upload is about to fail on its web server, or the web server died and the janitor fails it
+    once its lease ends. Wait for either, so the retry takes the key over instead of handing
+    back a job that is about to fail."""
+    deadline = time.monotonic() + wait_s
+    while job.state is JobState.UPLOADING and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job = store.get_job(job.id) or job
+    return job
+
+
 def upload_never_completed(job: Job) -> bool:
     return job.state is JobState.FAILED and not any(h["state"] == "QUEUED" for h in job.history)
 
@@ -226,6 +238,8 @@ def submit(
         if len(idempotency_key) > 200:
             raise SubmitError(400, "Idempotency-Key is longer than 200 characters")
         existing = store.job_for_idempotency_key(user.name, idempotency_key)
+        if existing is not None and existing.state is JobState.UPLOADING:
+            existing = _await_upload(store, existing, cfg.web.lease_ttl_s + 2 * cfg.web.janitor_interval_s)
         if existing is not None and upload_never_completed(existing):
             # The first try's upload broke (the client saw no answer): this retry takes over.
             superseded = existing

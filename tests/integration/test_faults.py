@@ -157,7 +157,7 @@ def test_one_etcd_member_down_loses_no_job_and_two_down_answer_503_then_recover(
     assert wait_state(api, again.json()["job"]["id"], TERMINAL, timeout=90)["state"] == "SUCCEEDED"
 
 
-def _raw_post(url: str, token: str, body: bytes, key: str, send: int) -> None:
+def _raw_post(url: str, token: str, body: bytes, key: str, send: int, before_hanging_up=None) -> None:
     """POST ``send`` bytes of ``body`` and hang up without reading the answer."""
     target = urlsplit(url)
     with socket.create_connection((target.hostname, target.port)) as sock:
@@ -166,6 +166,27 @@ def _raw_post(url: str, token: str, body: bytes, key: str, send: int) -> None:
         sock.sendall(head.encode() + body[:send])
         if send == len(body):
             time.sleep(1.5)  # let the server finish, then drop before reading the answer
+        if before_hanging_up:
+            before_hanging_up()
+
+
+def test_a_retry_while_the_first_uploads_web_server_is_dead_takes_the_job_over(cluster, images):
+    c = cluster(web_servers=2, **FAST)
+    other = c.api("alice", url=c.web[1].url)
+    body = images["writer"].read_bytes()
+
+    def kill_the_first_web_server():
+        wait_until(lambda: other.get("/api/v1/jobs").json()["jobs"], 10, "the upload to start")
+        os.killpg(c.web[0].pid, signal.SIGKILL)
+
+    _raw_post(c.web[0].url, c.tokens["alice"], body, "key-dead", len(body) // 2, kill_the_first_web_server)
+    # At once, while the dead server's lease (3 s) still holds the first job in UPLOADING.
+    retry = other.post("/api/v1/jobs", data=body, headers={"Idempotency-Key": "key-dead"})
+    assert retry.status_code == 201, retry.text
+    job = wait_state(other, retry.json()["job"]["id"], TERMINAL)
+    assert job["state"] == "SUCCEEDED", job
+    first = [j for j in other.get("/api/v1/jobs").json()["jobs"] if j["id"] != job["id"]]
+    assert [(j["state"], "upload never finished" in j["reason"]) for j in first] == [("FAILED", True)]
 
 
 def test_a_hung_etcd_member_costs_one_timeout_then_the_next_member_answers(etcd):
