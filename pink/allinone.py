@@ -764,6 +764,20 @@ class Dockerd(Service):
             self.terminate()
         super().stop(timeout)
         self._terminating = False
+        if not keep_containers:
+            self._kill_stray_shims()
+
+    def _kill_stray_shims(self) -> None:
+        """Kill containerd shims of this engine that outlived it, with what they run: live-restore
+        keeps them, and a restart in the middle of a container start can leave one docker no
+        longer knows (its task "already exists"), so removing the containers did not stop it."""
+        marker = f"-address {self.exec_root}/"
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and "containerd-shim" in (cmd := _cmdline(int(entry.name))) and marker in cmd:
+                shim = int(entry.name)
+                for pid in [*reversed(descendants(shim)), shim]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
 
     def purge(self) -> None:
         """Delete the engine's data root (after stop), unless something is still mounted there."""
