@@ -190,9 +190,8 @@ def job_logs(job_id: str):
         return Response(b"", mimetype="text/plain")
     link = _worker_link(job)
     if job.state.terminal and job.output_expires_at and time.time() > job.output_expires_at:
-        try:  # reads nothing when the log is still there (its retention was lengthened since)
-            for _ in link.read(job.id, "log", max(offset, job.log_bytes)):
-                break
+        try:  # a log still there (retention turned off since) is served as before
+            next(link.read(job.id, "log", max(offset, job.log_bytes)), None)
         except TransferError as exc:
             _abort_if_expired(job, exc)
 
