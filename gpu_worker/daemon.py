@@ -25,7 +25,7 @@ import requests
 from pink import config as pink_config
 from pink import scheduling
 from pink.errors import PinkError
-from pink.gpus import Gpu, discover_gpus
+from gpu_worker.gpus import Gpu, discover_gpus
 from pink.layers import held_entry
 from pink.lease import Lease
 from pink.model import JOB_ID, WorkerInfo

@@ -42,6 +42,9 @@ class WebConfig:
     known_hosts: str = "/etc/pink/ssh/known_hosts"
     #: Must match nginx's client_max_body_size.
     max_upload_bytes: int = 64 << 30
+    #: Every other request body (JSON, login forms) larger than this is refused with 413
+    #: before a byte of it is read, whoever sends it.
+    max_body_bytes: int = 1 << 20
     quota_running_jobs: int = 16
     quota_queued_jobs: int = 100
     quota_upload_bytes: int = 64 << 30
@@ -125,6 +128,9 @@ class Config:
         if not math.isfinite(w.output_retention_days) or w.output_retention_days < 0:
             raise ConfigError(f"worker.output_retention_days ({w.output_retention_days}) must be 0 (keep "
                               f"outputs) or more")
+        if not 1024 <= self.web.max_body_bytes <= self.web.max_upload_bytes:
+            raise ConfigError(f"web.max_body_bytes ({self.web.max_body_bytes}) must be between 1024 and "
+                              f"web.max_upload_bytes ({self.web.max_upload_bytes})")
         if not self.etcd.endpoints:
             raise ConfigError("etcd.endpoints is empty: list at least one host:port")
         return self

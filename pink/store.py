@@ -204,13 +204,25 @@ class Store:
         new: JobState,
         *,
         reason: str = "",
-        compare: Iterable = (),
-        ops: Iterable = (),
         now: float | None = None,
         **changes: Any,
     ) -> Job | None:
         """Move ``job`` (as read, at its mod_revision) to ``new``; ``None`` if someone else
         changed the job first. Illegal moves raise :class:`IllegalTransition`."""
+        return self._move(job, new, reason=reason, now=now, **changes)
+
+    def _move(
+        self,
+        job: Job,
+        new: JobState,
+        *,
+        reason: str = "",
+        compare: Iterable = (),
+        ops: Iterable = (),
+        now: float | None = None,
+        **changes: Any,
+    ) -> Job | None:
+        """:meth:`transition` that also requires ``compare`` and writes ``ops``."""
         if not can_transition(job.state, new):
             raise IllegalTransition(f"job {job.id}: {job.state} -> {new} is not allowed")
         now = time.time() if now is None else now
@@ -246,12 +258,26 @@ class Store:
     def claim(self, job: Job, worker: str, lease_id: int, gpu_indices: tuple[int, ...]) -> Job | None:
         """QUEUED -> STARTING for ``worker``, with a claim key on its lease (at most once)."""
         claim = self.claim_key(job.id)
-        return self.transition(
+        return self._move(
             job, JobState.STARTING,
             compare=[tx.version(claim) == 0],
             ops=[tx.put(claim, worker, lease=lease_id)],
             gpu_indices=tuple(gpu_indices),
         )
+
+    def mark_lost_if_unclaimed(self, job: Job, reason: str, now: float, output_expires_at: float) -> Job | None:
+        """A claimed job -> LOST, only while its claim key is gone (its worker's lease ended).
+
+        Every claim renewal rewrites the job, so of many web servers sweeping at once, and a
+        worker re-attaching its claim, exactly one wins."""
+        return self._move(job, JobState.LOST, reason=reason, now=now, output_expires_at=output_expires_at,
+                          compare=[tx.version(self.claim_key(job.id)) == 0])
+
+    def fail_stale_upload(self, job: Job, reason: str, now: float) -> Job | None:
+        """An UPLOADING job -> FAILED, only while its upload key is gone (the web server that
+        carried the upload lost its lease)."""
+        return self._move(job, JobState.FAILED, reason=reason, now=now,
+                          compare=[tx.version(self.upload_key(job.id)) == 0])
 
     def renew_claim(self, job: Job, worker: str, lease_id: int) -> Job | None:
         """Re-attach a claimed job to a new lease of the same worker (after a restart or a lost

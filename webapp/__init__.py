@@ -13,7 +13,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from pink import config as pink_config
 from pink.lease import Lease
 from pink.store import Store
-from pink.transfer import WorkerLinks
+
+from .transfer import WorkerLinks
 
 
 class TrustedProxyFix:
@@ -45,7 +46,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         raise pink_config.ConfigError("web.secret_key is empty: set it (PINK_WEB_SECRET_KEY) to a long random string")
     app.config.from_mapping(
         SECRET_KEY=cfg.web.secret_key,
-        MAX_CONTENT_LENGTH=cfg.web.max_upload_bytes,
+        # Only the image uploads may be big (the upload views raise their own limit); anything
+        # else, an anonymous request included, is refused before its body is read.
+        MAX_CONTENT_LENGTH=cfg.web.max_body_bytes,
+        MAX_FORM_MEMORY_SIZE=cfg.web.max_body_bytes,
         JANITOR=True,
     )
     app.config.update({k: v for k, v in (test_config or {}).items() if k != "PINK"})

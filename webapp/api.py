@@ -11,12 +11,12 @@ import time
 from werkzeug.exceptions import ClientDisconnected
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, stream_with_context
 
-from pink import auth as pink_auth
 from pink.errors import PinkError, TransferError
 from pink.layers import DIFF_ID
 from pink.model import IMAGE_ID, JOB_ID, USER_NAME, Job, output_expiry
 from pink.states import CLAIMED, JobState
 
+from . import accounts
 from . import jobs as joblogic
 from .auth import admin_required, current_user, login_required, refresh_session, store
 from .errors import error_response
@@ -55,10 +55,10 @@ def openapi():
 @bp.post("/tokens")
 def create_token():
     data = request.get_json(silent=True) or {}
-    user = pink_auth.authenticate(store(), str(data.get("username", "")), str(data.get("password", "")))
+    user = accounts.authenticate(store(), str(data.get("username", "")), str(data.get("password", "")))
     if user is None:
         abort(401, "wrong user name or password")
-    secret, token = pink_auth.issue_token(store(), user.name, str(data.get("name", "")))
+    secret, token = accounts.issue_token(store(), user.name, str(data.get("name", "")))
     return jsonify(token=secret, id=token.id, user=user.name), 201
 
 
@@ -86,6 +86,7 @@ def me():
 @bp.post("/jobs")
 @login_required
 def submit_job():
+    request.max_content_length = _cfg().web.max_upload_bytes  # the one big body (app-wide: max_body_bytes)
     spec = joblogic.JobSpec.parse(request.args, g.user)
     length = request.content_length
     # Straight from the socket when gunicorn serves us (far fewer copies of a multi-GB body).
@@ -329,14 +330,14 @@ def drain(name: str):
 @login_required
 def change_password():
     data = request.get_json(silent=True) or {}
-    if not pink_auth.verify_password(str(data.get("old_password", "")), g.user.password_hash):
+    if not accounts.verify_password(str(data.get("old_password", "")), g.user.password_hash):
         abort(403, "the current password is wrong")
     new = str(data.get("new_password", ""))
     try:
-        pink_auth.check_new_password(new)
+        accounts.check_new_password(new)
     except ValueError as exc:
         abort(400, str(exc))
-    user = dataclasses.replace(g.user, password_hash=pink_auth.hash_password(new))
+    user = dataclasses.replace(g.user, password_hash=accounts.hash_password(new))
     store().put_user(user)
     refresh_session(user)  # other browser sessions end; API tokens stay valid until revoked
     return "", 204
@@ -362,7 +363,7 @@ def create_user():
     if store().get_user(name) is not None:
         abort(409, f"user {name!r} already exists")
     try:
-        user = pink_auth.create_user(store(), name, str(data.get("password", "")), admin=bool(data.get("admin")))
+        user = accounts.create_user(store(), name, str(data.get("password", "")), admin=bool(data.get("admin")))
     except ValueError as exc:
         abort(409 if "already exists" in str(exc) else 400, str(exc))
     return jsonify(user=_user_json(user)), 201

@@ -21,7 +21,6 @@ from flask import Flask
 
 from pink.config import WebConfig
 from pink.errors import PinkError
-from pink.etcd import transactions as tx
 from pink.lease import Lease
 from pink.model import output_expiry
 from pink.states import CLAIMED, JobState
@@ -49,9 +48,8 @@ def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, i
                 if job is None or job.state not in CLAIMED:
                     continue
                 was = job.state
-                done = store.transition(
-                    job, JobState.LOST, now=now, output_expires_at=output_expiry(now, retention.get(worker, 0)),
-                    compare=[tx.version(store.claim_key(job.id)) == 0],
+                done = store.mark_lost_if_unclaimed(
+                    job, now=now, output_expires_at=output_expiry(now, retention.get(worker, 0)),
                     reason=f"worker {worker} went away while the job was {was}; it may or may not "
                            f"have run to the end. PINK never re-runs it by itself: resubmit it if needed",
                 )
@@ -59,21 +57,17 @@ def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, i
                     moved["LOST"] += 1
                     log.warning("job %s: LOST (worker %s gone while %s)", job.id, worker, was)
             elif entry.state is JobState.QUEUED and worker not in alive and down_for > cfg.lost_worker_grace_s:
-                moved["FAILED"] += _fail(store, entry.job_id, JobState.QUEUED, now,
-                                         f"worker {worker} has been unavailable for {down_for:.0f} s; "
-                                         f"the job never started: resubmit it")
+                job = store.get_job(entry.job_id)
+                if job is not None and job.state is JobState.QUEUED:
+                    reason = (f"worker {worker} has been unavailable for {down_for:.0f} s; "
+                              f"the job never started: resubmit it")
+                    moved["FAILED"] += store.transition(job, JobState.FAILED, reason=reason, now=now) is not None
             elif entry.state is JobState.UPLOADING and entry.job_id not in uploads:
-                moved["FAILED"] += _fail(store, entry.job_id, JobState.UPLOADING, now,
-                                         "the upload never finished (its web server stopped); submit again",
-                                         compare=[tx.version(store.upload_key(entry.job_id)) == 0])
+                job = store.get_job(entry.job_id)
+                if job is not None and job.state is JobState.UPLOADING:
+                    reason = "the upload never finished (its web server stopped); submit again"
+                    moved["FAILED"] += store.fail_stale_upload(job, reason=reason, now=now) is not None
     return moved
-
-
-def _fail(store: Store, job_id: str, expected: JobState, now: float, reason: str, compare=()) -> int:
-    job = store.get_job(job_id)
-    if job is None or job.state is not expected:
-        return 0
-    return int(store.transition(job, JobState.FAILED, reason=reason, now=now, compare=compare) is not None)
 
 
 def start(app: Flask) -> threading.Thread:

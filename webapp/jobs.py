@@ -10,14 +10,15 @@ from typing import BinaryIO
 
 from pink import scheduling
 from pink.config import Config
-from pink.dockertar import ValidatingReader
 from pink.errors import ImageArchiveError, PinkError, TransferError
 from pink.layers import DIFF_ID, held_prefix, parse_held
 from pink.model import IMAGE_ID, OUTPUT_MODES, Job, User, WorkerInfo, new_job_id
-from pink.states import CLAIMED, JobState
 from pink.lease import Lease
+from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
-from pink.transfer import WorkerLinks
+
+from .dockertar import ValidatingReader
+from .transfer import WorkerLinks
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from pink import auth as pink_auth
 from pink.model import JOB_ID
 
+from . import accounts
 from .auth import csrf_ok, csrf_token, current_user, login_session, logout_session, store
 from .errors import error_response
 
@@ -84,7 +84,7 @@ def login():
     if not csrf_ok(request.form.get("csrf_token")):
         return render("login.html", 400, next=target, username=name,
                       error="This login form has expired. Please try again.")
-    user = pink_auth.authenticate(store(), name, request.form.get("password", ""))
+    user = accounts.authenticate(store(), name, request.form.get("password", ""))
     if user is None:
         return render("login.html", 401, next=target, username=name, error="Wrong user name or password.")
     login_session(user)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pink.dockertar import ImageArchiveChecker, ImageInfo, ValidatingReader
+from webapp.dockertar import ImageArchiveChecker, ImageInfo, ValidatingReader
 from pink.sampleimage import build_sample_image
 
 pytestmark = pytest.mark.integration

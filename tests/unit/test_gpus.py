@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from pink.errors import ConfigError
-from pink.gpus import NVIDIA_SMI_COMMAND, Gpu, discover_gpus, parse_nvidia_smi
+from gpu_worker.gpus import NVIDIA_SMI_COMMAND, Gpu, discover_gpus, parse_nvidia_smi
 
 # Output shapes as nvidia-smi prints them for
 # `--query-gpu=index,uuid,name,memory.total --format=csv,noheader` (", " separators, a
@@ -162,7 +162,7 @@ def test_auto_is_the_default_and_case_insensitive():
     ids=["absent", "driver-failure", "no-devices", "timeout", "not-executable"],
 )
 def test_auto_degrades_to_cpu_only_with_one_warning(runner, why, caplog):
-    caplog.set_level(logging.DEBUG, logger="pink.gpus")
+    caplog.set_level(logging.DEBUG, logger="gpu_worker.gpus")
     assert discover_gpus("auto", runner=runner) == []
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1

@@ -1,6 +1,6 @@
 import pytest
 
-from pink.sshgate import allowed_argv
+from gpu_worker.sshgate import allowed_argv
 
 IN, OUT = "/srv/pink/inbox", "/srv/pink/outbox"
 JOB = "01a209ec7ac65cea5c46"

@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .errors import ImageArchiveError
+from pink.errors import ImageArchiveError
 
 log = logging.getLogger(__name__)
 

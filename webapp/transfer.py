@@ -10,7 +10,7 @@ uploads, logs, which ``?follow=1`` polls, removing a failed upload) rides one pe
 paramiko transport per worker, where opening a channel costs nothing (a new SSH connection
 costs 0.1 s idle, over a second on a loaded machine), and so does everything when there is no
 ``ssh`` binary (uploads with the ``scp`` package, ``putfo`` from a stream). On the worker, a
-forced command (:mod:`pink.sshgate`) allows only these commands. Host keys must already be in
+forced command (:mod:`gpu_worker.sshgate`) allows only these commands. Host keys must already be in
 the known_hosts file: unknown keys are refused by both clients (OpenSSH runs with
 ``StrictHostKeyChecking=yes`` and the pinned file only).
 """
@@ -29,8 +29,8 @@ from typing import IO, BinaryIO, Iterator
 import paramiko
 from scp import SCPClient, SCPException
 
-from .errors import TransferError, WorkerUnavailable
-from .model import JOB_ID, WorkerInfo
+from pink.errors import TransferError, WorkerUnavailable
+from pink.model import JOB_ID, WorkerInfo
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,11 @@ import dataclasses
 import getpass
 import sys
 
-from . import auth, config
-from .errors import PinkError
-from .store import Store
+from pink import config
+from pink.errors import PinkError
+from pink.store import Store
+
+from . import accounts as auth
 
 
 def _read_password(args: argparse.Namespace) -> str:

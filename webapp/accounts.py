@@ -1,4 +1,4 @@
-"""Password hashing and API tokens (used by the web servers and ``pink-admin``)."""
+"""Users, password hashing and API tokens (for the web servers and ``pink-admin``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import os
 import secrets
 import time
 
-from .model import USER_NAME, Token, User
-from .store import Store
+from pink.model import USER_NAME, Token, User
+from pink.store import Store
 
 _N, _R, _P = 2**14, 8, 1
 

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import ConfigError
+from pink.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
