@@ -8,16 +8,17 @@ carries an Idempotency-Key and is retried with it on a network error or a 5xx.
 At the end it checks, and prints as a table (appended to bench/RESULTS.md):
 accepted == terminal, executions per job <= 1 (container `start` events, streamed live from
 both engines), LOST jobs, orphans (inbox files, `.part` files, containers, claims of jobs that
-are over) and time from a worker kill to LOST.
+are over) and time from a worker kill to LOST. There is no baseline: the promise is absolute
+(every accepted job ends, none runs twice, nothing is left behind).
 
-    .venv/bin/python bench/chaos.py [--jobs 300] [--seed 7] [--fault-every 6]
+    .venv/bin/python -m bench.chaos [--jobs 300] [--seed 7] [--fault-every 6]
 """
 
 from __future__ import annotations
 
-import contextlib
 import argparse
 import collections
+import contextlib
 import datetime
 import os
 import platform
@@ -36,14 +37,12 @@ from pathlib import Path
 import docker
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pink_dev as dev
+from pink.config import EtcdConfig
+from pink.states import TERMINAL
+from pink.store import Store
+from pink_dev.sampleimage import build_sample_image
 
-from pink import allinone as aio  # noqa: E402
-from pink.config import EtcdConfig  # noqa: E402
-from pink.sampleimage import build_sample_image  # noqa: E402
-from pink.store import Store  # noqa: E402
-
-TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "LOST"}
 FAST = dict(lease_ttl_s=4, loop_interval_s=0.5, sweep_interval_s=2, max_parallel_jobs=3)
 
 
@@ -76,7 +75,7 @@ class StartCounter:
 class Injector:
     """Kills and restarts one component every few seconds, chosen by a seeded RNG."""
 
-    def __init__(self, cluster: aio.LocalCluster, etcd: aio.EtcdCluster, seed: int, every: float) -> None:
+    def __init__(self, cluster: dev.LocalCluster, etcd: dev.EtcdCluster, seed: int, every: float) -> None:
         self.c, self.etcd, self.rng, self.every = cluster, etcd, random.Random(seed), every
         self.log: list[tuple[float, str]] = []
         self.worker_kills: dict[str, list[float]] = collections.defaultdict(list)
@@ -122,7 +121,7 @@ class Injector:
         self.etcd.start_member(i)
 
 
-def submit_all(c: aio.LocalCluster, image_tar: Path, image_id: str, n: int, threads: int, seed: int):
+def submit_all(c: dev.LocalCluster, image_tar: Path, image_id: str, n: int, threads: int, seed: int):
     """Submit n jobs like the CLI does; returns (accepted job ids, refused count, retries by cause)."""
     rng = random.Random(seed + 1)
     plan = [(str(uuid.UUID(int=rng.getrandbits(128))), rng.random() < 0.15) for _ in range(n)]
@@ -182,8 +181,8 @@ def submit_all(c: aio.LocalCluster, image_tar: Path, image_id: str, n: int, thre
 
 def run(args: argparse.Namespace) -> dict:
     base = Path(tempfile.mkdtemp(prefix="pink-chaos-"))
-    etcd = aio.EtcdCluster(3, base / "etcd").start().wait_ready(60)
-    c = aio.LocalCluster(
+    etcd = dev.EtcdCluster(3, base / "etcd").start().wait_ready(60)
+    c = dev.LocalCluster(
         base / "cluster", workers=2, web_servers=2, nginx=True, etcd_endpoints=etcd.endpoints,
         own_engines=True, users=("alice",),
         etcd_overrides={"timeout_s": 2},
@@ -318,7 +317,7 @@ def report(result: dict, args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)

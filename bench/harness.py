@@ -1,14 +1,21 @@
-"""Pieces the benchmarks stand on: the cluster under test, the baselines' sshd and Slurm, a
-byte-counting TCP relay, process memory, statistics, and versions of everything measured."""
+"""What every benchmark stands on: one :class:`Session` (the PINK cluster under test on
+loopback, the plain sshd the by-hand baselines use, the PINK CLI, job waits, images the worker
+holds, the rows and notes of the report), and the instruments: sizes and statistics, peak RSS
+and CPU seconds of process trees, and a TCP relay that counts the bytes a client sends.
+
+It measures nothing by itself; each benchmark module (upload, e2e, resubmit, download,
+dispatch, etcd) says what it measures against which baseline.
+"""
 
 from __future__ import annotations
 
+import argparse
+import base64
 import contextlib
+import dataclasses
 import os
-import platform
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -16,13 +23,17 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import requests
 
-from pink import allinone as aio
+import pink_dev as dev
+from pink.states import TERMINAL
+
+from .images import Blob, BuiltImage, cached_image
 
 REPO = Path(__file__).resolve().parents[1]
+MB = 1e6
 
 
 # ------------------------------------------------------------------------------- numbers
@@ -75,11 +86,53 @@ def uptime_offset() -> float:
     return best  # /proc/uptime truncates to 10 ms: the largest offset is the closest
 
 
+def alternate(rep: int, *runs: Callable[[], Any]) -> list[Any]:
+    """Run ``runs`` in order on even reps, reversed on odd ones; results in given order."""
+    order = list(range(len(runs)))
+    if rep % 2:
+        order.reverse()
+    out: list[Any] = [None] * len(runs)
+    for i in order:
+        out[i] = runs[i]()
+    return out
+
+
+# ------------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass
+class Row:
+    bench: str
+    metric: str
+    pink: str
+    baseline: str = "-"
+    ratio: str = "-"
+    target: str = "-"
+    met: str = "-"
+
+
+def verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("yes" if ok else "**no**")
+
+
+def cpu_note(size: int, pink: list[dict[str, float]], baseline: list[dict[str, float]]) -> str:
+    """CPU seconds per GiB by process, PINK against `ssh`, as a sentence for the notes."""
+    gib = size / 2**30
+
+    def split(runs: list[dict[str, float]]) -> str:
+        per = {k: median(r[k] for r in runs) / gib for k in runs[0]}
+        return f"{sum(per.values()):.1f} (" + ", ".join(f"{k} {v:.1f}" for k, v in per.items()) + ")"
+
+    return (f"CPU, seconds per GiB (medians; when every process shares 2 cores, throughput follows "
+            f"the total): PINK {split(pink)}, `ssh` {split(baseline)}. PINK's CLI and the `ssh` "
+            "client count as 'client'.")
+
+
 # ------------------------------------------------------------------------------- memory
 
 
 def rss_children(pid: int) -> list[int]:
-    return [p for p in aio.descendants(pid) if p != pid]
+    return [p for p in dev.descendants(pid) if p != pid]
 
 
 def reset_peak_rss(pids: Iterable[int]) -> bool:
@@ -167,10 +220,6 @@ class CpuMeter:
             me = resource.getrusage(resource.RUSAGE_SELF)
             self.used["client"] += me.ru_utime + me.ru_stime - self._self
 
-    @property
-    def total(self) -> float:
-        return sum(self.used.values())
-
 
 # ------------------------------------------------------------------------------- relay
 
@@ -181,7 +230,6 @@ class CountingRelay:
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.sent = 0  # client -> server
-        self.received = 0  # server -> client
         self._lock = threading.Lock()
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -193,7 +241,7 @@ class CountingRelay:
 
     def reset(self) -> None:
         with self._lock:
-            self.sent = self.received = 0
+            self.sent = 0
 
     def _accept(self) -> None:
         while not self._closed:
@@ -214,11 +262,9 @@ class CountingRelay:
         try:
             while data := src.recv(1 << 16):
                 dst.sendall(data)
-                with self._lock:
-                    if up:
+                if up:
+                    with self._lock:
                         self.sent += len(data)
-                    else:
-                        self.received += len(data)
         except OSError:
             pass
         finally:
@@ -233,7 +279,7 @@ class CountingRelay:
 # ------------------------------------------------------------------------------- sshd
 
 
-class PlainSshd(aio.Sshd):
+class PlainSshd(dev.Sshd):
     """The same OpenSSH server as a worker's, but without the transfer gate: the baseline an
     operator would use by hand (``ssh worker 'cat > f'``)."""
 
@@ -246,14 +292,13 @@ class PlainSshd(aio.Sshd):
     def prepare(self) -> None:
         super().prepare()
         pub = self.client_key.with_suffix(".pub").read_text().strip()
-        aio._write_private(self.authorized_keys, pub + "\n")
+        dev.write_private(self.authorized_keys, pub + "\n")
 
-    def ssh_argv(self, command: str, cipher: str | None = None) -> list[str]:
+    def ssh_argv(self, command: str) -> list[str]:
         return [
             "ssh", "-i", str(self.client_key), "-p", str(self.port),
             "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
             "-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR",
-            *(["-c", cipher] if cipher else []),
             f"{self.user}@{self.host}", command,
         ]
 
@@ -264,231 +309,180 @@ class PlainSshd(aio.Sshd):
         return m.group(1) if m else "?"
 
 
-# ------------------------------------------------------------------------------- slurm
+# ------------------------------------------------------------------------------- session
 
 
-class _Daemon(aio.Service):
-    def __init__(self, base_dir: Path, name: str, argv: list[str], env: dict[str, str] | None = None,
-                 ready=None) -> None:
-        self.name = name
-        self.marker = Path(argv[0]).name
-        super().__init__(base_dir, env=env)
-        self._argv = argv
-        self._ready = ready
+class Session:
+    """One run of the benchmarks: the cluster under test and the baselines' sshd, shared by
+    every benchmark, and the rows, notes and raw numbers they add."""
 
-    def command(self) -> list[str]:
-        return self._argv
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work = Path(args.workdir).resolve()
+        self.rows: list[Row] = []
+        self.notes: list[str] = []
+        self.raw: dict[str, Any] = {}
+        self.cluster: dev.LocalCluster | None = None
+        self.sshd: PlainSshd | None = None
+        self.relay: CountingRelay | None = None
+        self.last_e2e_job: dict | None = None
+        self.t_start = time.monotonic()
+        self.spies: list[subprocess.Popen] = []
 
-    def is_ready(self) -> bool:
-        return self.alive() and (self._ready is None or self._ready())
+    def log(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.t_start:6.1f}s] {text}", flush=True)
 
+    def setup(self) -> None:
+        a = self.args
+        if self.work.exists():
+            for sub in ("cluster", "sshd-baseline", "by-hand", "downloads", "slurm"):
+                shutil.rmtree(self.work / sub, ignore_errors=True)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.log(f"load average {load_average()}; building images in {self.work / 'images'}")
+        images = self.work / "images"
+        uptime = ["/bin/sh", "-c", "cat /proc/uptime"]
+        # A and B differ only in their top layer (the thin-archive case of resubmit).
+        base = ["busybox", Blob("pink-bench-base", a.size)]
+        self.img_a = cached_image(images, "a", [*base, Blob("pink-bench-top-a", a.top_size, "top/blob")],
+                                  uptime, "pinkbench-a:1")
+        self.img_b = cached_image(images, "b", [*base, Blob("pink-bench-top-b", a.top_size, "top/blob")],
+                                  uptime, "pinkbench-b:1")
+        self.img_d = cached_image(images, "d", ["busybox"], uptime, "pinkbench-d:1")
+        self.log("images: " + ", ".join(f"{img.path.name} {human_size(img.size)}"
+                                        for img in (self.img_a, self.img_b, self.img_d)))
+        self.log("starting the cluster (etcd, sshd + gate, worker, gunicorn, nginx)")
+        # The worker gets a docker engine of its own: the system one is shared with other
+        # people's tests, whose images and containers would come and go under the benchmark.
+        self.cluster = dev.LocalCluster(
+            self.work / "cluster", workers=1, nginx=True, users=("bench",), admin_user="root",
+            web_overrides={"quota_queued_jobs": 100_000},
+            # A lease that outlives a stopped daemon long enough for the RSS check's upload.
+            worker_overrides={"max_parallel_jobs": a.parallel, "lease_ttl_s": 30},
+            own_engines=True,
+        )
+        self.cluster.start()
+        self.worker = self.cluster.workers[0]
+        self.api = self.cluster.api("bench")
+        self.sshd = PlainSshd(self.work / "sshd-baseline", inbox=self.work / "by-hand" / "in",
+                              outbox=self.work / "by-hand" / "out")
+        self.sshd.start().wait_ready(30)
+        self.ssh_cipher = self.sshd.negotiated_cipher()
+        nginx = self.cluster.nginx
+        assert nginx is not None
+        self.relay = CountingRelay((nginx.host, nginx.https_port))
+        # Nothing from an earlier run may make an image look held.
+        for img in (self.img_a, self.img_b, self.img_d):
+            self.forget(img, wait=False)
+        self.log(f"cluster up at {self.cluster.url}; baseline ssh cipher {self.ssh_cipher}")
+        if a.profile:
+            self.start_profiles(Path(a.profile))
 
-SLURM_COMMON = """\
-ClusterName=pinkbench
-SlurmctldHost=localhost
-SlurmctldPort={ctld_port}
-SlurmdPort={d_port}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket={munge_socket}
-StateSaveLocation={dir}/state
-SlurmdSpoolDir={dir}/spool
-SlurmctldPidFile={dir}/slurmctld.pid
-SlurmdPidFile={dir}/slurmd.pid
-SlurmctldLogFile={dir}/slurmctld.log
-SlurmdLogFile={dir}/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-MpiDefault=none
-SwitchType=switch/none
-ReturnToService=2
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-# As many job slots as the PINK worker runs jobs at once (its max_parallel_jobs), whatever
-# the core count: the node is declared with that many CPUs.
-SlurmdParameters=config_overrides
-NodeName=localhost NodeHostname=localhost NodeAddr=127.0.0.1 CPUs={slots} State=UNKNOWN
-PartitionName=bench Nodes=localhost Default=YES MaxTime=INFINITE State=UP
-"""
+    def start_profiles(self, folder: Path) -> None:
+        """py-spy on the worker daemon and the web server's processes for the whole run."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        folder.mkdir(parents=True, exist_ok=True)
+        targets = {"worker": self.worker.daemon.pid, **{f"web-{p}": p for p in self.web_pids()}}
+        for name, pid in targets.items():
+            out = folder / f"{name}.txt"
+            self.spies.append(subprocess.Popen(
+                [spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--threads",
+                 "--nonblocking", "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self.log(f"py-spy recording {', '.join(targets)} into {folder} (raw collapsed stacks)")
 
-#: Settings added for the "tuned" Slurm: schedule at once on every submit and job end, no
-#: batching delay, no minimum interval, a deep queue; lighter FIFO scheduler.
-SLURM_TUNED = """\
-SchedulerType=sched/builtin
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,default_queue_depth=1000,sched_interval=1,max_rpc_cnt=0
-MessageTimeout=5
-"""
-
-
-def slurm_available() -> str:
-    missing = [p for p in ("slurmctld", "slurmd", "sbatch", "squeue", "munged")
-               if not shutil.which(p, path=os.environ.get("PATH", "") + ":/usr/sbin")]
-    return "" if not missing else f"not installed ({', '.join(missing)}): apt-get install slurm-wlm"
-
-
-class Slurm:
-    """slurmctld + slurmd (+ a private munged) on localhost, in ``base_dir``."""
-
-    def __init__(self, base_dir: Path, slots: int, tuned: bool) -> None:
-        self.dir = base_dir
-        self.slots = slots
-        self.tuned = tuned
-        self.conf = base_dir / "slurm.conf"
-        self.env = {"SLURM_CONF": str(self.conf)}
-        self.munge_dir = base_dir / "munge"
-        self.munge_socket = self.munge_dir / "munge.socket"
-        self.services: list[aio.Service] = []
-
-    def settings(self) -> str:
-        return SLURM_TUNED if self.tuned else "(defaults)\n"
-
-    def start(self) -> "Slurm":
-        if self.dir.exists():
-            shutil.rmtree(self.dir)
-        for sub in ("state", "spool", "out"):
-            (self.dir / sub).mkdir(parents=True)
-        self.munge_dir.mkdir(mode=0o700)
-        key = self.munge_dir / "munge.key"
-        key.write_bytes(os.urandom(128))
-        key.chmod(0o600)
-        text = SLURM_COMMON.format(ctld_port=aio.free_port(), d_port=aio.free_port(),
-                                   munge_socket=self.munge_socket, dir=self.dir, slots=self.slots)
-        if self.tuned:
-            text += SLURM_TUNED
-        self.conf.write_text(text)
-        munged = _Daemon(self.dir / "munged", "munged", [
-            shutil.which("munged", path="/usr/sbin:/usr/bin") or "munged", "-F", "--force",
-            f"--socket={self.munge_socket}", f"--key-file={key}",
-            f"--pid-file={self.munge_dir}/munged.pid", f"--log-file={self.munge_dir}/munged.log",
-            f"--seed-file={self.munge_dir}/seed"], ready=self.munge_socket.exists)
-        self.services.append(munged.start().wait_ready(30))
-        ctld = _Daemon(self.dir / "ctld", "slurmctld", [
-            shutil.which("slurmctld", path="/usr/sbin:/usr/bin") or "slurmctld", "-D", "-i",
-            "-f", str(self.conf)], env=self.env)
-        self.services.append(ctld.start())
-        slurmd = _Daemon(self.dir / "slurmd", "slurmd", [
-            shutil.which("slurmd", path="/usr/sbin:/usr/bin") or "slurmd", "-D", "-N", "localhost",
-            "-f", str(self.conf)], env=self.env, ready=self._idle)
-        self.services.append(slurmd.start())
-        slurmd.wait_ready(60)
-        return self
-
-    def _run(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **self.env})
-
-    def _idle(self) -> bool:
-        out = self._run("sinfo", "-h", "-o", "%t")
-        return out.returncode == 0 and out.stdout.strip() == "idle"
-
-    def sbatch(self, command: str) -> str:
-        out = self._run("sbatch", "--parsable", "-o", str(self.dir / "out" / "%j.out"), "--wrap", command)
-        if out.returncode != 0:
-            raise RuntimeError(f"sbatch failed: {out.stderr.strip()}")
-        return out.stdout.strip().split(";")[0]
-
-    def queue_empty(self) -> bool:
-        out = self._run("squeue", "-h", "-o", "%i")
-        return out.returncode == 0 and not out.stdout.strip()
-
-    def output(self, job_id: str) -> str:
-        with contextlib.suppress(OSError):
-            return (self.dir / "out" / f"{job_id}.out").read_text()
-        return ""
-
-    def stop(self) -> None:
-        for service in reversed(self.services):
+    def close(self) -> None:
+        for spy in self.spies:
+            spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        for spy in self.spies:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(30)
+        if self.relay:
+            self.relay.close()
+        if self.sshd:
             with contextlib.suppress(Exception):
-                service.stop(15)
-        self.services.clear()
+                self.sshd.stop()
+        if self.cluster:
+            self.cluster.close()  # stops and deletes the worker's own engine, images and all
 
+    # ------------------------------------------------------------------- the PINK CLI and API
+    def cli(self, *argv: str, via_relay: bool = False, timeout: float = 1800) -> tuple[float, subprocess.CompletedProcess]:
+        assert self.cluster is not None and self.relay is not None
+        url = f"https://127.0.0.1:{self.relay.port}" if via_relay else self.cluster.url
+        env = {**os.environ, "PINK_URL": url, "PINK_TOKEN": self.cluster.tokens["bench"],
+               "PINK_CA_CERT": str(self.cluster.ca_cert),
+               "PINK_CLI_CONFIG": str(self.work / "no-cli-config.json")}
+        t0 = time.time()
+        proc = subprocess.run([sys.executable, "-m", "pink_client", *argv], env=env, capture_output=True,
+                              text=True, timeout=timeout, cwd=str(REPO))
+        wall = time.time() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"pink {' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return wall, proc
 
-# ------------------------------------------------------------------------------- etcd
+    def job(self, job_id: str) -> dict:
+        r = self.api.get(f"/api/v1/jobs/{job_id}")
+        r.raise_for_status()
+        return r.json()["job"]
 
+    def wait_job(self, job_id: str, timeout: float = 900, poll: float = 0.1) -> dict:
+        """The job once it has ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            # Watching etcd is cheaper than asking the web server, which the benchmark
+            # measures: the job's queue key goes when it ends.
+            while self.queued(job_id) and time.monotonic() < deadline:
+                time.sleep(poll)
+            job = self.job(job_id)
+            if job["state"] in TERMINAL:
+                return job
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"job {job_id} still {job['state']} after {timeout:.0f} s")
+            time.sleep(poll)
 
-def etcd_metrics(client_url: str) -> dict[str, float]:
-    text = requests.get(f"{client_url}/metrics", timeout=5).text
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, _, value = line.rpartition(" ")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            continue
-    return out
+    def queued(self, job_id: str = "") -> int:
+        """How many of the worker's jobs have not ended (or whether ``job_id`` has not), read
+        from etcd (the queue/<worker>/<job> keys) without a request to the web server."""
+        assert self.cluster is not None and self.cluster.etcd is not None
+        key = f"{self.cluster.etcd_prefix.rstrip('/')}/queue/{self.worker.name}/{job_id}".encode()
+        body: dict[str, Any] = {"key": base64.b64encode(key).decode(), "count_only": True}
+        if not job_id:
+            end = bytearray(key)
+            end[-1] += 1
+            body["range_end"] = base64.b64encode(bytes(end)).decode()
+        r = requests.post(f"{self.cluster.etcd.members[0].client_url}/v3/kv/range", json=body, timeout=10)
+        r.raise_for_status()
+        return int(r.json().get("count", 0))
 
+    # ------------------------------------------------------------------- images the worker holds
+    def holders(self, image_id: str) -> list[str]:
+        r = self.api.get(f"/api/v1/images/{image_id}")
+        r.raise_for_status()
+        return r.json()["workers"]
 
-def etcd_summary(m: dict[str, float]) -> dict[str, float]:
-    """Counters that say what clients asked of etcd."""
-    out = {"writes (raft proposals)": m.get("etcd_server_proposals_committed_total", 0),
-           "WAL bytes": m.get("etcd_disk_wal_write_bytes_total", 0),
-           "WAL fsyncs": m.get("etcd_disk_wal_fsync_duration_seconds_count", 0)}
-    for key, value in m.items():
-        if key.startswith("grpc_server_handled_total{") and 'grpc_type="unary"' in key:
-            method = re.search(r'grpc_method="(\w+)"', key).group(1)
-            out[f"rpc {method}"] = out.get(f"rpc {method}", 0) + value
-        elif key.startswith("grpc_server_msg_received_total{") and 'grpc_type="bidi_stream"' in key:
-            method = re.search(r'grpc_method="(\w+)"', key).group(1)
-            out[f"stream msg {method}"] = out.get(f"stream msg {method}", 0) + value
-    return out
+    def forget(self, img: BuiltImage, wait: bool = True) -> None:
+        """Remove the image from the worker's engine and wait until the worker says so."""
+        self.worker.docker("image", "rm", "-f", img.image_id, check=False)
+        if wait:
+            dev.wait_until(lambda: not self.holders(img.image_id), 60,
+                           f"the worker to stop listing {img.image_id} after docker rmi")
 
+    def ensure_held(self, img: BuiltImage) -> None:
+        if self.worker.name in self.holders(img.image_id):
+            return
+        _, proc = self.cli("submit", str(img.path), "-q", "--output", "none", "--name", "warm-up")
+        job = self.wait_job(proc.stdout.strip())
+        if job["state"] != "SUCCEEDED":
+            raise RuntimeError(f"warm-up job failed: {job}")
+        dev.wait_until(lambda: self.worker.name in self.holders(img.image_id), 60,
+                       f"the worker to list {img.image_id} after loading it")
 
-# ------------------------------------------------------------------------------- versions
+    # ------------------------------------------------------------------- processes measured
+    def web_pids(self) -> list[int]:
+        assert self.cluster is not None
+        master = self.cluster.web[0].pid
+        return rss_children(master) or [master]
 
-
-def _first_line(argv: list[str]) -> str:
-    with contextlib.suppress(Exception):
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-        text = (out.stdout or out.stderr).strip()
-        return text.splitlines()[0] if text else "?"
-    return "?"
-
-
-def describe_machine() -> dict[str, str]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return {
-        "host": socket.gethostname(),
-        "cpu": f"{os.cpu_count()} x {cpu}",
-        "memory": f"{mem / 2**30:.0f} GiB",
-        "kernel": platform.release(),
-    }
-
-
-def describe_versions() -> dict[str, str]:
-    import gunicorn
-    import paramiko
-
-    import pink
-
-    commit = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return {
-        "pink": f"{pink.__version__} ({commit}{' + local changes' if dirty else ''})",
-        "python": sys.version.split()[0],
-        "docker": _first_line(["docker", "version", "--format", "{{.Server.Version}}"]),
-        "etcd": _first_line(["etcd", "--version"]).replace("etcd Version: ", ""),
-        "nginx": _first_line(["nginx", "-v"]).replace("nginx version: ", ""),
-        "openssh": _first_line(["ssh", "-V"]).split(",")[0],
-        "paramiko": paramiko.__version__,
-        "gunicorn": gunicorn.__version__,
-        "zstd": _first_line(["zstd", "-V"]).split(",")[0].replace("*** ", ""),
-        "slurm": _first_line(["slurmctld", "-V"]) if not slurm_available() else "not installed",
-    }
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    def pink_trees(self) -> dict[str, int]:
+        """The processes an upload or download goes through (the CLI is counted as our child)."""
+        assert self.cluster is not None and self.cluster.nginx is not None
+        return {"nginx": self.cluster.nginx.pid, "web": self.cluster.web[0].pid,
+                "worker sshd": self.worker.sshd.pid}

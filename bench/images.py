@@ -1,27 +1,26 @@
 """Docker-save archives for the benchmarks, written directly (no registry, no ``docker build``).
 
-An image is a list of layers over a static busybox root filesystem. A "blob" layer holds one
-file of pseudo-random bytes (AES-CTR keystream: incompressible, and cheap to make on a small
-machine); the same seed gives the same bytes, so two images can share a layer exactly. The
-archive has Docker 20.10's ``docker save`` layout (``<id>/layer.tar``, ``<id>/VERSION``,
-``<id>/json``, ``<config-sha256>.json``, ``manifest.json`` and ``repositories`` last) and is
-streamed to disk: memory stays flat whatever the layer sizes.
+An image is a list of layers over a static busybox root filesystem (the layer ``"busybox"``,
+:func:`pink_dev.sampleimage.rootfs_tar`). A "blob" layer holds one file of pseudo-random bytes
+(AES-CTR keystream: incompressible, and cheap to make on a small machine); the same seed gives
+the same bytes, so two images can share a layer exactly. The archive has Docker 20.10's
+``docker save`` layout (``<id>/layer.tar``, ``<id>/VERSION``, ``<id>/json``,
+``<config-sha256>.json``, ``manifest.json`` and ``repositories`` last) and is streamed to disk:
+memory stays flat whatever the layer sizes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import tarfile
-import time
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from pink.sampleimage import BUSYBOX, _rootfs_tar
+from pink_dev.sampleimage import BUSYBOX, rootfs_tar
 
 BLOCK = 512
 CHUNK = 8 << 20
@@ -48,13 +47,6 @@ class Blob:
     path: str = "data/blob"
 
 
-@dataclasses.dataclass(frozen=True)
-class Files:
-    """A small layer given as {path: content}."""
-
-    files: tuple[tuple[str, bytes], ...]
-
-
 def _member(name: str, size: int, kind: bytes = tarfile.REGTYPE, mode: int = 0o644) -> bytes:
     info = tarfile.TarInfo(name)
     info.size, info.type, info.mode, info.mtime = size, kind, mode, 1_700_000_000
@@ -69,17 +61,7 @@ def _pad(n: int) -> bytes:
 def _layer_chunks(layer) -> tuple[int, Iterator[bytes]]:
     """(size, chunks) of the layer's uncompressed tar."""
     if layer == "busybox":
-        data = _rootfs_tar(BUSYBOX)
-        return len(data), iter([data])
-    if isinstance(layer, Files):
-        buf = io.BytesIO()
-        dirs = sorted({str(Path(p).parent) for p, _ in layer.files} - {"."})
-        for d in dirs:
-            buf.write(_member(d + "/", 0, tarfile.DIRTYPE, 0o755))
-        for path, content in layer.files:
-            buf.write(_member(path, len(content)) + content + _pad(len(content)))
-        buf.write(bytes(2 * BLOCK))
-        data = buf.getvalue()
+        data = rootfs_tar(BUSYBOX)
         return len(data), iter([data])
     assert isinstance(layer, Blob)
     head = _member(str(Path(layer.path).parent) + "/", 0, tarfile.DIRTYPE, 0o755)
@@ -105,7 +87,7 @@ class BuiltImage:
 
 
 def write_image(path: Path, layers: list, cmd: list[str], tag: str) -> BuiltImage:
-    """Write a docker-save archive of ``layers`` (\"busybox\", Blob or Files) to ``path``."""
+    """Write a docker-save archive of ``layers`` (\"busybox\" or Blob) to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     diff_ids: list[str] = []
     sizes: list[int] = []
@@ -167,20 +149,8 @@ def cached_image(folder: Path, name: str, layers: list, cmd: list[str], tag: str
         data = json.loads(meta.read_text())
         return BuiltImage(path, data["image_id"], tuple(data["diff_ids"]),
                           tuple(data["layer_sizes"]), data["size"], tag)
-    t0 = time.monotonic()
     built = write_image(path, layers, cmd, tag)
     meta.write_text(json.dumps({"image_id": built.image_id, "diff_ids": built.diff_ids,
                                 "layer_sizes": built.layer_sizes, "size": built.size}))
-    print(f"  built {path.name}: {built.size / 2**20:.0f} MiB in {time.monotonic() - t0:.1f} s",
-          flush=True)
     return built
 
-
-def read_stream(f: BinaryIO, size: int) -> Iterator[bytes]:
-    left = size
-    while left > 0:
-        chunk = f.read(min(CHUNK, left))
-        if not chunk:
-            raise EOFError
-        left -= len(chunk)
-        yield chunk

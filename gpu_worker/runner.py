@@ -11,16 +11,11 @@ container that has started is never started again.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import shutil
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import docker
 import docker.errors
@@ -33,33 +28,15 @@ from pink.model import Job, output_expiry
 from pink.states import JobState
 from pink.store import Store
 
+from .export import CHUNK, TRANSIENT_ENGINE_ERRORS, export_container, open_for_transfer
+
 log = logging.getLogger(__name__)
 
 NEVER_STARTED = "0001-01-01T00:00:00Z"
-#: Failures of the engine itself (socket gone, restarting, timing out), not of the job.
-TRANSIENT_ENGINE_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
-#: What the docker CLI prints when it lost the engine, rather than the engine refusing the export.
-CLI_LOST_ENGINE = ("Cannot connect to the Docker daemon", "error during connect", "unexpected EOF")
-CHUNK = 1 << 20
-#: The export starts writing the archive back to disk every this many bytes.
-FLUSH_EVERY = 64 << 20
 
 
 class Abort(Exception):
     """The job left our hands (cancelled, LOST) or failed permanently; stop this run."""
-
-
-def docker_cli(docker_url: str) -> str | None:
-    """The docker CLI, to export through, when the engine is a local socket it can reach."""
-    return shutil.which("docker") if docker_url.startswith("unix://") else None
-
-
-def open_for_transfer(path: Path) -> BinaryIO:
-    """Open an outbox file for writing with mode 0640 whatever the umask: the transfer account
-    (the outbox's group) reads it through the SSH gate, nobody else may."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    os.fchmod(fd, 0o640)
-    return os.fdopen(fd, "wb")
 
 
 class Preload:
@@ -367,76 +344,13 @@ class JobRun:
     def _export_and_finish(self, container) -> None:
         size, digest = 0, ""
         if self.job.output != "none" and container is not None:
-            size, digest = self._export(container)
+            size, digest = export_container(container, self.engine, self.cfg.docker_url,
+                                            self.cfg.compressor, self.archive_file)
         log_bytes = self.log_file.stat().st_size if self.log_file.exists() else 0
         self.update(JobState(self.job.outcome or JobState.FAILED.value), reason=self.job.reason,
                     output_bytes=size, output_sha256=digest, log_bytes=log_bytes,
                     output_expires_at=output_expiry(time.time(), self.cfg.output_retention_s))
         log.info("job %s: %s (exit %s, archive %d bytes)", self.job.id, self.job.state, self.job.exit_code, size)
-
-    def _export(self, container) -> tuple[int, str]:
-        """Stream ``docker export`` through the compressor into the outbox; (size, sha256)."""
-        part = self.archive_file.with_name(self.archive_file.name + ".part")
-        feed_error: list[BaseException] = []
-        cli = docker_cli(self.cfg.docker_url)
-        exporter: subprocess.Popen | None = None
-        if cli:
-            # The docker CLI pipes the export straight into the compressor: docker-py would
-            # pass every byte through this process (2.4 CPU-seconds more per GiB, measured).
-            exporter = subprocess.Popen([cli, "-H", self.cfg.docker_url, "export", container.id],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            proc = subprocess.Popen(list(self.cfg.compressor), stdin=exporter.stdout, stdout=subprocess.PIPE)
-            exporter.stdout.close()  # the compressor reads it now
-            feeder = None
-        else:
-            proc = subprocess.Popen(list(self.cfg.compressor), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-
-            def feed() -> None:
-                try:
-                    for chunk in container.export(chunk_size=CHUNK):
-                        proc.stdin.write(chunk)
-                except BaseException as exc:  # reported below; the reader must not hang
-                    feed_error.append(exc)
-                finally:
-                    proc.stdin.close()
-
-            feeder = threading.Thread(target=feed, daemon=True)
-            feeder.start()
-        sha = hashlib.sha256()
-        size = 0
-        flushing: threading.Thread | None = None
-        with open_for_transfer(part) as out:
-            while chunk := proc.stdout.read(CHUNK):
-                sha.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-                # Write back as we go, so the fsync below does not wait for the whole archive.
-                if size % FLUSH_EVERY < len(chunk) and (flushing is None or not flushing.is_alive()):
-                    out.flush()
-                    flushing = threading.Thread(target=os.fdatasync, args=(out.fileno(),), daemon=True)
-                    flushing.start()
-            out.flush()
-            if flushing is not None:
-                flushing.join()
-            os.fsync(out.fileno())
-        if feeder is not None:
-            feeder.join()
-        if exporter is not None and exporter.wait() != 0:
-            detail = exporter.stderr.read(2000).decode(errors="replace").strip() if exporter.stderr else ""
-            self.engine.ping()  # an engine that went away mid-export raises here: resume later
-            # An engine that restarted (back already) is no reason to fail the job either.
-            lost = any(message in detail for message in CLI_LOST_ENGINE)
-            feed_error.append((requests.ConnectionError if lost else RuntimeError)(
-                f"docker export exited {exporter.returncode}: {detail}"))
-        if exporter is not None and exporter.stderr:
-            exporter.stderr.close()
-        if proc.wait() != 0 or feed_error:
-            part.unlink(missing_ok=True)
-            if feed_error and isinstance(feed_error[0], TRANSIENT_ENGINE_ERRORS):
-                raise feed_error[0]  # the engine went away mid-export: resume it later
-            raise RuntimeError(f"export failed: {feed_error[0] if feed_error else 'compressor exit ' + str(proc.returncode)}")
-        part.rename(self.archive_file)
-        return size, sha.hexdigest()
 
     # ----- endings -------------------------------------------------------------------------------
     def _fail(self, reason: str) -> str:

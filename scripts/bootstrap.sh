@@ -96,15 +96,29 @@ fi
 step "pip install -r requirements.txt"
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 done_step
-# The editable install only changes when pyproject.toml does (new entry points).
-dist_info=$(ls -d .venv/lib/python3*/site-packages/pink-*.dist-info 2>/dev/null | head -n 1 || true)
-if [ -n "$dist_info" ] && [ "$(cat "$dist_info/direct_url.json" 2>/dev/null | grep -c "file://$ROOT\"")" = 1 ] \
-        && [ ! pyproject.toml -nt "$dist_info" ]; then
-    echo "==> pink already installed in .venv (editable, $ROOT)"
-else
-    step "pip install -e . (pink, pink-aio, pink-admin, pink-ssh-gate, pink-worker)"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e .
-    done_step
-fi
+# Every command a distribution declares is in .venv/bin (an older pink declared pink-aio too,
+# and reinstalling pink removes it although pink_dev provides it now).
+commands_present() {  # DIST_INFO
+    local name
+    for name in $(sed -n '/^\[console_scripts\]/,/^\[/s/^\([A-Za-z0-9_.-]*\) *=.*/\1/p' "$1/entry_points.txt" 2>/dev/null); do
+        [ -x ".venv/bin/$name" ] || return 1
+    done
+}
+# An editable install only changes when its pyproject.toml does (new entry points).
+editable_install() {  # DIST (as its .dist-info folder spells it) FOLDER WHAT-IT-BRINGS
+    local dist=$1 folder=$2 what=$3 dist_info
+    dist_info=$(ls -d .venv/lib/python3*/site-packages/"$dist"-*.dist-info 2>/dev/null | head -n 1 || true)
+    if [ -n "$dist_info" ] && [ "$(cat "$dist_info/direct_url.json" 2>/dev/null | grep -c "file://$folder\"")" = 1 ] \
+            && [ ! "$folder/pyproject.toml" -nt "$dist_info" ] && commands_present "$dist_info"; then
+        echo "==> $dist already installed in .venv (editable, $folder)"
+    else
+        step "pip install -e $folder ($what)"
+        .venv/bin/python -m pip install -q --disable-pip-version-check -e "$folder"
+        done_step
+    fi
+}
+editable_install pink "$ROOT" "pink, pink-admin, pink-ssh-gate, pink-worker"
+# The dev cluster (pink-aio, the tests' and the bench's launchers): never installed on servers.
+editable_install pink_dev "$ROOT/dev" "pink_dev, pink-aio"
 
 echo "==> bootstrap finished in $(secs "$total_start")s ($ROOT)"

@@ -23,7 +23,7 @@ say "1/5 install what PINK needs (scripts/bootstrap.sh)"
 bash scripts/bootstrap.sh
 
 say "2/5 start the all-in-one cluster in $AIO_DIR"
-"$PY" -m pink.allinone up --dir "$AIO_DIR" --https-port "$HTTPS_PORT" \
+"$PY" -m pink_dev.aio up --dir "$AIO_DIR" --https-port "$HTTPS_PORT" \
     || fail "pink-aio up did not finish; logs are in $AIO_DIR/*/*.log"
 export PINK_CLI_CONFIG=$AIO_DIR/cli.json
 
@@ -32,7 +32,7 @@ SCRIPT='echo "hello from PINK job on $(uname -n)" > /out/result.txt
 echo "sha256 of 1..100000: $(seq 1 100000 | sha256sum | cut -d" " -f1)" >> /out/result.txt
 cat /out/result.txt'
 SAMPLE=$AIO_DIR/sample.tar
-"$PY" -m pink.sampleimage --tag pink-quickstart:latest --script "$SCRIPT" --out "$SAMPLE" >/dev/null \
+"$PY" -m pink_dev.sampleimage --tag pink-quickstart:latest --script "$SCRIPT" --out "$SAMPLE" >/dev/null \
     || fail "could not build the sample image (is dockerd running? see /var/log/dockerd.log)"
 echo "    $SAMPLE ($(du -h "$SAMPLE" | cut -f1))"
 

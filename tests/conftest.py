@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from pink.sampleimage import build_sample_image
+from pink_dev.sampleimage import build_sample_image
+
+from tests.helpers import LOGGED_SERVICES
 
 #: Sample job images: busybox rootfs + a shell script (built locally, no registry).
 SCRIPTS = {
@@ -27,3 +31,13 @@ def images(tmp_path_factory):
         out[name] = folder / f"{name}.tar"
         build_sample_image(f"pink-test-{name}:latest", script, out[name])
     return out
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A failing test's report ends with the log tails of the services it used (track_logs)."""
+    report: pytest.TestReport = yield
+    if report.when == "call" and report.failed:
+        for service in [*item.stash.get(LOGGED_SERVICES, []), *item.session.stash.get(LOGGED_SERVICES, [])]:
+            report.sections.append((f"log of {service.name} ({service.log_path})", service.log_tail(40)))
+    return report

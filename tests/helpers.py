@@ -8,8 +8,19 @@ import tarfile
 import time
 
 import docker
+import pytest
 
-TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "LOST"}
+import pink_dev as dev
+from pink.states import TERMINAL as TERMINAL_STATES
+
+TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
+#: Services whose log tails go into the report of a failing test (see tests/conftest.py).
+LOGGED_SERVICES = pytest.StashKey[list[dev.Service]]()
+
+
+def track_logs(node: pytest.Item | pytest.Session, *services: dev.Service) -> None:
+    """A test of ``node`` (one test, or the whole session) that fails shows these logs' tails."""
+    node.stash.setdefault(LOGGED_SERVICES, []).extend(services)
 
 
 def submit(api, tar, **params):
@@ -18,14 +29,9 @@ def submit(api, tar, **params):
 
 
 def wait_state(api, job_id, states, timeout=60):
-    deadline = time.time() + timeout
-    job = None
-    while time.time() < deadline:
-        job = api.get(f"/api/v1/jobs/{job_id}").json()["job"]
-        if job["state"] in states:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not reach {states}: {job}")
+    """The job once it is in one of ``states``."""
+    return dev.wait_until(lambda: (job := api.get(f"/api/v1/jobs/{job_id}").json()["job"])["state"] in states and job,
+                          timeout, f"job {job_id} to reach {sorted(states)}", interval=0.2)
 
 
 def archive_members(data: bytes) -> dict[str, bytes]:

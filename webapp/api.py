@@ -22,6 +22,7 @@ from .auth import admin_required, current_user, login_required, refresh_session,
 from .errors import error_response
 from .events import JobChanges
 from .openapi import SPEC
+from .upload import SocketBody
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -90,7 +91,7 @@ def submit_job():
     spec = joblogic.JobSpec.parse(request.args, g.user)
     length = request.content_length
     # Straight from the socket when gunicorn serves us (far fewer copies of a multi-GB body).
-    body = joblogic.SocketBody.of(request.environ, length) if length else None
+    body = SocketBody.of(request.environ, length) if length else None
     body = body or request.stream
     try:
         job, created = joblogic.submit(

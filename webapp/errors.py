@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from pink.errors import StoreError, StoreUnavailable, WorkerUnavailable
@@ -24,15 +24,6 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         return error_response(exc.code or 500, exc.description or exc.name)
-
-    @app.after_request
-    def close_after_unread_body(response):
-        # A request refused with its big body unread (over the limit, or anonymous): close the
-        # connection rather than let gunicorn read the rest of the body to keep it alive.
-        big = (request.content_length or 0) > app.config["MAX_CONTENT_LENGTH"]
-        if response.status_code == 413 or (response.status_code >= 400 and big):
-            response.headers["Connection"] = "close"
-        return response
 
     @app.errorhandler(StoreUnavailable)
     def store_down(exc: StoreUnavailable):

@@ -17,8 +17,8 @@ from pink.lease import Lease
 from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
 
-from .dockertar import ValidatingReader
 from .transfer import WorkerLinks
+from .upload import ValidatingReader
 
 log = logging.getLogger(__name__)
 
@@ -154,62 +154,6 @@ def held_layers(store: Store, user: User, worker: WorkerInfo, diff_ids: list[str
             if n and image in mine:
                 return n
     return 0
-
-
-class SocketBody:
-    """The request body of an upload read straight from gunicorn's client socket.
-
-    Gunicorn's own body reader gathers every read in BytesIO buffers and copies each MiB several
-    times over before the application sees it; on a 1 GiB upload that was the web server's
-    largest CPU cost after SSH itself. Here each ``read(n)`` is ``recv_into`` one buffer. The
-    bytes gunicorn already holds come first, and its count of what is left of the body is kept
-    up to date, so that it finds the body consumed and can keep the connection. :meth:`of`
-    returns None (use ``request.stream``) unless the request is exactly what this expects.
-    """
-
-    def __init__(self, sock, reader, buffered: bytes, length: int) -> None:
-        self._sock = sock
-        self._reader = reader  # gunicorn's LengthReader: its .length is what is left
-        self._head = memoryview(buffered)
-        self._left = length
-
-    @classmethod
-    def of(cls, environ: dict, length: int | None) -> "SocketBody | None":
-        body, sock = environ.get("wsgi.input"), environ.get("gunicorn.socket")
-        reader = getattr(body, "reader", None)
-        unreader = getattr(reader, "unreader", None)
-        if (length is None or sock is None or type(body).__name__ != "Body"
-                or type(reader).__name__ != "LengthReader" or getattr(reader, "length", None) != length
-                or not hasattr(unreader, "take_buffered") or not hasattr(unreader, "unread")
-                or getattr(body, "buf", None) is None or body.buf.getbuffer().nbytes
-                or getattr(sock, "gettimeout", lambda: 1)() not in (None,)):
-            return None
-        held = unreader.take_buffered()
-        if len(held) > length:  # never the case behind nginx, which does not pipeline
-            unreader.unread(held[length:])
-            held = held[:length]
-        return cls(sock, reader, held, length)
-
-    def read(self, n: int | None = -1) -> bytes | bytearray:
-        want = self._left if n is None or n < 0 else min(n, self._left)
-        if want <= 0:
-            return b""
-        if self._head:
-            piece = self._head[:want].tobytes()
-            self._head = self._head[len(piece):]
-        else:
-            buf = bytearray(want)
-            view = memoryview(buf)
-            got = 0
-            while got < want:
-                k = self._sock.recv_into(view[got:], want - got)
-                if not k:
-                    break  # the client went away: the caller sees a short body
-                got += k
-            piece = buf if got == want else buf[:got]
-        self._left -= len(piece)
-        self._reader.length -= len(piece)
-        return piece
 
 
 def _await_upload(store: Store, job: Job, wait_s: float) -> Job:

@@ -1,4 +1,4 @@
-"""CI runs the benchmarks at a tiny size: `bench/run.py --smoke` must still stand up its cluster,
+"""CI runs the benchmarks at a tiny size: `python -m bench --smoke` must still stand up its cluster,
 run every benchmark with its baseline and print the table (DESIGN §7). The numbers at this
 size mean nothing; bench/RESULTS.md holds the real ones."""
 
@@ -21,7 +21,7 @@ def test_bench_smoke_produces_a_table(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "bench/run.py", "--smoke", "--results", str(results), "--workdir", str(tmp_path / "work")],
+        [sys.executable, "-m", "bench", "--smoke", "--results", str(results), "--workdir", str(tmp_path / "work")],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     took = time.monotonic() - t0

@@ -1,7 +1,7 @@
 """Fixtures of the browser layer: one real cluster behind nginx (TLS) for the whole session,
 and Debian's headless Chromium driven by Playwright.
 
-The cluster is :class:`pink.allinone.LocalCluster`, the class behind the integration tests'
+The cluster is :class:`pink_dev.LocalCluster`, the class behind the integration tests'
 ``cluster`` fixture, made once per session here (that fixture is per test) to keep the layer
 within its budget; tests stay independent by using their own users and jobs.
 """
@@ -16,34 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from pink import allinone as aio
-from pink.sampleimage import build_sample_image
+import pink_dev as dev
+from pink_dev.sampleimage import build_sample_image
 
 from tests.browser.ui_helpers import CHROMIUM, CHROMIUM_ARGS, PASSWORDS, SCREENSHOTS, VIEWPORT, login
-
-_cluster: aio.LocalCluster | None = None
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
-    report: pytest.TestReport = yield
-    if report.when == "call" and report.failed and _cluster is not None:
-        services: list[aio.Service] = list(_cluster.web) + [w.daemon for w in _cluster.workers]
-        services += [_cluster.nginx] if _cluster.nginx else []
-        for service in services:
-            report.sections.append((f"log of {service.name} ({service.log_path})", service.log_tail(30)))
-    return report
+from tests.helpers import LOGGED_SERVICES, track_logs
 
 
 @pytest.fixture(scope="session")
-def ui_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[aio.LocalCluster]:
+def ui_cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[dev.LocalCluster]:
     """etcd, a worker (sshd + system docker), gunicorn and nginx with TLS; users with passwords."""
-    global _cluster
-    aio.ensure_system_dockerd()
+    dev.ensure_system_dockerd()
     base = tmp_path_factory.mktemp("ui")
-    ca = aio.make_dev_ca(base / "ssl")
-    cluster = aio.LocalCluster(base / "cluster", nginx=True, dev_ca=ca, users=(), admin_user="")
-    _cluster = cluster
+    ca = dev.make_dev_ca(base / "ssl")
+    cluster = dev.LocalCluster(base / "cluster", nginx=True, dev_ca=ca, users=(), admin_user="")
     old_path = os.environ["PATH"]
     # Only while the cluster starts, so that only its worker sees the stub: later test layers
     # in the same session must see the machine as it is.
@@ -51,12 +37,14 @@ def ui_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[aio.LocalCl
     try:
         with cluster:
             os.environ["PATH"] = old_path
+            track_logs(request.session, *cluster.web, *(w.daemon for w in cluster.workers), cluster.nginx)
             cluster.add_users([("root", True), ("alice", False), ("bob", False), ("carol", False),
                                ("erin", False)], PASSWORDS)
             yield cluster
     finally:
         os.environ["PATH"] = old_path
-        _cluster = None
+        if LOGGED_SERVICES in request.session.stash:
+            del request.session.stash[LOGGED_SERVICES]
 
 
 def fake_nvidia_smi(folder: Path) -> Path:

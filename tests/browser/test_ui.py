@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
+import pink_dev as dev
 from tests.helpers import TERMINAL, archive_members, submit, wait_state
-from tests.browser.ui_helpers import PASSWORDS, login, wait_js, wait_until
+from tests.browser.ui_helpers import PASSWORDS, login, wait_js
 
 pytestmark = pytest.mark.browser
 
@@ -151,7 +152,7 @@ def test_cancel_an_upload_leaves_no_job_waiting(new_page, ui_cluster, fresh_imag
         return jobs and all(j["state"] == "FAILED" for j in jobs) and jobs
 
     # The server saw the client go: the record fails and the partial file is removed.
-    for job in wait_until(settled, 30, "the broken upload to be recorded as FAILED"):
+    for job in dev.wait_until(settled, 30, "the broken upload to be recorded as FAILED"):
         assert not (Path(ui_cluster.workers[0].inbox) / f"{job['id']}.tar").exists()
 
 
@@ -192,8 +193,8 @@ def test_resubmit_a_failed_job_reuses_the_image_on_the_worker(new_page, ui_clust
     wait_js(page, "document.getElementById('log-status').textContent.startsWith('End of the log')")
     assert "about to fail" in page.locator("#log").inner_text()
     # The worker reports the images it holds every few seconds; wait until it counts this one.
-    wait_until(lambda: api.get(f"/api/v1/images/{job['image_id']}").json()["workers"], 30,
-               "the worker to report the image")
+    dev.wait_until(lambda: api.get(f"/api/v1/images/{job['image_id']}").json()["workers"], 30,
+                   "the worker to report the image")
     page.click("#resubmit")
     page.wait_for_url(lambda url: re.search(r"/jobs/[0-9a-f]{20}$", url) and not url.endswith(job["id"]))
     new_id = page.url.rsplit("/", 1)[1]
@@ -207,8 +208,8 @@ def test_resubmit_a_failed_job_reuses_the_image_on_the_worker(new_page, ui_clust
 def test_an_image_a_worker_holds_is_not_uploaded_again(new_page, ui_cluster, images):
     api = ui_cluster.api("alice")
     first = wait_state(api, submit(api, images["writer"], name="first-upload").json()["job"]["id"], TERMINAL)
-    wait_until(lambda: api.get(f"/api/v1/images/{first['image_id']}").json()["workers"], 30,
-               "the worker to report the image")
+    dev.wait_until(lambda: api.get(f"/api/v1/images/{first['image_id']}").json()["workers"], 30,
+                   "the worker to report the image")
     page = new_page("alice")
     page.goto(f"{ui_cluster.url}/submit")
     page.set_input_files("#file", str(images["writer"]))
@@ -322,7 +323,7 @@ def test_admin_drains_and_undrains_a_worker(new_page, ui_cluster, images, screen
     card.wait_for()
     assert card.locator(".badge").inner_text() == "Up"
     # The page polls every 5 s: wait for it to show the running job.
-    wait_until(lambda: int(card.locator("dd").nth(1).inner_text()) >= 1, 30, "the running job on the worker card")
+    dev.wait_until(lambda: int(card.locator("dd").nth(1).inner_text()) >= 1, 30, "the running job on the worker card")
     assert card.locator(".gpu").count() == 4 and card.locator(".gpu.free").count() == 4
     card.get_by_role("button", name=f"Drain {name}").click()
     card.locator(".badge", has_text="Drained").wait_for()
@@ -428,15 +429,15 @@ def test_a_busy_cluster_shows_running_and_queued_jobs(new_page, ui_cluster, imag
         page = new_page("alice")
         last = page.locator(f"tr[data-id='{ids[-1]}']")
         last.locator(".badge[data-state=QUEUED]").wait_for(timeout=60_000)
-        wait_until(lambda: page.locator("#jobs-body .badge[data-state=RUNNING]").count() >= 4, 60,
-                   "four running jobs on the jobs page")
+        dev.wait_until(lambda: page.locator("#jobs-body .badge[data-state=RUNNING]").count() >= 4, 60,
+                       "four running jobs on the jobs page")
         queue = last.locator("td[data-label=Queue]").inner_text()
         assert queue.startswith("#1 · "), queue
         time.sleep(1.5)  # runtimes tick
         screenshot(page, "jobs")
         page.goto(f"{ui_cluster.url}/workers")
         card = page.locator(f"article[data-worker='{ui_cluster.workers[0].name}']")
-        wait_until(lambda: card.locator("dd").nth(1).inner_text() == "4", 30, "4 running on the worker card")
+        dev.wait_until(lambda: card.locator("dd").nth(1).inner_text() == "4", 30, "4 running on the worker card")
         assert card.locator(".mine li").count() == 5
         screenshot(page, "workers")
     finally:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
-from typing import Callable
+
+import pink_dev as dev
 
 CHROMIUM = os.environ.get("PINK_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -27,18 +27,7 @@ def login(page, url: str, user: str) -> None:
     page.wait_for_url(f"{url}/jobs")
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
-
-
 def wait_js(page, expression: str, timeout: float = 30.0) -> object:
     """Poll a JavaScript expression until it is truthy (``page.wait_for_function`` evaluates
     strings with eval, which the pages' Content-Security-Policy rightly forbids)."""
-    return wait_until(lambda: page.evaluate(expression), timeout, expression)
+    return dev.wait_until(lambda: page.evaluate(expression), timeout, expression)

@@ -93,7 +93,7 @@ class Deployment:
         path = self.workdir / f"{name}.tar"
         if not path.exists():
             tag = f"pink-deploy-{name}:{os.getpid()}"
-            subprocess.run([sys.executable, "-m", "pink.sampleimage", "--tag", tag, "--script", script,
+            subprocess.run([sys.executable, "-m", "pink_dev.sampleimage", "--tag", tag, "--script", script,
                             "--out", str(path)], check=True, capture_output=True, timeout=120)
             subprocess.run(["docker", "rmi", tag], capture_output=True, timeout=60)
         return path

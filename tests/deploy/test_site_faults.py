@@ -19,27 +19,20 @@ import requests
 
 from deploy_harness import TIMINGS, Deployment
 
+import pink_dev as dev
+from tests.helpers import TERMINAL
+
 pytestmark = pytest.mark.deploy
 
 T = TypeVar("T")
-TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "LOST"}
 #: From `docker stop` (systemd's shutdown included): worker lease TTL (10 s) + janitor sweep
 #: (5 s) + one failed etcd call (5 s) + slack.
 LOST_WITHIN_S = 45.0
 
 
-def wait_for(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = probe()
-        except requests.RequestException:
-            value = None  # the load balancer is between two web servers: ask again
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+def wait_for(probe: Callable[[], T], timeout: float, what: str) -> T:
+    """Ask again every half second: the load balancer may be between two web servers."""
+    return dev.wait_until(probe, timeout, what, interval=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,18 @@
 """Fixtures that start real services for the integration tests, and stop what they started.
 
-Everything is built on the launchers in :mod:`pink.allinone`; each fixture keeps its state
+Everything is built on the launchers in :mod:`pink_dev`; each fixture keeps its state
 under the test's ``tmp_path`` and stops its processes on teardown, pass or fail.
 
 * ``etcd`` — endpoints (``["127.0.0.1:PORT"]``) of a fresh single-member etcd;
-  ``etcd_server`` is the :class:`~pink.allinone.EtcdCluster` behind it.
-* ``etcd3cluster`` — a fresh 3-member :class:`~pink.allinone.EtcdCluster` (stop/start members).
-* ``extra_dockerd()`` — a factory of extra docker engines (:class:`~pink.allinone.Dockerd`).
+  ``etcd_server`` is the :class:`~pink_dev.EtcdCluster` behind it.
+* ``etcd3cluster`` — a fresh 3-member :class:`~pink_dev.EtcdCluster` (stop/start members).
+* ``extra_dockerd()`` — a factory of extra docker engines (:class:`~pink_dev.Dockerd`).
 * ``sshd(inbox=None, outbox=None, client_key=None)`` — a factory of loopback sshds whose key
-  is forced through the transfer gate (:class:`~pink.allinone.Sshd`).
+  is forced through the transfer gate (:class:`~pink_dev.Sshd`).
 * ``dev_ca`` — a session-wide private CA + server certificate for 127.0.0.1/localhost.
-* ``nginx(upstreams, **kw)`` — a factory of TLS load balancers (:class:`~pink.allinone.Nginx`).
+* ``nginx(upstreams, **kw)`` — a factory of TLS load balancers (:class:`~pink_dev.Nginx`).
 * ``cluster(workers=1, web_servers=1, nginx=False, **worker_overrides)`` — a factory of whole
-  clusters (:class:`~pink.allinone.LocalCluster`): ``.url``, ``.tokens[user]``, ``.api(user)``,
+  clusters (:class:`~pink_dev.LocalCluster`): ``.url``, ``.tokens[user]``, ``.api(user)``,
   ``.workers[i]`` (``.name .daemon .docker_url .inbox .outbox .sshd .dockerd``),
   ``.config_path``, ``.stop_worker(i)``, ``.start_worker(i)``. Users ``alice`` and ``bob`` and
   the admin ``root`` exist with tokens. Extra keywords: ``etcd_endpoints``, ``web_overrides``,
@@ -29,63 +29,49 @@ from typing import Any
 
 import pytest
 
-from pink import allinone as aio
+import pink_dev as dev
 
-_SERVICES = pytest.StashKey[list[aio.Service]]()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
-    report: pytest.TestReport = yield
-    if report.when == "call" and report.failed:
-        for service in item.stash.get(_SERVICES, []):
-            report.sections.append((f"log of {service.name} ({service.log_path})", service.log_tail(40)))
-    return report
-
-
-def _track(request: pytest.FixtureRequest, *services: aio.Service) -> None:
-    request.node.stash.setdefault(_SERVICES, []).extend(services)
-
+from tests.helpers import track_logs
 
 @pytest.fixture(scope="session")
 def system_docker() -> str:
     """The system docker engine, started if it does not answer; yields its URL."""
-    aio.ensure_system_dockerd()
-    return aio.SYSTEM_DOCKER_URL
+    dev.ensure_system_dockerd()
+    return dev.SYSTEM_DOCKER_URL
 
 
 @pytest.fixture
-def etcd_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[aio.EtcdCluster]:
-    server = aio.EtcdCluster(1, tmp_path / "etcd")
-    _track(request, *server.members)
+def etcd_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dev.EtcdCluster]:
+    server = dev.EtcdCluster(1, tmp_path / "etcd")
+    track_logs(request.node, *server.members)
     with server:
         yield server
 
 
 @pytest.fixture
-def etcd(etcd_server: aio.EtcdCluster) -> list[str]:
+def etcd(etcd_server: dev.EtcdCluster) -> list[str]:
     """Endpoints of a fresh single-member etcd, as ``etcd.endpoints`` takes them."""
     return etcd_server.endpoints
 
 
 @pytest.fixture
-def etcd3cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[aio.EtcdCluster]:
+def etcd3cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dev.EtcdCluster]:
     """A fresh 3-member etcd cluster on loopback (``.stop_member(i)``, ``.start_member(i)``)."""
-    cluster = aio.EtcdCluster(3, tmp_path / "etcd3")
-    _track(request, *cluster.members)
+    cluster = dev.EtcdCluster(3, tmp_path / "etcd3")
+    track_logs(request.node, *cluster.members)
     with cluster:
         yield cluster
 
 
 @pytest.fixture
-def extra_dockerd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[], aio.Dockerd]]:
+def extra_dockerd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[], dev.Dockerd]]:
     """Factory: start another docker engine; ``.url`` is its ``unix://`` address."""
-    made: list[aio.Dockerd] = []
+    made: list[dev.Dockerd] = []
 
-    def make() -> aio.Dockerd:
-        engine = aio.Dockerd(tmp_path / f"dockerd{len(made)}")
+    def make() -> dev.Dockerd:
+        engine = dev.Dockerd(tmp_path / f"dockerd{len(made)}")
         made.append(engine)
-        _track(request, engine)
+        track_logs(request.node, engine)
         engine.start()
         engine.wait_ready(60)
         return engine
@@ -97,23 +83,23 @@ def extra_dockerd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Ca
 
 
 @pytest.fixture
-def sshd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., aio.Sshd]]:
+def sshd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., dev.Sshd]]:
     """Factory: ``sshd(inbox=None, outbox=None, client_key=None)`` → a ready :class:`Sshd`.
 
     Its client key is ``.client_key`` and its pinned host line ``.known_hosts`` (a file).
     """
-    made: list[aio.Sshd] = []
+    made: list[dev.Sshd] = []
 
-    def make(inbox: Path | None = None, outbox: Path | None = None, client_key: Path | None = None) -> aio.Sshd:
+    def make(inbox: Path | None = None, outbox: Path | None = None, client_key: Path | None = None) -> dev.Sshd:
         folder = tmp_path / f"sshd{len(made)}"
-        server = aio.Sshd(
+        server = dev.Sshd(
             folder,
             inbox=inbox or folder / "inbox",
             outbox=outbox or folder / "outbox",
             client_key=client_key,
         )
         made.append(server)
-        _track(request, server)
+        track_logs(request.node, server)
         server.start()
         server.wait_ready(30)
         return server
@@ -124,20 +110,20 @@ def sshd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..
 
 
 @pytest.fixture(scope="session")
-def dev_ca(tmp_path_factory: pytest.TempPathFactory) -> aio.DevCA:
+def dev_ca(tmp_path_factory: pytest.TempPathFactory) -> dev.DevCA:
     """A private CA and a server certificate for 127.0.0.1 and localhost."""
-    return aio.make_dev_ca(tmp_path_factory.mktemp("ssl"))
+    return dev.make_dev_ca(tmp_path_factory.mktemp("ssl"))
 
 
 @pytest.fixture
-def nginx(tmp_path: Path, dev_ca: aio.DevCA, request: pytest.FixtureRequest) -> Iterator[Callable[..., aio.Nginx]]:
+def nginx(tmp_path: Path, dev_ca: dev.DevCA, request: pytest.FixtureRequest) -> Iterator[Callable[..., dev.Nginx]]:
     """Factory: ``nginx(upstreams, **kw)`` → a ready TLS :class:`Nginx` (``.url``) using ``dev_ca``."""
-    made: list[aio.Nginx] = []
+    made: list[dev.Nginx] = []
 
-    def make(upstreams: list[str | int], **kwargs: Any) -> aio.Nginx:
-        server = aio.Nginx(
+    def make(upstreams: list[str | int], **kwargs: Any) -> dev.Nginx:
+        server = dev.Nginx(
             tmp_path / f"nginx{len(made)}",
-            https_port=kwargs.pop("https_port", None) or aio.free_port(),
+            https_port=kwargs.pop("https_port", None) or dev.free_port(),
             upstreams=upstreams,
             cert=dev_ca.cert,
             key=dev_ca.key,
@@ -145,7 +131,7 @@ def nginx(tmp_path: Path, dev_ca: aio.DevCA, request: pytest.FixtureRequest) -> 
             **kwargs,
         )
         made.append(server)
-        _track(request, server)
+        track_logs(request.node, server)
         server.start()
         server.wait_ready(30)
         return server
@@ -157,10 +143,10 @@ def nginx(tmp_path: Path, dev_ca: aio.DevCA, request: pytest.FixtureRequest) -> 
 
 @pytest.fixture
 def cluster(
-    tmp_path: Path, dev_ca: aio.DevCA, system_docker: str, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., aio.LocalCluster]]:
+    tmp_path: Path, dev_ca: dev.DevCA, system_docker: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., dev.LocalCluster]]:
     """Factory: ``cluster(workers=1, web_servers=1, nginx=False, **worker_overrides)``."""
-    made: list[aio.LocalCluster] = []
+    made: list[dev.LocalCluster] = []
 
     def make(
         workers: int = 1,
@@ -174,8 +160,8 @@ def cluster(
         start_workers: bool = True,
         own_engines: bool = False,
         **worker_overrides: Any,
-    ) -> aio.LocalCluster:
-        local = aio.LocalCluster(
+    ) -> dev.LocalCluster:
+        local = dev.LocalCluster(
             tmp_path / f"c{len(made)}",
             workers=workers,
             web_servers=web_servers,
@@ -194,13 +180,13 @@ def cluster(
             local.start()
         finally:
             # Track whatever did start, so a failed start still shows its logs.
-            services: list[aio.Service] = []
+            services: list[dev.Service] = []
             if local.etcd:
                 services += local.etcd.members
             for w in local.workers:
                 services += [w.daemon, w.sshd] + ([w.dockerd] if w.dockerd else [])
             services += local.web + ([local.nginx] if local.nginx else [])
-            _track(request, *services)
+            track_logs(request.node, *services)
         return local
 
     yield make

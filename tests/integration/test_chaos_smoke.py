@@ -1,4 +1,4 @@
-"""A short chaos soak (the full one is bench/chaos.py, N >= 300): the promise must hold."""
+"""A short chaos soak (the full one is `python -m bench.chaos`, N >= 300): the promise must hold."""
 
 import argparse
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from webapp.dockertar import ImageArchiveChecker, ImageInfo, ValidatingReader
-from pink.sampleimage import build_sample_image
+from webapp.upload import ImageArchiveChecker, ImageInfo, ValidatingReader
+from pink_dev.sampleimage import build_sample_image
 
 pytestmark = pytest.mark.integration
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import docker
 import pytest
 
+import pink_dev as dev
 from pink.config import EtcdConfig, WebConfig
 from pink.model import Job, new_job_id
 from pink.states import JobState
@@ -39,13 +40,6 @@ FAST = dict(
 def containers_of(worker, job_id):
     with contextlib.closing(docker.DockerClient(base_url=worker.docker_url)) as engine:
         return engine.containers.list(all=True, filters={"name": f"pink-{job_id}"})
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while not predicate():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_a_worker_gone_for_good_loses_its_claimed_jobs_and_fails_its_queue(cluster, images):
@@ -80,7 +74,7 @@ def test_a_worker_back_after_its_job_was_lost_kills_it_and_never_reruns_it(clust
     wait_state(api, job_id, {"LOST"}, timeout=20)
     assert containers_of(c.workers[0], job_id)  # still running on the "partitioned" host
     c.workers[0].daemon.start()
-    wait_until(lambda: not containers_of(c.workers[0], job_id), 30, "the lost job's container to go")
+    dev.wait_until(lambda: not containers_of(c.workers[0], job_id), 30, "the lost job's container to go")
     time.sleep(2)
     assert api.get(f"/api/v1/jobs/{job_id}").json()["job"]["state"] == "LOST"
     assert starts_of(c.workers[0].docker_url, job_id, since) == 1
@@ -113,14 +107,14 @@ def test_a_web_server_killed_mid_upload_leaves_a_failed_job_and_no_file(cluster,
             f"Authorization: Bearer {c.tokens['alice']}\r\nContent-Length: {len(body)}\r\n\r\n")
     sock.sendall(head.encode() + body[: len(body) // 2])
     other = c.api("alice", url=c.web[1].url)
-    wait_until(lambda: other.get("/api/v1/jobs").json()["jobs"], 10, "the upload to start")
-    wait_until(lambda: list(c.workers[0].inbox.iterdir()), 10, "the partial file")
+    dev.wait_until(lambda: other.get("/api/v1/jobs").json()["jobs"], 10, "the upload to start")
+    dev.wait_until(lambda: list(c.workers[0].inbox.iterdir()), 10, "the partial file")
     os.killpg(c.web[0].pid, signal.SIGKILL)  # gunicorn master and its workers, all at once
     sock.close()
     job = other.get("/api/v1/jobs").json()["jobs"][0]
     job = wait_state(other, job["id"], TERMINAL, timeout=20)
     assert job["state"] == "FAILED" and "upload never finished" in job["reason"]
-    wait_until(lambda: not list(c.workers[0].inbox.iterdir()), 20, "the worker to remove the partial upload")
+    dev.wait_until(lambda: not list(c.workers[0].inbox.iterdir()), 20, "the worker to remove the partial upload")
     assert not containers_of(c.workers[0], job["id"])
 
 
@@ -151,7 +145,7 @@ def test_one_etcd_member_down_loses_no_job_and_two_down_answer_503_then_recover(
     assert r.status_code == 503 and "etcd" in r.json()["error"] and "try again" in r.json()["error"]
     etcd3cluster.start_member(0)
     etcd3cluster.start_member(1)
-    wait_until(lambda: api.get("/api/v1/jobs").status_code == 200, 60, "the API to recover")
+    dev.wait_until(lambda: api.get("/api/v1/jobs").status_code == 200, 60, "the API to recover")
     again = submit(api, images["writer"])
     assert again.status_code == 201, again.text
     assert wait_state(api, again.json()["job"]["id"], TERMINAL, timeout=90)["state"] == "SUCCEEDED"
@@ -176,7 +170,7 @@ def test_a_retry_while_the_first_uploads_web_server_is_dead_takes_the_job_over(c
     body = images["writer"].read_bytes()
 
     def kill_the_first_web_server():
-        wait_until(lambda: other.get("/api/v1/jobs").json()["jobs"], 10, "the upload to start")
+        dev.wait_until(lambda: other.get("/api/v1/jobs").json()["jobs"], 10, "the upload to start")
         os.killpg(c.web[0].pid, signal.SIGKILL)
 
     _raw_post(c.web[0].url, c.tokens["alice"], body, "key-dead", len(body) // 2, kill_the_first_web_server)
@@ -214,8 +208,8 @@ def test_client_retries_with_the_same_idempotency_key_make_one_job(cluster, imag
     assert retry.status_code == 200, retry.text
     # 2. The connection drops mid-upload: the retry takes over the key and its job runs.
     _raw_post(c.url, c.tokens["alice"], body, "key-b", len(body) // 2)
-    wait_until(lambda: any(j["state"] == "FAILED" for j in api.get("/api/v1/jobs").json()["jobs"]), 10,
-               "the broken upload to fail")
+    dev.wait_until(lambda: any(j["state"] == "FAILED" for j in api.get("/api/v1/jobs").json()["jobs"]), 10,
+                   "the broken upload to fail")
     second = api.post("/api/v1/jobs", data=body, headers={"Idempotency-Key": "key-b"})
     assert second.status_code == 201, second.text
     third = api.post("/api/v1/jobs", data=body, headers={"Idempotency-Key": "key-b"})

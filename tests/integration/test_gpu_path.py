@@ -7,12 +7,11 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import time
 
 import docker
 import pytest
 
-from pink.sampleimage import build_sample_image
+from pink_dev.sampleimage import build_sample_image
 from tests.helpers import TERMINAL, submit, wait_state
 
 pytestmark = pytest.mark.integration

@@ -10,6 +10,7 @@ import subprocess
 import tarfile
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import docker
@@ -17,6 +18,7 @@ import pytest
 
 from tests.helpers import TERMINAL, archive_members, starts_of, submit, wait_state
 
+import pink_dev as dev
 from pink.config import EtcdConfig
 from pink.model import Job, new_job_id
 from pink.states import JobState
@@ -91,10 +93,7 @@ def test_outputs_are_deleted_after_the_retention_and_then_answer_410(cluster, im
     assert api.get(f"/api/v1/jobs/{job_id}/output").status_code == 200  # kept for 3 s
     outbox = c.workers[0].outbox
     assert sorted(p.name for p in outbox.glob(f"{job_id}.*")) == [f"{job_id}.log", f"{job_id}.tar.zst"]
-    deadline = time.time() + 30
-    while list(outbox.glob(f"{job_id}.*")):
-        assert time.time() < deadline, "the worker did not delete the expired outputs"
-        time.sleep(0.2)
+    dev.wait_until(lambda: not list(outbox.glob(f"{job_id}.*")), 30, "the worker to delete the expired outputs")
     for what in ("output", "logs"):
         r = api.get(f"/api/v1/jobs/{job_id}/{what}")
         assert r.status_code == 410, (what, r.status_code)
@@ -125,11 +124,9 @@ def test_cancel_while_running_stops_the_container(cluster, images):
     r = api.post(f"/api/v1/jobs/{job_id}/cancel")
     assert r.status_code == 200 and r.json()["job"]["state"] == "CANCELLED"
     assert api.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 409
-    deadline = time.time() + 30
     with contextlib.closing(docker.DockerClient(base_url=c.workers[0].docker_url)) as engine:
-        while engine.containers.list(all=True, filters={"name": f"pink-{job_id}"}):
-            assert time.time() < deadline, "container of a cancelled job still exists"
-            time.sleep(0.3)
+        dev.wait_until(lambda: not engine.containers.list(all=True, filters={"name": f"pink-{job_id}"}), 30,
+                       "the container of the cancelled job to go")
     assert api.get(f"/api/v1/jobs/{job_id}").json()["job"]["state"] == "CANCELLED"
 
 
@@ -182,14 +179,13 @@ def test_an_upload_cut_short_by_the_client_fails_and_leaves_no_file(cluster, ima
         sock.sendall(head.encode() + body[: len(body) // 3])
         time.sleep(0.5)
     api = c.api("alice")
-    deadline = time.time() + 20
-    while True:
+
+    def failed_job():
         jobs = api.get("/api/v1/jobs").json()["jobs"]
-        if jobs and jobs[0]["state"] == "FAILED":
-            break
-        assert time.time() < deadline, jobs
-        time.sleep(0.2)
-    assert "interrupted" in jobs[0]["reason"] or "truncated" in jobs[0]["reason"]
+        return jobs[0] if jobs and jobs[0]["state"] == "FAILED" else None
+
+    job = dev.wait_until(failed_job, 20, "the cut upload to fail")
+    assert "interrupted" in job["reason"] or "truncated" in job["reason"]
     assert not list(c.workers[0].inbox.iterdir())
 
 
@@ -219,10 +215,8 @@ def test_resubmitting_a_held_image_sends_zero_bytes(cluster, images):
     api = c.api("alice")
     first = wait_state(api, submit(api, images["writer"]).json()["job"]["id"], TERMINAL)
     image = first["image_id"]
-    deadline = time.time() + 30
-    while not api.get(f"/api/v1/images/{image}").json()["workers"]:
-        assert time.time() < deadline, "worker never reported the loaded image"
-        time.sleep(0.5)
+    dev.wait_until(lambda: api.get(f"/api/v1/images/{image}").json()["workers"], 30,
+                   "the worker to report the loaded image")
     r = api.post("/api/v1/jobs", params={"image": image}, data=b"")
     assert r.status_code == 201, r.text
     job = wait_state(api, r.json()["job"]["id"], TERMINAL)
@@ -293,3 +287,33 @@ def test_listing_more_jobs_than_one_etcd_transaction_may_hold(etcd):
     listed = store.list_jobs("alice", limit=1000)
     assert {j.id for j in listed} == made
     assert [j.id for j in listed] == sorted(made, reverse=True)
+
+
+def _rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(status.split("VmRSS:")[1].split()[0])
+    return total
+
+
+def test_an_anonymous_huge_body_is_refused_before_it_is_read(cluster):
+    """200 MiB announced to POST /tokens (a login, no upload): gunicorn answers 413 after
+    8 MiB were sent, and its workers do not grow (they used to read the whole body first)."""
+    c = cluster()
+    web = c.web[0]
+    workers = dev.descendants(web.pid)
+    before = _rss_kib(workers)
+    with socket.create_connection((web.host, web.port), timeout=10) as conn:
+        conn.sendall(b"POST /api/v1/tokens HTTP/1.1\r\nHost: pink\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (200 << 20))
+        sent = 0
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            while sent < 8 << 20:
+                conn.sendall(b" " * (1 << 20))
+                sent += 1 << 20
+        reply = conn.recv(65536)
+    assert reply.split(b"\r\n", 1)[0].split()[1] == b"413", reply[:500]
+    assert b"exceeds the capacity limit" in reply or b"\r\n\r\n" in reply
+    assert _rss_kib(workers) - before < 32 << 10  # KiB: nowhere near 200 MiB

@@ -1,4 +1,4 @@
-"""The process launchers of pink.allinone against the real programs (no webapp or worker)."""
+"""The process launchers of pink_dev against the real programs (no webapp or worker)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ import pytest
 import requests
 from scp import SCPClient
 
-from pink import allinone as aio
-from pink.config import load as load_config
+import pink_dev as dev
+from pink.config import EtcdConfig, load as load_config
 from pink.errors import ConfigError
+from pink.etcd import EtcdClient
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +31,17 @@ JOB = "0123456789abcdef0123"  # a job id as the gate expects it: 20 hex digits
 # --------------------------------------------------------------------------- etcd
 
 
-def put(cluster: aio.EtcdCluster, key: str, value: str) -> subprocess.CompletedProcess[str]:
+def put(cluster: dev.EtcdCluster, key: str, value: str) -> subprocess.CompletedProcess[str]:
     return cluster.etcdctl("put", key, value, timeout=3)
+
+
+def value_of(endpoints: list[str], key: str) -> bytes | None:
+    """``key``'s value read with PINK's own etcd client (None: no such key)."""
+    client = EtcdClient(EtcdConfig(endpoints=tuple(endpoints)))
+    try:
+        return client.call(lambda etcd: etcd.get(key)[0], f"get {key}")
+    finally:
+        client.close()
 
 
 def test_etcd_cluster_keeps_writing_with_one_member_down_and_stops_without_quorum(etcd3cluster):
@@ -42,7 +52,7 @@ def test_etcd_cluster_keeps_writing_with_one_member_down_and_stops_without_quoru
     assert not c.members[0].alive()
     result = put(c, "/t/a", "2")
     assert result.returncode == 0, result.stderr
-    assert aio.etcd_get(c.live_endpoints(), "/t/a")["value"] == "Mg=="  # base64 of "2"
+    assert value_of(c.endpoints, "/t/a") == b"2"  # the client skips the member that is down
 
     c.stop_member(1)
     t0 = time.monotonic()
@@ -61,14 +71,14 @@ def test_etcd_cluster_keeps_writing_with_one_member_down_and_stops_without_quoru
 def test_single_etcd_fixture_answers(etcd, etcd_server):
     assert etcd == etcd_server.endpoints and len(etcd) == 1
     assert etcd_server.etcdctl("put", "/k", "v").returncode == 0
-    assert aio.etcd_get(etcd, "/k")["value"] == "dg=="
-    assert aio.etcd_get(etcd, "/missing") is None
+    assert value_of(etcd, "/k") == b"v"
+    assert value_of(etcd, "/missing") is None
 
 
 # --------------------------------------------------------------------------- sshd + gate
 
 
-def connect(server: aio.Sshd, known_hosts: Path | None = None) -> paramiko.SSHClient:
+def connect(server: dev.Sshd, known_hosts: Path | None = None) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     client.load_host_keys(str(known_hosts or server.known_hosts))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -143,7 +153,7 @@ def test_sshd_pins_its_host_key_and_accepts_only_its_client_key(sshd, tmp_path):
     with pytest.raises(paramiko.SSHException):
         connect(server, known_hosts=wrong)
     # A key that is not in authorized_keys does not get in.
-    stranger = aio.ssh_keygen(tmp_path / "stranger", "stranger")
+    stranger = dev.ssh_keygen(tmp_path / "stranger", "stranger")
     client = paramiko.SSHClient()
     client.load_host_keys(str(server.known_hosts))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -159,7 +169,7 @@ def test_stopping_sshd_cuts_open_connections(sshd):
     try:
         assert run(client, "sh -c id")[0] == 126  # the connection works
         server.stop()
-        assert not aio.port_open(server.host, server.port)
+        assert not dev.port_open(server.host, server.port)
         with pytest.raises((paramiko.SSHException, EOFError, OSError)):
             run(client, "sh -c id")
     finally:
@@ -181,7 +191,7 @@ def busybox_image_tar() -> bytes:
 
 def test_extra_dockerd_answers_and_runs_a_container(extra_dockerd):
     engine = extra_dockerd()
-    assert aio.docker_answers(engine.url)
+    assert dev.docker_answers(engine.url)
     info = json.loads(engine.docker("info", "--format", "{{json .}}").stdout)
     assert info["DockerRootDir"] == str(engine.data_root)
     assert info["Containers"] == 0  # its own engine, not the system one
@@ -195,13 +205,13 @@ def test_extra_dockerd_answers_and_runs_a_container(extra_dockerd):
 
 
 def test_system_docker_answers(system_docker):
-    assert aio.docker_answers(system_docker)
+    assert dev.docker_answers(system_docker)
 
 
 # --------------------------------------------------------------------------- nginx
 
 
-class StaticServer(aio.Service):
+class StaticServer(dev.Service):
     """A tiny upstream: python -m http.server serving one folder."""
 
     name = "httpserver"
@@ -215,15 +225,15 @@ class StaticServer(aio.Service):
                 "--directory", str(self.base_dir)]
 
     def is_ready(self) -> bool:
-        return aio.port_open("127.0.0.1", self.port)
+        return dev.port_open("127.0.0.1", self.port)
 
 
 def test_nginx_serves_tls_with_the_dev_ca_and_skips_a_dead_upstream(nginx, dev_ca, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "hello.txt").write_text("hello through nginx\n")
-    with StaticServer(site, aio.free_port()) as upstream:
-        dead = aio.free_port()  # nothing listens there
+    with StaticServer(site, dev.free_port()) as upstream:
+        dead = dev.free_port()  # nothing listens there
         lb = nginx([dead, upstream.port], max_upload_bytes=1 << 20)
         assert lb.url.startswith("https://127.0.0.1:")
         for _ in range(6):  # round robin hits the dead one too; nginx must retry the live one
@@ -246,13 +256,13 @@ def test_dev_ca_certificate_names_loopback(dev_ca):
                           capture_output=True, text=True, check=True).stdout
     assert "IP Address:127.0.0.1" in text and "DNS:localhost" in text
     assert oct(dev_ca.key.stat().st_mode & 0o777) == "0o600"
-    assert aio.make_dev_ca(dev_ca.folder) == dev_ca  # idempotent: the same files are kept
+    assert dev.make_dev_ca(dev_ca.folder) == dev_ca  # idempotent: the same files are kept
 
 
 # --------------------------------------------------------------------------- supervision + config
 
 
-class Stubborn(aio.Service):
+class Stubborn(dev.Service):
     """A process that ignores SIGTERM and leaves a child in its process group."""
 
     name = "stubborn"
@@ -267,13 +277,11 @@ def test_stop_escalates_to_sigkill_and_kills_the_process_group(tmp_path):
     svc.wait_ready(5)
     pid = svc.pid
     assert (tmp_path / "run" / "stubborn.pid").read_text().strip() == str(pid)
-    time.sleep(0.3)
-    group = [p for p in aio.descendants(pid)]
-    assert group
+    group = dev.wait_until(lambda: dev.descendants(pid), 5, "the service's child")
     t0 = time.monotonic()
     svc.stop(timeout=1)
     assert 0.9 < time.monotonic() - t0 < 8
-    assert not svc.alive() and not any(aio.pid_alive(p) for p in group)
+    assert not svc.alive() and not any(dev.pid_alive(p) for p in group)
     assert not (tmp_path / "run" / "stubborn.pid").exists()
 
 
@@ -282,7 +290,7 @@ def test_adopt_takes_over_by_pidfile_and_refuses_a_foreign_pid(tmp_path):
     first.start()
     try:
         # Until the child has exec'd, its cmdline is still the forked Python's.
-        aio.wait_for(lambda: "trap" in Path(f"/proc/{first.pid}/cmdline").read_text(), 5, "exec")
+        dev.wait_until(lambda: "trap" in Path(f"/proc/{first.pid}/cmdline").read_text(), 5, "exec")
         second = Stubborn(tmp_path / "s", pidfile=tmp_path / "s.pid")
         second.marker = "trap"
         assert second.adopt() and second.pid == first.pid
@@ -294,7 +302,7 @@ def test_adopt_takes_over_by_pidfile_and_refuses_a_foreign_pid(tmp_path):
 
 
 def test_wait_ready_reports_an_early_exit_with_the_log(tmp_path):
-    class Crasher(aio.Service):
+    class Crasher(dev.Service):
         name = "crasher"
 
         def command(self) -> list[str]:
@@ -305,13 +313,13 @@ def test_wait_ready_reports_an_early_exit_with_the_log(tmp_path):
 
     svc = Crasher(tmp_path / "c")
     svc.start()
-    with pytest.raises(aio.ServiceError, match="(?s)status 3.*something went wrong"):
+    with pytest.raises(dev.ServiceError, match="(?s)status 3.*something went wrong"):
         svc.wait_ready(10)
     svc.stop()
 
 
 def test_write_config_round_trips_and_rejects_unknown_keys(tmp_path):
-    path = aio.write_config(
+    path = dev.write_config(
         tmp_path / "pink.toml",
         etcd={"endpoints": ["127.0.0.1:1234", "127.0.0.1:5678"], "prefix": "/x"},
         web={"secret_key": 'quote " and \\ back', "max_upload_bytes": 1 << 20},
@@ -325,13 +333,13 @@ def test_write_config_round_trips_and_rejects_unknown_keys(tmp_path):
     assert cfg.worker.compressor == ("zstd", "-3")
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     with pytest.raises(ConfigError, match="nonsense"):
-        aio.write_config(tmp_path / "bad.toml", web={"nonsense": 1})
+        dev.write_config(tmp_path / "bad.toml", web={"nonsense": 1})
     with pytest.raises(ConfigError, match="lease_ttl_s"):
-        aio.write_config(tmp_path / "bad2.toml", worker={"lease_ttl_s": 1, "loop_interval_s": 1.0})
+        dev.write_config(tmp_path / "bad2.toml", worker={"lease_ttl_s": 1, "loop_interval_s": 1.0})
 
 
 def test_free_port_never_hands_out_the_same_port_twice():
-    ports = [aio.free_port() for _ in range(50)]
+    ports = [dev.free_port() for _ in range(50)]
     assert len(set(ports)) == 50
 
 
@@ -340,12 +348,12 @@ def test_free_port_never_hands_out_the_same_port_twice():
 
 def test_allinone_up_is_idempotent_and_down_stops_everything(tmp_path, system_docker):
     folder = tmp_path / "aio"
-    https = aio.free_port()
-    cmd = [sys.executable, "-m", "pink.allinone"]
+    https = dev.free_port()
+    cmd = [sys.executable, "-m", "pink_dev.aio"]
     common = ["--dir", str(folder)]
 
     def pink_aio(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, cwd=aio.REPO_ROOT)
+        return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, cwd=dev.REPO_ROOT)
 
     try:
         up = pink_aio("up", *common, "--https-port", str(https))
@@ -354,7 +362,7 @@ def test_allinone_up_is_idempotent_and_down_stops_everything(tmp_path, system_do
         cli = json.loads((folder / "cli.json").read_text())
         assert cli["url"] == f"https://127.0.0.1:{https}" and cli["ca_cert"] == str(folder / "ssl" / "ca.pem")
         assert oct((folder / "demo-password").stat().st_mode & 0o777) == "0o600"
-        with aio.ApiSession(cli["url"], cli["token"], verify=cli["ca_cert"]) as s:
+        with dev.ApiSession(cli["url"], cli["token"], verify=cli["ca_cert"]) as s:
             assert s.get("/healthz", timeout=10).status_code == 200
             me = s.get("/api/v1/me", timeout=10)
             assert me.status_code == 200 and me.json()["user"] == "demo"
@@ -368,11 +376,11 @@ def test_allinone_up_is_idempotent_and_down_stops_everything(tmp_path, system_do
         status = pink_aio("status", *common)
         assert status.returncode == 0, status.stdout
         pids = [int(p.read_text()) for p in (folder / "run").glob("*.pid")]
-        assert len(pids) == 5 and all(aio.pid_alive(p) for p in pids)
+        assert len(pids) == 5 and all(dev.pid_alive(p) for p in pids)
 
         down = pink_aio("down", *common)
         assert down.returncode == 0, down.stdout + down.stderr
-        assert not any(aio.pid_alive(p) for p in pids)
+        assert not any(dev.pid_alive(p) for p in pids)
         assert pink_aio("status", *common).returncode == 1
     finally:
         pink_aio("down", *common, "--purge")

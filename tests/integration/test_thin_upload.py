@@ -23,7 +23,7 @@ def _cli(cluster, user, *argv):
            "PINK_CLI_CONFIG": "/nonexistent/pink-cli.json"}
     if cluster.ca_cert:
         env["PINK_CA_CERT"] = str(cluster.ca_cert)
-    return subprocess.run([sys.executable, "-m", "pink.cli", *argv], env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "pink_client", *argv], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 

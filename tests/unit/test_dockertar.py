@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from webapp.dockertar import ImageArchiveChecker, ImageInfo, ValidatingReader
+from webapp.upload import ImageArchiveChecker, ImageInfo, ValidatingReader
 from pink.errors import ImageArchiveError
 
 

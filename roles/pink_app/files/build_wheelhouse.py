@@ -24,7 +24,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-PACKAGES = ("pink", "webapp", "gpu_worker")
+PACKAGES = ("pink", "pink_client", "webapp", "gpu_worker")
 EXTRA_INPUTS = ("pyproject.toml", "requirements.txt")
 SKIP_DIRS = {"__pycache__"}
 
@@ -80,9 +80,10 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{fp}-", dir=out))
     try:
-        reqfile = work / "requirements.txt"
-        # What hosts install: the runtime requirements and PINK itself, all from this folder.
-        reqfile.write_text("\n".join([*requirements, "pink"]) + "\n")
+        # Hosts install pink[web] or pink[worker] from this folder: PINK's wheel and the wheels
+        # of every runtime requirement.
+        deps = work / "deps.txt"
+        deps.write_text("\n".join(requirements) + "\n")
         build_dir = Path(tempfile.mkdtemp(prefix="pink-src-"))
         try:
             # Build from a copy so the checkout gets no build/ or egg-info litter.
@@ -90,8 +91,7 @@ def main() -> int:
             shutil.copytree(source, src, ignore=shutil.ignore_patterns(
                 ".git", ".venv", "build", "*.egg-info", "__pycache__", "node_modules", ".aio", ".pytest_cache"))
             cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-                   "--wheel-dir", str(work), "-r", str(reqfile.with_name("deps.txt")), str(src)]
-            reqfile.with_name("deps.txt").write_text("\n".join(requirements) + "\n")
+                   "--wheel-dir", str(work), "-r", str(deps), str(src)]
             try:
                 # The build backend is here: no isolated build environment to download.
                 import setuptools  # noqa: F401
@@ -105,7 +105,7 @@ def main() -> int:
                 return proc.returncode
         finally:
             shutil.rmtree(build_dir, ignore_errors=True)
-        reqfile.with_name("deps.txt").unlink()
+        deps.unlink()
         (work / "COMPLETE").write_text(fp + "\n")
         if target.exists():
             shutil.rmtree(target)

@@ -24,7 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from pink import cli
+from pink_client import archive, jobs, output, settings
+from pink_client import main as cli
 
 TOKEN = "secret-token-123"
 USER = "alice"
@@ -162,10 +163,10 @@ class Handler(BaseHTTPRequestHandler):
         if method == "POST" and path == "/api/v1/jobs":
             return self._submit(fake, params)
         if method == "GET" and path == "/api/v1/jobs":
-            jobs = sorted(fake.jobs.values(), key=lambda j: j["id"], reverse=True)
+            listed = sorted(fake.jobs.values(), key=lambda j: j["id"], reverse=True)
             if "state" in params:
-                jobs = [j for j in jobs if j["state"] == params["state"]]
-            return self._json(200, {"jobs": jobs[: int(params.get("limit", 50))]})
+                listed = [j for j in listed if j["state"] == params["state"]]
+            return self._json(200, {"jobs": listed[: int(params.get("limit", 50))]})
         if method == "GET" and path == "/api/v1/workers":
             return self._json(
                 200,
@@ -207,7 +208,7 @@ class Handler(BaseHTTPRequestHandler):
                         job["state"] = script.pop(0)
                 return self._json(200, {"job": job})
             if method == "POST" and rest == ["cancel"]:
-                if job["state"] in cli.TERMINAL_STATES:
+                if job["state"] in jobs.TERMINAL_STATES:
                     return self._error(409, f"job {job['id']} already ended ({job['state']})")
                 job["state"] = "CANCELLED"
                 return self._json(200, {"job": job})
@@ -309,9 +310,9 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(var, raising=False)
     config = tmp_path / "cfg" / "cli.json"
     monkeypatch.setenv("PINK_CLI_CONFIG", str(config))
-    monkeypatch.setattr(cli, "POLL_MIN_S", 0.01)
-    monkeypatch.setattr(cli, "POLL_MAX_S", 0.02)
-    monkeypatch.setattr(cli, "RETRY_BACKOFF_S", 0.01)
+    monkeypatch.setattr(jobs, "POLL_MIN_S", 0.01)
+    monkeypatch.setattr(jobs, "POLL_MAX_S", 0.02)
+    monkeypatch.setattr(jobs, "RETRY_BACKOFF_S", 0.01)
     monkeypatch.chdir(tmp_path)
     return config
 
@@ -426,14 +427,14 @@ def test_login_with_wrong_password_exits_4(
 def test_saved_token_is_not_sent_to_another_server(
     server: Fake, cli_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cli.save_config({"url": "https://elsewhere.example", "token": TOKEN, "ca_cert": ""})
+    settings.save_config({"url": "https://elsewhere.example", "token": TOKEN, "ca_cert": ""})
     assert cli.main(["--url", server.url, "ls"]) == 4
     assert "not logged in" in capsys.readouterr().err
     assert server.requests == []
 
 
 def test_logout_revokes_and_forgets_token(server: Fake, cli_env: Path) -> None:
-    cli.save_config({"url": server.url, "token": TOKEN, "ca_cert": "", "token_id": "tok1"})
+    settings.save_config({"url": server.url, "token": TOKEN, "ca_cert": "", "token_id": "tok1"})
     assert cli.main(["logout"]) == 0
     assert ("DELETE", "/api/v1/tokens/tok1") in [(m, p) for m, p, _ in server.requests]
     saved = json.loads(cli_env.read_text())
@@ -448,10 +449,10 @@ def test_read_image_archive_finds_id_with_manifest_last(tmp_path: Path) -> None:
     image_id = make_image_tar(tar)
     with tarfile.open(tar) as tf:
         assert tf.getnames()[-1] == "manifest.json"
-    archive = cli.read_image_archive(tar)
-    assert archive.image_id == image_id
-    assert archive.size == tar.stat().st_size
-    assert archive.tags == ("demo:latest",)
+    image = archive.read_image_archive(tar)
+    assert image.image_id == image_id
+    assert image.size == tar.stat().st_size
+    assert image.tags == ("demo:latest",)
 
 
 def test_submit_sends_zero_bytes_when_a_worker_holds_the_image(
@@ -512,11 +513,11 @@ def test_submit_gives_up_after_retries_and_names_the_key(
 ) -> None:
     tar = tmp_path / "img.tar"
     make_image_tar(tar, layer_size=1000)
-    logged_in.drop_uploads = cli.UPLOAD_ATTEMPTS
+    logged_in.drop_uploads = jobs.UPLOAD_ATTEMPTS
     assert cli.main(["submit", str(tar)]) == 3
     err = capsys.readouterr().err
     key = logged_in.uploads[0].headers["Idempotency-Key"]
-    assert len(logged_in.uploads) == cli.UPLOAD_ATTEMPTS
+    assert len(logged_in.uploads) == jobs.UPLOAD_ATTEMPTS
     assert {u.headers["Idempotency-Key"] for u in logged_in.uploads} == {key}
     assert f"--idempotency-key {key}" in err
 
@@ -594,7 +595,7 @@ def test_submit_falls_back_to_upload_when_the_holder_lost_the_image(
     tar = tmp_path / "img.tar"
     image_id = make_image_tar(tar, layer_size=1000)
     # GET /images says a worker has it; the POST then finds none (it was just removed).
-    monkeypatch.setattr(cli, "image_holders", lambda api, image: ["gone"])
+    monkeypatch.setattr(jobs, "image_holders", lambda api, image: ["gone"])
     assert cli.main(["submit", str(tar)]) == 0
     first, second = logged_in.uploads
     assert first.body == b"" and first.params["image"] == image_id
@@ -1022,22 +1023,33 @@ class _Tty(io.StringIO):
 def test_progress_bar_on_a_tty_and_one_line_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
     tty = _Tty()
     monkeypatch.setattr(sys, "stderr", tty)
-    bar = cli.Ui().progress("uploading", 10_000_000)
-    assert bar.bar
+    bar = output.Ui().progress("uploading", 10_000_000)
+    assert bar.bar is not None
     bar.add(5_000_000)
-    assert " 50%" in tty.getvalue()
     bar.add(5_000_000)
     bar.finish()
     text = tty.getvalue()
-    assert text.startswith("\r[")
-    assert "100%" in text and "MB/s" in text and "ETA" in text and text.endswith("\n")
-    assert not cli.Ui(fmt="json").progress("uploading", 10).bar
-    assert not cli.Ui(quiet=True).progress("uploading", 10).bar
+    assert text.startswith("\ruploading")
+    assert "100%" in text and "10.0M/10.0M" in text and "B/s" in text and text.endswith("\n")
+    assert output.Ui(fmt="json").progress("uploading", 10).bar is None
+    assert output.Ui(quiet=True).progress("uploading", 10).bar is None
+
+    # A failed attempt ends the bar's line; a resumed download counts from where it was.
+    tty.truncate(0)
+    tty.seek(0)
+    resumed = output.Ui().progress("downloading", 1000, done=400)
+    resumed.add(100)
+    resumed.abort()
+    assert tty.getvalue().endswith("\n") and "500/1.00k" in tty.getvalue()
 
     plain = io.StringIO()
     monkeypatch.setattr(sys, "stderr", plain)
-    line = cli.Ui().progress("downloading", 1000)
-    assert not line.bar
+    line = output.Ui().progress("downloading", 1000)
+    assert line.bar is None
     line.add(1000)
     line.finish()
     assert "\r" not in plain.getvalue() and plain.getvalue().startswith("downloading 1.0 kB in ")
+    quiet = output.Ui(quiet=True).progress("downloading", 1000)
+    quiet.add(1000)
+    quiet.finish()
+    assert plain.getvalue().count("\n") == 1

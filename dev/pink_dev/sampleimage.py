@@ -12,11 +12,12 @@ import io
 import json
 import logging
 import struct
-import subprocess
 import tarfile
 from pathlib import Path
 
-from .errors import PinkError
+from pink.errors import PinkError
+
+from .dockerd import docker
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,10 @@ def _is_static_elf(path: Path) -> bool:
     )
 
 
-def _rootfs_tar(busybox: Path) -> bytes:
+def rootfs_tar(busybox: Path) -> bytes:
+    """The image's root filesystem as an uncompressed tar: ``busybox`` as /bin/busybox with
+    its applets, /etc/passwd, /etc/group and the folders /tmp and /out; every entry root's."""
+
     def entry(name: str, kind: bytes, mode: int, **kw: object) -> tarfile.TarInfo:
         info = tarfile.TarInfo(name)
         info.type, info.mode, info.uname, info.gname = kind, mode, "root", "root"
@@ -75,16 +79,10 @@ def _rootfs_tar(busybox: Path) -> bytes:
 
 
 def _docker(docker_host: str | None, *args: str, stdin: bytes | None = None) -> str:
-    cmd = ["docker", *(["-H", docker_host] if docker_host else []), *args]
-    log.debug("running %s", cmd[:4])
-    try:
-        proc = subprocess.run(cmd, input=stdin, capture_output=True, check=False)
-    except FileNotFoundError:
-        raise PinkError("the docker CLI is not installed (no `docker` on PATH)") from None
-    if proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", "replace").strip()
-        raise PinkError(f"`docker {args[0]}` failed (exit {proc.returncode}): {err}")
-    return proc.stdout.decode("utf-8", "replace").strip()
+    result = docker(*args, url=docker_host, stdin=stdin, timeout=None)
+    if result.returncode != 0:
+        raise PinkError(f"`docker {args[0]}` failed (exit {result.returncode}): {result.stderr.strip()}")
+    return result.stdout.strip()
 
 
 def build_sample_image(
@@ -104,7 +102,7 @@ def build_sample_image(
         )
     cmd = "CMD " + json.dumps(["/bin/sh", "-c", script])
     _docker(docker_host, "import", "-c", "ENV PATH=/bin", "-c", cmd, "-", tag,
-            stdin=_rootfs_tar(BUSYBOX))
+            stdin=rootfs_tar(BUSYBOX))
     image_id = _docker(docker_host, "image", "inspect", "--format", "{{.Id}}", tag)
     if out_tar is not None:
         _docker(docker_host, "save", "-o", str(out_tar), tag)
@@ -114,7 +112,7 @@ def build_sample_image(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pink.sampleimage",
+        prog="python -m pink_dev.sampleimage",
         description="Build a tiny busybox image (no registry needed) and print its ID.",
     )
     parser.add_argument("--tag", required=True, help="image tag, e.g. pink-sample:latest")

@@ -1,0 +1,221 @@
+"""Docker engines for the dev cluster: the system one, and extra ones for simulated workers.
+
+An extra engine has its own data root, exec root and socket, no bridge and no iptables, so it
+never fights the system engine; its containers are a simulated worker host's containers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .process import Service, ServiceError, binary, cmdline, descendants
+
+log = logging.getLogger(__name__)
+
+SYSTEM_DOCKER_URL = "unix:///var/run/docker.sock"
+DOCKERD_LOG = "/var/log/dockerd.log"
+
+
+def docker(*args: str, url: str | None = None, stdin: bytes | None = None, timeout: float | None = 60.0,
+           check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the docker CLI against the engine at ``url``, or at whatever the environment names
+    (``DOCKER_HOST``, else the system engine). ``stdin`` is fed as bytes; the output comes
+    back as text; ``check`` raises CalledProcessError on a non-zero exit."""
+    cmd = [binary("docker", "/usr/bin/docker"), *(["-H", url] if url else []), *args]
+    raw = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout)
+    result = subprocess.CompletedProcess(cmd, raw.returncode, raw.stdout.decode(errors="replace"),
+                                         raw.stderr.decode(errors="replace"))
+    if check:
+        result.check_returncode()
+    return result
+
+
+def docker_answers(url: str | None = None, timeout: float = 10.0) -> bool:
+    """True if the docker engine at ``url`` (default: the system one) answers."""
+    try:
+        result = docker("version", "--format", "{{.Server.Version}}", url=url, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return result.returncode == 0 and bool(result.stdout.strip())
+
+
+def ensure_system_dockerd(timeout: float = 60.0) -> bool:
+    """Start the system docker engine if it does not answer (hosts without systemd).
+
+    Returns True if this call started it. Its output goes to /var/log/dockerd.log.
+    """
+    if docker_answers():
+        return False
+    dockerd = binary("dockerd", "/usr/sbin/dockerd")
+    log.info("docker engine not answering: starting %s (log %s)", dockerd, DOCKERD_LOG)
+    Path(DOCKERD_LOG).parent.mkdir(parents=True, exist_ok=True)
+    with open(DOCKERD_LOG, "ab") as logf:
+        proc = subprocess.Popen(
+            [dockerd],
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    deadline = time.monotonic() + timeout
+    while not docker_answers(timeout=5):
+        if proc.poll() is not None:
+            raise ServiceError(f"dockerd exited with status {proc.returncode}; see {DOCKERD_LOG}")
+        if time.monotonic() >= deadline:
+            raise ServiceError(f"dockerd did not answer within {timeout:.0f}s; see {DOCKERD_LOG}")
+        time.sleep(0.5)
+    # Forget the Popen without a warning: the engine must outlive this process.
+    proc.returncode = 0
+    return True
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path).rstrip("/") + "/"
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    return [m.split()[1] for m in lines if len(m.split()) > 1 and (m.split()[1] + "/").startswith(prefix)]
+
+
+class Dockerd(Service):
+    """An extra docker engine (one per simulated worker) with its own roots and socket."""
+
+    name = "dockerd"
+    marker = "dockerd"
+
+    #: Unix socket paths are limited to 107 bytes and containerd nests its sockets a few
+    #: levels under the exec root, so a long exec root (pytest's tmp paths) moves to /tmp.
+    _MAX_EXEC_ROOT = 50
+
+    def __init__(self, base_dir: str | os.PathLike[str], **kwargs: Any) -> None:
+        super().__init__(base_dir, **kwargs)
+        self.data_root = self.base_dir / "data"
+        self._short_exec: Path | None = None
+        self.exec_root = self.base_dir / "exec"
+        self.docker_pidfile = self.base_dir / "dockerd.pid"
+        #: More dockerd flags (tests add e.g. ``--add-runtime``).
+        self.extra_args: list[str] = []
+        self._terminating = False
+
+    @property
+    def sock(self) -> Path:
+        return self.exec_root / "docker.sock"
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.sock}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.base_dir / "daemon.json"
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.data_root.mkdir(parents=True, exist_ok=True)
+        # Its own file, so the host's /etc/docker/daemon.json (a deployed worker's, say) does not
+        # apply or clash with the flags here. live-restore, as on deployed workers: running
+        # containers outlive a restart of the engine.
+        self.config_file.write_text(json.dumps({"live-restore": True}) + "\n")
+        if len(str(self.base_dir / "exec")) > self._MAX_EXEC_ROOT:
+            if self._short_exec is None or not self._short_exec.exists():
+                self._short_exec = Path(tempfile.mkdtemp(prefix="pinkd-", dir="/tmp"))
+            self.exec_root = self._short_exec
+            link = self.base_dir / "exec"
+            # A pointer for people reading the folder; the daemon uses the short path.
+            with contextlib.suppress(OSError):
+                if link.is_symlink() or link.exists():
+                    link.unlink()
+                link.symlink_to(self.exec_root)
+        else:
+            self.exec_root.mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        # No bridge and no iptables: a second engine must not fight the system one over
+        # docker0 and the NAT rules; PINK's jobs run with network "none" anyway.
+        return [
+            binary("dockerd", "/usr/sbin/dockerd"),
+            "--data-root", str(self.data_root),
+            "--exec-root", str(self.exec_root),
+            "-H", self.url,
+            "--pidfile", str(self.docker_pidfile),
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-forward=false",
+            "--ip-masq=false",
+            "--userland-proxy=false",
+            "--config-file", str(self.config_file),
+            *self.extra_args,
+        ]
+
+    def is_ready(self) -> bool:
+        return self.sock.exists() and docker_answers(self.url, timeout=5)
+
+    def docker(self, *args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the docker CLI against this engine."""
+        return docker(*args, url=self.url, timeout=timeout, check=check)
+
+    def remove_all_containers(self) -> None:
+        ids = self.docker("ps", "-aq", check=False).stdout.split()
+        if ids:
+            self.docker("rm", "-f", *ids, check=False)
+
+    def terminate(self) -> None:
+        # dockerd waits for running containers on shutdown: remove them first so that a
+        # test's leftovers cannot stall teardown.
+        if self.alive() and not self._terminating:
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                self.remove_all_containers()
+            self._terminating = True
+        super().terminate()
+
+    def stop(self, timeout: float = 30.0, keep_containers: bool = False) -> None:
+        """Stop the engine; ``keep_containers`` stops it as ``systemctl restart docker`` would,
+        leaving the containers (running ones go on, thanks to live-restore)."""
+        # The exec root (and so the socket path in the workers' config) stays for a restart;
+        # purge() removes it.
+        if not keep_containers:
+            self.terminate()
+        super().stop(timeout)
+        self._terminating = False
+        if not keep_containers:
+            self._kill_stray_shims()
+
+    def _kill_stray_shims(self) -> None:
+        """Kill containerd shims of this engine that outlived it, with what they run: live-restore
+        keeps them, and a restart in the middle of a container start can leave one docker no
+        longer knows (its task "already exists"), so removing the containers did not stop it."""
+        marker = f"-address {self.exec_root}/"
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and "containerd-shim" in (cmd := cmdline(int(entry.name))) and marker in cmd:
+                shim = int(entry.name)
+                for pid in [*reversed(descendants(shim)), shim]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+
+    def purge(self) -> None:
+        """Delete the engine's data root (after stop), unless something is still mounted there."""
+        if self.alive():
+            raise ServiceError("stop dockerd before purging its data")
+        left = _mounts_under(self.data_root)
+        if left == [str(self.data_root)]:
+            # Only dockerd's private bind mount of its own root, which a killed dockerd leaves.
+            subprocess.run(["umount", str(self.data_root)], capture_output=True, check=False)
+            left = _mounts_under(self.data_root)
+        if left:
+            log.warning("not deleting %s: still mounted: %s", self.data_root, left[:3])
+            return
+        shutil.rmtree(self.data_root, ignore_errors=True)
+        if self._short_exec is not None and not _mounts_under(self._short_exec):
+            shutil.rmtree(self._short_exec, ignore_errors=True)

@@ -1,0 +1,433 @@
+"""The subcommands of ``pink``: one ``cmd_NAME(args) -> exit code`` per command."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote, urlsplit
+
+import urllib3.exceptions
+
+from pink.states import JobState
+
+from .archive import ImageArchive, docker_image_id, read_image_archive
+from .errors import (
+    EXIT_AUTH, EXIT_JOB_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, CliError, HttpError,
+    NetworkError, is_transient,
+)
+from .http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, Api, job_of, short_reason
+from .jobs import TERMINAL_STATES, backoff, describe, download_output, submit, wait_for_job
+from .output import (
+    Ui, format_time, human_bytes, human_duration, isatty, print_json, print_table,
+)
+from .settings import (
+    Settings, is_loopback, load_config, normalize_url, resolve_settings, save_config,
+)
+
+log = logging.getLogger(__name__)
+
+LOG_FOLLOW_ATTEMPTS = 10
+
+
+def _ui(args: argparse.Namespace) -> Ui:
+    return Ui(
+        quiet=bool(getattr(args, "quiet", False)), fmt=getattr(args, "fmt", "table") or "table"
+    )
+
+
+def _api(args: argparse.Namespace) -> Api:
+    return Api(resolve_settings(args))
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    ui = _ui(args)
+    if bool(args.tarball) == bool(args.image):
+        raise CliError(
+            EXIT_USAGE,
+            "give either IMAGE.tar (from `docker save`) or --image NAME (a local docker image), "
+            "not both",
+        )
+    if args.download:
+        args.wait = True
+    key = args.idempotency_key or str(uuid.uuid4())
+    params: dict[str, Any] = {}
+    for field, value in (
+        ("gpus", args.gpus),
+        ("timeout", args.timeout),
+        ("output", args.job_output),
+        ("priority", args.priority),
+    ):
+        if value is not None:
+            params[field] = value
+
+    with _api(args) as api:
+        archive: ImageArchive | None = None
+        if args.image:
+            image_id = docker_image_id(args.image)
+            default_name = args.image
+        else:
+            archive = read_image_archive(Path(args.tarball))
+            image_id = archive.image_id
+            default_name = archive.tags[0] if archive.tags else Path(args.tarball).name
+        params["name"] = args.name if args.name is not None else default_name
+        log.info("image id %s", image_id)
+
+        job = submit(api, params, key, ui, image_id=image_id, archive=archive, image=args.image)
+        ui.info(f"submitted job {job['id']} ({job.get('state', '?')})")
+        if args.fmt == "json" and not args.wait:
+            print_json(job)
+            return EXIT_OK
+        if args.fmt != "json":
+            print(job["id"], flush=True)
+        if not args.wait:
+            return EXIT_OK
+
+        try:
+            job = wait_for_job(api, str(job["id"]), ui)
+        except KeyboardInterrupt:
+            raise CliError(
+                130,
+                f"stopped waiting; job {job['id']} keeps running: follow it with "
+                f"`pink status {job['id']}` or stop it with `pink cancel {job['id']}`",
+            ) from None
+        rc = EXIT_OK if job.get("state") == JobState.SUCCEEDED.value else EXIT_JOB_FAILED
+        if args.download:
+            if job.get("output") == "none" or not (
+                job.get("output_bytes") or job.get("output_sha256")
+            ):
+                ui.info(f"job {job['id']} has no output archive to download")
+            else:
+                download_output(api, job, Path(args.download), ui)
+        if args.fmt == "json":
+            print_json(job)
+        return rc
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    ui = _ui(args)
+    cfg = load_config()
+    file_url = normalize_url(str(cfg.get("url") or ""))
+    url = normalize_url(args.server or args.url or os.environ.get("PINK_URL") or file_url)
+    if not url:
+        raise CliError(EXIT_USAGE, "give the server: pink login https://SERVER --user NAME")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        if not isatty(sys.stdin):
+            raise CliError(
+                EXIT_USAGE,
+                "no terminal to ask for the password on: pipe it in with --password-stdin",
+            )
+        password = getpass.getpass(f"password for {args.user} at {url}: ")
+    if not password:
+        raise CliError(EXIT_USAGE, "empty password")
+    ca_cert = (
+        args.ca_cert
+        or os.environ.get("PINK_CA_CERT")
+        or (str(cfg.get("ca_cert") or "") if url == file_url else "")
+    )
+    if ca_cert:
+        ca_cert = os.path.abspath(ca_cert)
+    if urlsplit(url).scheme == "http" and not is_loopback(url):
+        ui.info(f"warning: {url} is plain HTTP: the password and the token travel unencrypted")
+    with Api(Settings(url=url, token="", ca_cert=ca_cert), need_token=False) as api:
+        try:
+            data = api.json(
+                "POST",
+                "/tokens",
+                json={
+                    "username": args.user,
+                    "password": password,
+                    "name": f"cli@{socket.gethostname()}",
+                },
+                ok=(200, 201),
+            )
+        except HttpError as exc:
+            if exc.status == 401:
+                raise CliError(
+                    EXIT_AUTH, f"{url} refused user {args.user!r}: wrong user name or password"
+                ) from exc
+            raise
+    token = data.get("token")
+    if not isinstance(token, str) or not token:
+        raise CliError(
+            EXIT_REFUSED, f"{url} answered the login without a token; is it a PINK server?"
+        )
+    path = save_config(
+        {
+            "url": url,
+            "token": token,
+            "ca_cert": ca_cert,
+            "token_id": data.get("id") or "",
+            "user": data.get("user") or args.user,
+        }
+    )
+    ui.info(f"logged in to {url} as {data.get('user') or args.user}; token saved in {path}")
+    return EXIT_OK
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    ui = _ui(args)
+    cfg = load_config()
+    if not cfg.get("token"):
+        ui.info("not logged in")
+        return EXIT_OK
+    url = normalize_url(str(cfg.get("url") or ""))
+    token_id = str(cfg.get("token_id") or "")
+    if url and token_id:
+        try:
+            settings = Settings(
+                url=url, token=str(cfg["token"]), ca_cert=str(cfg.get("ca_cert") or "")
+            )
+            with Api(settings) as api:
+                api.send(
+                    "DELETE", f"/tokens/{quote(token_id, safe='')}", ok=(200, 204, 401, 404)
+                ).close()
+        except CliError as exc:
+            ui.info(
+                f"warning: could not revoke the token on the server ({exc}); "
+                "it stays valid until it is deleted there"
+            )
+    # Keep the server and CA so that the next `pink login` needs no URL.
+    save_config({k: v for k, v in cfg.items() if k in ("url", "ca_cert")})
+    ui.info(f"logged out of {url or 'the server'}")
+    return EXIT_OK
+
+
+def _job_row(job: dict[str, Any], now: float) -> list[str]:
+    started = job.get("started_at")
+    runtime = ((job.get("finished_at") or now) - started) if started else None
+    return [
+        str(job.get("id", "")),
+        str(job.get("name") or "-"),
+        str(job.get("state", "?")),
+        str(job.get("worker") or "-"),
+        str(job.get("gpus", 0)),
+        human_duration(now - job["created_at"]) if job.get("created_at") else "-",
+        human_duration(runtime),
+        human_bytes(job.get("output_bytes")) if job.get("output_bytes") else "-",
+    ]
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.state:
+        params["state"] = args.state
+    if args.all:
+        params["all"] = 1
+    with _api(args) as api:
+        jobs = api.json("GET", "/jobs", params=params).get("jobs") or []
+    if args.fmt == "json":
+        print_json(jobs)
+        return EXIT_OK
+    now = time.time()
+    print_table(
+        ["ID", "NAME", "STATE", "WORKER", "GPUS", "AGE", "RUNTIME", "OUTPUT"],
+        [_job_row(j, now) for j in jobs],
+    )
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _api(args) as api:
+        job = api.job(args.job)
+    if args.fmt == "json":
+        print_json(job)
+        return EXIT_OK
+    now = time.time()
+    started, finished = job.get("started_at"), job.get("finished_at")
+    expires = job.get("output_expires_at")
+    rows: list[tuple[str, Any]] = [
+        ("id", job.get("id")),
+        ("name", job.get("name")),
+        ("user", job.get("user")),
+        ("state", job.get("state")),
+    ]
+    if job.get("state") == JobState.QUEUED.value:
+        rows += [
+            ("queue position", job.get("queue_position")),
+            ("waiting for", job.get("waiting_reason")),
+        ]
+    rows += [
+        ("worker", job.get("worker")),
+        (
+            "gpus",
+            f"{job.get('gpus', 0)}"
+            + (
+                f" (indices {','.join(map(str, job['gpu_indices']))})"
+                if job.get("gpu_indices")
+                else ""
+            ),
+        ),
+        ("priority", job.get("priority")),
+        ("timeout", human_duration(job.get("timeout_s")) if job.get("timeout_s") else None),
+        ("image", job.get("image_id")),
+        ("image size", human_bytes(job.get("image_bytes")) if job.get("image_bytes") else None),
+        ("created", format_time(job.get("created_at"))),
+        ("updated", format_time(job.get("updated_at"))),
+        ("started", format_time(started) if started else None),
+        ("finished", format_time(finished) if finished else None),
+        ("runtime", human_duration((finished or now) - started) if started else None),
+        ("exit code", job.get("exit_code")),
+        ("reason", job.get("reason")),
+        ("gpu time", human_duration(job.get("gpu_seconds")) if job.get("gpu_seconds") else None),
+        ("output", job.get("output")),
+        ("output size", human_bytes(job.get("output_bytes")) if job.get("output_bytes") else None),
+        ("output sha256", job.get("output_sha256")),
+        ("outputs deleted after" if expires and expires < now else "outputs kept until",
+         format_time(expires) if expires else None),
+        ("log size", human_bytes(job.get("log_bytes")) if job.get("log_bytes") else None),
+        ("resubmit of", job.get("resubmit_of")),
+    ]
+    shown = [(k, str(v)) for k, v in rows if v not in (None, "")]
+    width = max(len(k) for k, _ in shown)
+    for k, v in shown:
+        print(f"{k.ljust(width)}  {v}")
+    history = job.get("history") or []
+    if history:
+        print("history:")
+        for h in history:
+            reason = f"  {h['reason']}" if h.get("reason") else ""
+            print(f"  {format_time(h.get('at'))}  {str(h.get('state', '?')).ljust(10)}{reason}")
+    return EXIT_OK
+
+
+def _write_stdout(data: bytes) -> None:
+    out = getattr(sys.stdout, "buffer", None)
+    if out is not None:
+        sys.stdout.flush()
+        out.write(data)
+        out.flush()
+    else:
+        sys.stdout.write(data.decode("utf-8", "replace"))
+        sys.stdout.flush()
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    ui = _ui(args)
+    path = f"/jobs/{quote(args.job, safe='')}/logs"
+    offset = 0
+    failures = 0
+    with _api(args) as api:
+        while True:
+            params: dict[str, Any] = {"offset": offset}
+            if args.follow:
+                params["follow"] = 1
+            try:
+                resp = api.send(
+                    "GET",
+                    path,
+                    params=params,
+                    stream=True,
+                    # A followed log can be silent for hours; the job's end closes the stream.
+                    timeout=(CONNECT_TIMEOUT_S, None if args.follow else READ_TIMEOUT_S),
+                    headers={"Accept-Encoding": "identity"},
+                )
+                with resp:
+                    read1: Callable[[int], bytes] | None = getattr(resp.raw, "read1", None)
+                    while True:
+                        try:
+                            # read1 returns what has arrived, so a followed log shows up at once.
+                            data = read1(65536) if read1 else resp.raw.read(65536)
+                        except (urllib3.exceptions.HTTPError, OSError) as exc:
+                            raise NetworkError(
+                                f"the log stream broke off ({short_reason(exc)})"
+                            ) from exc
+                        if not data:
+                            break
+                        _write_stdout(data)
+                        offset += len(data)
+                        failures = 0
+                if not args.follow:
+                    return EXIT_OK
+                # A proxy or worker timeout can end a followed stream early: only the job's
+                # end is the log's end.
+                state = str(api.job(args.job).get("state"))
+                if state in TERMINAL_STATES:
+                    return EXIT_OK
+                raise NetworkError(f"the log stream ended while the job is {state}")
+            except CliError as exc:
+                if not args.follow or not is_transient(exc):
+                    raise
+                failures += 1
+                if failures >= LOG_FOLLOW_ATTEMPTS:
+                    raise
+                delay = min(backoff(failures), 10.0)
+                ui.info(f"{exc}; reconnecting in {delay:.3g} s from byte {offset}")
+                time.sleep(delay)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    ui = _ui(args)
+    with _api(args) as api:
+        job = job_of(api.json("POST", f"/jobs/{quote(args.job, safe='')}/cancel"))
+    if args.fmt == "json":
+        print_json(job)
+    else:
+        print(f"{job['id']}  {job.get('state', '?')}")
+        ui.info(describe(job))
+    return EXIT_OK
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    ui = _ui(args)
+    with _api(args) as api:
+        job = api.job(args.job)
+        dest = Path(args.file or f"pink-{job['id']}.tar.zst")
+        download_output(api, job, dest, ui)
+    print(dest)
+    return EXIT_OK
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    with _api(args) as api:
+        workers = api.json("GET", "/workers").get("workers") or []
+    if args.fmt == "json":
+        print_json(workers)
+        return EXIT_OK
+    rows = []
+    for w in workers:
+        status = "up" if w.get("alive") else "down"
+        if w.get("drained"):
+            status += ",drained"
+        gpus = w.get("gpus") or []
+        rows.append(
+            [
+                str(w.get("name", "?")),
+                status,
+                f"{len(w.get('gpus_free') or [])}/{len(gpus)}",
+                str(w.get("cpus", "-")),
+                human_bytes(w.get("memory_bytes")) if w.get("memory_bytes") else "-",
+                (
+                    human_bytes(w.get("disk_free_bytes"))
+                    if w.get("disk_free_bytes") is not None
+                    else "-"
+                ),
+                str(w.get("running", 0)),
+                str(w.get("queued", 0)),
+                str(len(w.get("images") or [])),
+            ]
+        )
+    print_table(
+        [
+            "NAME",
+            "STATUS",
+            "GPUS FREE",
+            "CPUS",
+            "MEMORY",
+            "DISK FREE",
+            "RUNNING",
+            "QUEUED",
+            "IMAGES",
+        ],
+        rows,
+    )
+    return EXIT_OK

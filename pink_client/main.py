@@ -1,0 +1,239 @@
+"""The ``pink`` entry point: argument parsing, logging setup and the mapping of failures to
+one stderr line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import sys
+from typing import Any, Callable
+
+from pink import __version__
+from pink.states import JobState
+
+from .commands import (
+    cmd_cancel, cmd_download, cmd_login, cmd_logout, cmd_logs, cmd_ls, cmd_status, cmd_submit,
+    cmd_workers,
+)
+from .errors import EXIT_OK, EXIT_USAGE, CliError
+
+STATE_NAMES = tuple(s.value for s in JobState)
+
+
+def parse_duration(text: str) -> int:
+    """``3600``, ``90s``, ``30m``, ``2h`` or ``1d`` → seconds (argparse type)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text.lower())
+    if not m or int(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; use seconds or e.g. 90s, 30m, 2h, 1d"
+        )
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Global options, accepted before and after the subcommand.
+
+    On the subparsers the defaults are SUPPRESS, so an option given before the subcommand is
+    not overwritten by the subparser's default.
+    """
+
+    def d(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    g = parser.add_argument_group("connection and output")
+    g.add_argument(
+        "--url",
+        default=d(None),
+        help="server URL (default: $PINK_URL or the one from `pink login`)",
+    )
+    g.add_argument(
+        "--ca-cert",
+        default=d(None),
+        metavar="FILE",
+        help="CA certificate to verify the server with ($PINK_CA_CERT)",
+    )
+    g.add_argument(
+        "--token",
+        default=d(None),
+        help="API token ($PINK_TOKEN; default: the one from `pink login`)",
+    )
+    g.add_argument(
+        "-v", "--verbose", action="count", default=d(0), help="log more (-vv: HTTP details)"
+    )
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=d(False),
+        help="no progress or status messages on stderr",
+    )
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o",
+        "--format",
+        dest="fmt",
+        choices=("table", "json"),
+        default="table",
+        help="output format",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pink",
+        description="Run docker images on the GPU servers of a PINK cluster.",
+        epilog="Exit codes: 0 ok, 1 job ended badly (--wait), 2 usage, 3 network/TLS, "
+        "4 not logged in, 5 refused.",
+    )
+    parser.add_argument("--version", action="version", version=f"pink {__version__}")
+    _add_globals(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_globals(common, suppress=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help_text: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=func, fmt="table")
+        return p
+
+    p = add("login", cmd_login, "log in and save an API token")
+    p.add_argument(
+        "server", nargs="?", metavar="URL", help="server URL, e.g. https://pink.example.org"
+    )
+    p.add_argument("--user", "-u", required=True)
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin",
+    )
+
+    add("logout", cmd_logout, "revoke and forget the saved token")
+
+    p = add("submit", cmd_submit, "submit a docker image as a job")
+    p.add_argument(
+        "tarball", nargs="?", metavar="IMAGE.tar", help="archive written by `docker save`"
+    )
+    p.add_argument(
+        "--image",
+        metavar="NAME",
+        help="export this local docker image instead (skipped when a worker has it)",
+    )
+    p.add_argument("--gpus", type=non_negative_int, help="GPUs to reserve (0 = CPU only)")
+    p.add_argument(
+        "--timeout",
+        type=parse_duration,
+        metavar="SECONDS",
+        help="run time limit: seconds, or 30m, 2h, 1d",
+    )
+    p.add_argument(
+        "--output",
+        dest="job_output",
+        choices=("full", "none"),
+        help="keep the container's filesystem (full) or not",
+    )
+    p.add_argument("--name", help="a name for the job (default: the image's tag)")
+    p.add_argument("--priority", type=int, help="higher runs first among your jobs")
+    p.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="resubmitting with the same key returns the same job",
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the job to end; exit 1 unless it SUCCEEDED"
+    )
+    p.add_argument(
+        "--download", metavar="FILE", help="with --wait: download the output archive to FILE"
+    )
+    _add_format(p)
+
+    p = add("ls", cmd_ls, "list jobs, newest first")
+    p.add_argument("--state", type=str.upper, choices=STATE_NAMES, help="only jobs in this state")
+    p.add_argument("--all", action="store_true", help="everyone's jobs (admins)")
+    p.add_argument(
+        "-n", "--limit", type=positive_int, default=50, help="at most this many (default 50)"
+    )
+    _add_format(p)
+
+    p = add("status", cmd_status, "show everything about a job")
+    p.add_argument("job", metavar="ID")
+    _add_format(p)
+
+    p = add("logs", cmd_logs, "print a job's log")
+    p.add_argument("job", metavar="ID")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+
+    p = add("cancel", cmd_cancel, "cancel a job")
+    p.add_argument("job", metavar="ID")
+    _add_format(p)
+
+    p = add("download", cmd_download, "download a job's output archive (resumes a partial one)")
+    p.add_argument("job", metavar="ID")
+    p.add_argument(
+        "-o", "--file", metavar="FILE", help="where to save it (default pink-ID.tar.zst)"
+    )
+
+    p = add("workers", cmd_workers, "list the worker servers")
+    _add_format(p)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    if verbosity <= 0:
+        return
+    level = logging.DEBUG if verbosity >= 2 else logging.INFO
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("pink_client").setLevel(level)
+    if verbosity < 2:
+        logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
+        return (
+            exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+        )
+    _setup_logging(args.verbose or 0)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"pink: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("pink: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `pink logs ID | head`: the reader left. Point stdout at /dev/null so the interpreter's
+        # final flush does not print a second traceback.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK

@@ -1,0 +1,118 @@
+"""What the CLI shows: human-readable sizes, durations and times, tables and JSON on stdout,
+status messages and transfer progress (tqdm) on stderr."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from typing import Any, Sequence, TextIO
+
+from tqdm import tqdm
+
+
+def human_bytes(n: float | int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} PB"  # pragma: no cover - loop always returns
+
+
+def human_duration(seconds: float | int | None) -> str:
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def format_time(t: float | None) -> str:
+    if not t:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(t)))
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+    for row in (headers, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Progress:
+    """The bytes of one transfer attempt: a tqdm bar on stderr when ``bar``, otherwise (when
+    ``summary``) a single line on stderr once it has finished."""
+
+    def __init__(
+        self, verb: str, total: int | None, *, bar: bool, summary: bool, done: int = 0
+    ) -> None:
+        self.verb = verb
+        self.summary = summary
+        self.stream = sys.stderr
+        self.moved = 0
+        self.t0 = time.monotonic()
+        self.bar: tqdm | None = None
+        if bar:
+            self.bar = tqdm(
+                desc=verb, total=total, initial=done, file=self.stream, unit="B",
+                unit_scale=True, unit_divisor=1000, mininterval=0.1, dynamic_ncols=True,
+            )
+
+    def add(self, n: int) -> None:
+        self.moved += n
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def finish(self) -> None:
+        """The transfer is complete: leave the full bar on screen, or print the summary."""
+        if self.bar is not None:
+            self.bar.close()
+        elif self.summary:
+            elapsed = time.monotonic() - self.t0
+            self.stream.write(
+                f"{self.verb} {human_bytes(self.moved)} in {elapsed:.1f} s"
+                f" ({self.moved / max(elapsed, 1e-6) / 1e6:.1f} MB/s)\n"
+            )
+            self.stream.flush()
+
+    def abort(self) -> None:
+        """The transfer failed: end the bar's line so the next message starts on a fresh one."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclasses.dataclass
+class Ui:
+    quiet: bool = False
+    fmt: str = "table"
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    def progress(self, verb: str, total: int | None, done: int = 0) -> Progress:
+        """A bar only on a terminal and never with -q or -o json; a summary line otherwise."""
+        bar = not self.quiet and self.fmt != "json" and isatty(sys.stderr)
+        return Progress(verb, total, bar=bar, summary=not self.quiet and not bar, done=done)
