@@ -60,6 +60,18 @@ class Job:
     finished_at: float | None = None
     resubmit_of: str = ""
     idempotency_key: str = ""
+    #: What the job runs: argv replacing the image's CMD / ENTRYPOINT (None: the image's own;
+    #: an empty entrypoint clears the image's), environment (the owner's eyes only), workdir.
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    workdir: str = ""
+    #: Operator-declared datasets of its worker, mounted read-only at /data/NAME.
+    datasets: tuple[str, ...] = ()
+    #: Resources the container gets, resolved at placement (0 = unlimited).
+    cpus: float = 0.0
+    memory_bytes: int = 0
+    shm_bytes: int = 0
     #: Random id of the write that produced this version; lets a retried CAS recognise itself.
     write_id: str = ""
     #: etcd mod_revision this record was read at (0 = not stored yet). Not serialised.
@@ -79,6 +91,10 @@ class Job:
         data["state"] = JobState(data["state"])
         data["history"] = tuple(data.get("history", ()))
         data["gpu_indices"] = tuple(data.get("gpu_indices", ()))
+        data["datasets"] = tuple(data.get("datasets", ()))
+        for argv in ("command", "entrypoint"):
+            if data.get(argv) is not None:
+                data[argv] = tuple(data[argv])
         return cls(**data, mod_revision=mod_revision)
 
     def public(self) -> dict[str, Any]:
@@ -106,6 +122,8 @@ class WorkerInfo:
     #: Outputs of jobs that ended longer ago than this are deleted (0 = kept).
     output_retention_s: float = 0.0
     registered_at: float = 0.0
+    #: Names of the operator-declared datasets this worker can mount (worker.datasets).
+    datasets: tuple[str, ...] = ()
     # dynamic part, from the heartbeat key; alive False when the lease is gone
     alive: bool = False
     drained: bool = False
@@ -118,7 +136,7 @@ class WorkerInfo:
     heartbeat_at: float = 0.0
 
     STATIC = ("name", "ssh_host", "ssh_port", "ssh_user", "inbox", "outbox", "gpus", "cpus",
-              "memory_bytes", "archive_suffix", "output_retention_s", "registered_at")
+              "memory_bytes", "archive_suffix", "output_retention_s", "registered_at", "datasets")
 
     def static_json(self) -> bytes:
         return json.dumps({k: getattr(self, k) for k in self.STATIC}).encode()

@@ -22,6 +22,7 @@ from .auth import admin_required, current_user, login_required, refresh_session,
 from .errors import error_response
 from .events import JobChanges
 from .openapi import SPEC
+from .spec import MAX_LAYERS, JobSpec, SubmitError
 from .upload import SocketBody
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -88,7 +89,7 @@ def me():
 @login_required
 def submit_job():
     request.max_content_length = _cfg().web.max_upload_bytes  # the one big body (app-wide: max_body_bytes)
-    spec = joblogic.JobSpec.parse(request.args, g.user)
+    spec = JobSpec.parse(request.args, g.user)
     length = request.content_length
     # Straight from the socket when gunicorn serves us (far fewer copies of a multi-GB body).
     body = SocketBody.of(request.environ, length) if length else None
@@ -98,7 +99,7 @@ def submit_job():
             _cfg(), store(), _links(), current_app.extensions["pink.lease"], g.user, spec, body, length,
             request.headers.get("Idempotency-Key", ""),
         )
-    except joblogic.SubmitError as exc:
+    except SubmitError as exc:
         # Answering before the body is read makes the client see a reset instead of this
         # message; read a modest body to the end, close the connection on a big one.
         if _drain(body, 64 << 20):
@@ -292,10 +293,10 @@ def layer_holders():
     its upload (a thin archive, ``omitted_layers=`` on POST /jobs)."""
     data = request.get_json(silent=True) or {}
     diff_ids = data.get("diff_ids")
-    if (not isinstance(diff_ids, list) or len(diff_ids) > joblogic.MAX_LAYERS
+    if (not isinstance(diff_ids, list) or len(diff_ids) > MAX_LAYERS
             or not all(isinstance(d, str) and DIFF_ID.match(d) for d in diff_ids)):
         abort(400, f'send {{"diff_ids": [...]}}: the image\'s layer diff_ids, bottom first '
-                   f"(at most {joblogic.MAX_LAYERS})")
+                   f"(at most {MAX_LAYERS})")
     workers = [{"name": w.name, "layers": joblogic.held_layers(store(), g.user, w, diff_ids)}
                for w in store().workers() if w.alive and not w.drained]
     return jsonify(workers=[w for w in workers if w["layers"]])
@@ -382,7 +383,7 @@ def resubmit_job(job_id: str):
         return error_response(409, f"job {job_id} is {old.state}; only an ended job can be resubmitted")
     if not old.image_id:
         return error_response(409, f"job {job_id} never had a complete image; submit the tarball again")
-    spec = joblogic.JobSpec(
+    spec = JobSpec(
         gpus=old.gpus, timeout_s=old.timeout_s, output=old.output, name=old.name,
         priority=old.priority if g.user.admin else min(old.priority, 0),
         image_id=old.image_id, resubmit_of=old.id,
@@ -392,7 +393,7 @@ def resubmit_job(job_id: str):
             _cfg(), store(), _links(), current_app.extensions["pink.lease"], g.user, spec,
             body=request.stream, length=0, idempotency_key=request.headers.get("Idempotency-Key", ""),
         )
-    except joblogic.SubmitError as exc:
+    except SubmitError as exc:
         ran_on = store().get_worker(old.worker) if any(h.get("state") == "RUNNING" for h in old.history) else None
         if exc.status == 409 and ran_on is not None and ran_on.alive and old.image_id not in ran_on.images:
             # Workers report their images every few seconds; a job that just ended may not
