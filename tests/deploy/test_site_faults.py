@@ -30,9 +30,10 @@ T = TypeVar("T")
 LOST_WITHIN_S = 45.0
 
 
-def wait_for(probe: Callable[[], T], timeout: float, what: str) -> T:
-    """Ask again every half second: the load balancer may be between two web servers."""
-    return dev.wait_until(probe, timeout, what, interval=0.5)
+def wait_for(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
+    """``dev.wait_until``, asking every half second by default (a probe that fails counts as
+    "not yet": the load balancer may be between two web servers)."""
+    return dev.wait_until(probe, timeout, what, interval=interval)
 
 
 @pytest.fixture(scope="module")
