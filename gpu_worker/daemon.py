@@ -32,7 +32,7 @@ from pink.model import JOB_ID, WorkerInfo
 from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
 
-from .runner import JobRun, Preload
+from .runner import JobRun, Preload, host_cpus, host_memory_bytes
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ class WorkerDaemon:
                                           max_pool_size=3 * self.wcfg.max_parallel_jobs + 8)
         self.gpus: list[Gpu] = discover_gpus(self.wcfg.gpus)
         self.runtime = self.wcfg.runtime or ("nvidia" if self.gpus else "")
+        self.host_cpus, self.host_memory = host_cpus(), host_memory_bytes()
+        self._datasets: tuple[str, ...] = ()
         self.runs: dict[str, JobRun] = {}
         self.preloads: dict[str, Preload] = {}
         self._pinged_at = 0.0
@@ -76,18 +78,35 @@ class WorkerDaemon:
             Path(folder).mkdir(parents=True, exist_ok=True)
 
     # ----- registration and lease ------------------------------------------------------------------
+    def _present_datasets(self) -> tuple[str, ...]:
+        """The configured datasets whose folder is here (looked at on each registration); jobs
+        asking for the others go to other workers."""
+        present = []
+        for name, path in sorted(self.wcfg.datasets.items()):
+            if os.path.isdir(path):
+                present.append(name)
+            else:
+                log.warning("dataset %s: %s is not a folder on this host; not offered to jobs", name, path)
+        return tuple(present)
+
     def info(self) -> WorkerInfo:
         busy = {i for run in self.runs.values() for i in run.gpu_indices}
         disk = shutil.disk_usage(self.wcfg.inbox)
+        w = self.wcfg
+        # "No limit" is the host; a default without a value of its own is the maximum.
+        max_cpus = min(w.max_cpus_per_job or self.host_cpus, self.host_cpus)
+        max_memory = min(w.max_memory_per_job_bytes or self.host_memory, self.host_memory)
         return WorkerInfo(
             name=self.wcfg.name, ssh_host=self.wcfg.ssh_host, ssh_port=self.wcfg.ssh_port,
             ssh_user=self.wcfg.ssh_user, inbox=self.wcfg.inbox, outbox=self.wcfg.outbox,
             gpus=tuple({"index": g.index, "uuid": g.uuid, "name": g.name, "memory_mib": g.memory_mib}
                        for g in self.gpus),
-            cpus=os.cpu_count() or 1,
-            memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+            cpus=self.host_cpus, memory_bytes=self.host_memory,
             archive_suffix=self.wcfg.archive_suffix, output_retention_s=self.wcfg.output_retention_s,
-            registered_at=time.time(),
+            registered_at=time.time(), datasets=self._datasets,
+            default_cpus=min(w.cpus_per_job or w.max_cpus_per_job, max_cpus),
+            default_memory_bytes=min(w.memory_per_job_bytes or w.max_memory_per_job_bytes, max_memory),
+            default_shm_bytes=w.shm_per_job_bytes, max_cpus=max_cpus, max_memory_bytes=max_memory,
             # Rounded down to 256 MiB, so that writing a file is not news for the heartbeat.
             disk_free_bytes=disk.free - disk.free % DISK_FREE_STEP, images=self._images, layers=self._layers,
             gpus_free=tuple(g.index for g in self.gpus if g.index not in busy),
@@ -138,10 +157,12 @@ class WorkerDaemon:
             # Register anyway: the worker is alive and keeps its claims; it claims nothing new
             # until the engine answers (see cycle).
             log.warning("docker engine unavailable while registering: %s", exc)
+        self._datasets = self._present_datasets()
         info = self.info()
         self.store.register_worker(info, self.lease.id)
         self._heartbeat_sent = ""
-        log.info("registered worker %s (%d GPUs, lease %x)", self.wcfg.name, len(self.gpus), self.lease.id)
+        log.info("registered worker %s (%d GPUs, datasets %s, lease %x)", self.wcfg.name, len(self.gpus),
+                 ", ".join(self._datasets) or "none", self.lease.id)
         if self.wcfg.drain:
             self.store.set_drained(self.wcfg.name, True)
         # Claims of the jobs this worker still holds must hang on the new lease.
@@ -230,8 +251,7 @@ class WorkerDaemon:
         self._log_status(entries)
 
     def _start_queued(self, entries: list[QueueEntry]) -> None:
-        queued = [scheduling.QueuedJob(e.job_id, e.user, e.priority, e.created_at, e.gpus)
-                  for e in entries if e.state is JobState.QUEUED]
+        queued = [e.queued_job() for e in entries if e.state is JobState.QUEUED]
         # Most cycles are woken by a running job's own state change: nothing to start, so no
         # need to ask etcd whether the worker is drained.
         if not queued or len(self.runs) >= self.wcfg.max_parallel_jobs or self.store.is_drained(self.wcfg.name):
@@ -242,7 +262,11 @@ class WorkerDaemon:
         busy = {i for run in self.runs.values() for i in run.gpu_indices}
         free = [g.index for g in self.gpus if g.index not in busy]
         slots = self.wcfg.max_parallel_jobs - len(self.runs)
-        for decision in scheduling.plan(queued, running, free, slots, total_gpus=len(self.gpus)):
+        cpus = scheduling.Pool(self.host_cpus - sum(run.job.cpus for run in self.runs.values()), self.host_cpus)
+        memory = scheduling.Pool(self.host_memory - sum(run.job.memory_bytes for run in self.runs.values()),
+                                 self.host_memory)
+        for decision in scheduling.plan(queued, running, free, slots, total_gpus=len(self.gpus),
+                                        cpus=cpus, memory=memory):
             if not decision.starts:
                 continue
             job = self.store.get_job(decision.job_id)

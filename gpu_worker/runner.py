@@ -12,6 +12,7 @@ container that has started is never started again.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,16 @@ from .export import CHUNK, TRANSIENT_ENGINE_ERRORS, export_container, open_for_t
 log = logging.getLogger(__name__)
 
 NEVER_STARTED = "0001-01-01T00:00:00Z"
+#: Where a job's datasets are mounted (read-only, one folder each).
+DATA_DIR = "/data"
+
+
+def host_cpus() -> int:
+    return os.cpu_count() or 1
+
+
+def host_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 class Abort(Exception):
@@ -263,33 +274,63 @@ class JobRun:
         kwargs: dict = dict(
             name=container_name(job.id),
             labels={"pink.job": job.id, "pink.user": job.user, "pink.worker": self.cfg.name},
+            environment={**job.env, **self._pink_env()},
             network_mode=self.cfg.network,
             privileged=False,
             security_opt=["no-new-privileges"],
             cap_drop=["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP", "SYS_CHROOT"],
             pids_limit=self.cfg.pids_limit,
             log_config=docker.types.LogConfig(type="json-file", config={"max-size": "100m", "max-file": "1"}),
-            detach=True,
+            mounts=[docker.types.Mount(target=f"{DATA_DIR}/{name}", source=self._dataset_path(name), type="bind",
+                                       read_only=True) for name in job.datasets],
         )
-        if self.cfg.cpus_per_job:
-            kwargs["nano_cpus"] = int(self.cfg.cpus_per_job * 1e9)
-        if self.cfg.memory_per_job:
-            kwargs["mem_limit"] = self.cfg.memory_per_job
+        # None: the image's own. An empty entrypoint (not None) clears the image's.
+        if job.command is not None:
+            kwargs["command"] = list(job.command)
+        if job.entrypoint is not None:
+            kwargs["entrypoint"] = list(job.entrypoint)
+        if job.workdir:
+            kwargs["working_dir"] = job.workdir
+        if job.cpus:
+            kwargs["nano_cpus"] = int(job.cpus * 1e9)
+        if job.memory_bytes:
+            kwargs["mem_limit"] = kwargs["memswap_limit"] = job.memory_bytes  # no swap on top
+        if job.shm_bytes:
+            kwargs["shm_size"] = job.shm_bytes
         if job.gpu_indices:
             kwargs["device_requests"] = [docker.types.DeviceRequest(
                 driver="nvidia", device_ids=[str(i) for i in job.gpu_indices], capabilities=[["gpu"]])]
             if self.runtime:
                 kwargs["runtime"] = self.runtime
-            kwargs["environment"] = {"PINK_GPUS": ",".join(map(str, job.gpu_indices))}
         # The low-level calls: containers.create() would inspect the new container too, and
         # nothing needs its details before it has started.
         api = self.engine.api
-        host_keys = ("network_mode", "privileged", "security_opt", "cap_drop", "pids_limit", "log_config",
-                     "nano_cpus", "mem_limit", "device_requests", "runtime")
+        host_keys = ("network_mode", "privileged", "security_opt", "cap_drop", "pids_limit", "log_config", "mounts",
+                     "nano_cpus", "mem_limit", "memswap_limit", "shm_size", "device_requests", "runtime")
         host_config = api.create_host_config(**{k: kwargs.pop(k) for k in host_keys if k in kwargs})
-        kwargs.pop("detach")
         created = api.create_container(job.image_id, host_config=host_config, **kwargs)
         return self.engine.containers.prepare_model({"Id": created["Id"], "Name": kwargs["name"]})
+
+    def _pink_env(self) -> dict[str, str]:
+        """What every job is told (docs/jobs.md); limits of 0 (none) are told as the host's."""
+        job = self.job
+        return {
+            "PINK_JOB_ID": job.id,
+            "PINK_JOB_NAME": job.name,
+            "PINK_USER": job.user,
+            "PINK_WORKER": self.cfg.name,
+            "PINK_GPUS": ",".join(map(str, job.gpu_indices)),
+            "PINK_CPUS": f"{job.cpus or host_cpus():g}",
+            "PINK_MEMORY_BYTES": str(job.memory_bytes or host_memory_bytes()),
+            "PINK_DATA_DIR": DATA_DIR,
+            "PINK_DATASETS": ",".join(job.datasets),
+        }
+
+    def _dataset_path(self, name: str) -> str:
+        path = self.cfg.datasets.get(name, "")
+        if not os.path.isdir(path):
+            raise Abort(self._fail(f"dataset {name} is not on worker {self.cfg.name} any more"))
+        return path
 
     def _run(self, container) -> None:
         logger = threading.Thread(target=self._copy_logs, args=(container,), daemon=True)

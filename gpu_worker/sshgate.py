@@ -8,7 +8,8 @@ Web servers reach a worker as a non-root account whose key may only do these thi
 
 Anything else is refused. The command is split with :mod:`shlex` and run with an argument
 list (no shell), and every path must be a file directly inside the inbox or outbox whose name
-is a job id, so nothing a user typed can reach a shell or leave those folders.
+is a job id and that is not a symbolic link, so nothing a user typed can reach a shell or leave
+those folders.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ OUTBOX_SUFFIXES = (".tar.zst", ".tar.gz", ".tar", ".log")
 
 
 def _job_file(path: str, folder: str, suffixes: tuple[str, ...]) -> str | None:
-    """The absolute path if ``path`` names ``<folder>/<job id><suffix>``, else None."""
+    """The absolute path if ``path`` names ``<folder>/<job id><suffix>`` and is no symbolic
+    link (which ``tail`` and ``scp`` would follow out of the folder), else None."""
     full = os.path.normpath(os.path.join(folder, path))
-    if os.path.dirname(full) != os.path.normpath(folder):
+    if os.path.dirname(full) != os.path.normpath(folder) or os.path.islink(full):
         return None
     name = os.path.basename(full)
     for suffix in suffixes:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .model import DATASET_NAME, MIN_MEMORY_BYTES, format_size, parse_size
 
 DEFAULT_PATH = "/etc/pink/pink.toml"
 
@@ -54,6 +55,11 @@ class WebConfig:
     lost_worker_grace_s: float = 600.0
     #: Each web server process holds a lease; its uploads die with it (DESIGN §3).
     lease_ttl_s: int = 15
+    #: Failed logins are counted per user name and per client address over this window; past
+    #: the limits, further attempts are refused with 429 until the window ends.
+    login_window_s: int = 300
+    login_failures_per_user: int = 10
+    login_failures_per_address: int = 50
     #: Addresses or networks of the load balancers. Only requests from these may set the
     #: client address, scheme and host with X-Forwarded-* headers; anyone else's are ignored.
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
@@ -75,8 +81,20 @@ class WorkerConfig:
     gpus: str = "auto"
     #: Container runtime for GPU jobs; empty means "nvidia" when the host has GPUs.
     runtime: str = ""
-    cpus_per_job: float = 0.0  # 0 = no limit
-    memory_per_job: str = ""  # docker syntax, e.g. "8g"; empty = no limit
+    #: Resources of a job that does not ask (pink.scheduling.job_resources): a CPU-only job
+    #: gets cpus_per_job and memory_per_job (0 / "": no limit, or the maximum where one is set;
+    #: docker's size syntax, e.g. "8g"), a GPU job its share of the host (gpus x host CPUs /
+    #: host GPUs, the same for memory); every job shm_per_job of /dev/shm ("": half of the job's memory, docker's 64 MiB when
+    #: that has no limit).
+    cpus_per_job: float = 0.0
+    memory_per_job: str = ""
+    shm_per_job: str = ""
+    #: The most one job may ask for: 0 = the host's CPUs, "" = the host's memory.
+    max_cpus_per_job: float = 0.0
+    max_memory_per_job: str = ""
+    #: Datasets jobs may mount, read-only at /data/NAME: name -> absolute path on this host.
+    #: Environment: PINK_WORKER_DATASETS="imagenet=/srv/imagenet,coco=/srv/coco".
+    datasets: dict[str, str] = dataclasses.field(default_factory=dict)
     pids_limit: int = 4096
     network: str = "none"
     stop_grace_s: float = 10.0
@@ -94,6 +112,45 @@ class WorkerConfig:
     @property
     def output_retention_s(self) -> float:
         return self.output_retention_days * 86400
+
+    @property
+    def memory_per_job_bytes(self) -> int:
+        return parse_size(self.memory_per_job) if self.memory_per_job else 0
+
+    @property
+    def max_memory_per_job_bytes(self) -> int:
+        return parse_size(self.max_memory_per_job) if self.max_memory_per_job else 0
+
+    @property
+    def shm_per_job_bytes(self) -> int:
+        return parse_size(self.shm_per_job) if self.shm_per_job else 0
+
+    def check_resources(self) -> None:
+        """Per-job resources and datasets: sizes that parse, defaults within the maxima."""
+        for key, low in (("memory_per_job", MIN_MEMORY_BYTES), ("max_memory_per_job", MIN_MEMORY_BYTES),
+                         ("shm_per_job", 1 << 20)):
+            try:
+                size = getattr(self, f"{key}_bytes")
+            except ValueError as exc:
+                raise ConfigError(f"worker.{key}: {exc}") from None
+            if size and size < low:
+                raise ConfigError(f"worker.{key} ({getattr(self, key)}) must be at least {format_size(low)}")
+        for key in ("cpus_per_job", "max_cpus_per_job"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"worker.{key} ({value}) must be 0 or more")
+        if self.max_cpus_per_job and self.cpus_per_job > self.max_cpus_per_job:
+            raise ConfigError(f"worker.cpus_per_job ({self.cpus_per_job}) is more than worker.max_cpus_per_job "
+                              f"({self.max_cpus_per_job})")
+        if self.max_memory_per_job and self.memory_per_job_bytes > self.max_memory_per_job_bytes:
+            raise ConfigError(f"worker.memory_per_job ({self.memory_per_job}) is more than "
+                              f"worker.max_memory_per_job ({self.max_memory_per_job})")
+        for name, path in self.datasets.items():
+            if not DATASET_NAME.fullmatch(name):
+                raise ConfigError(f"worker.datasets: {name!r} is not a dataset name (lower case letters, digits "
+                                  f"and _.-, starting with a letter or digit, at most 63)")
+            if not path.startswith("/") or "\0" in path:
+                raise ConfigError(f"worker.datasets: the path of {name} ({path!r}) must be absolute")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +190,7 @@ class Config:
                               f"web.max_upload_bytes ({self.web.max_upload_bytes})")
         if not self.etcd.endpoints:
             raise ConfigError("etcd.endpoints is empty: list at least one host:port")
+        w.check_resources()
         return self
 
 
@@ -141,8 +199,20 @@ _SECTIONS = {"etcd": EtcdConfig, "web": WebConfig, "worker": WorkerConfig}
 
 def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:
     name = f"{section}.{field.name}"
-    kind = type(field.default) if field.default is not dataclasses.MISSING else str
+    if field.default is not dataclasses.MISSING:
+        kind = type(field.default)
+    else:
+        kind = type(field.default_factory())  # type: ignore[misc]
     try:
+        if kind is dict:
+            if isinstance(value, str):  # "name=/path,name2=/path2"
+                pairs = [p.partition("=") for p in (p.strip() for p in value.split(",")) if p]
+                if any(not eq for _, eq, _ in pairs):
+                    raise ValueError(value)
+                value = {k.strip(): v.strip() for k, _, v in pairs}
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ValueError(value)
+            return dict(value)
         if kind is bool:
             if isinstance(value, str):
                 low = value.strip().lower()

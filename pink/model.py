@@ -7,6 +7,7 @@ import json
 import os
 import re
 import time
+from fractions import Fraction
 from typing import Any
 
 from .states import JobState
@@ -16,6 +17,37 @@ USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 OUTPUT_MODES = ("full", "none")
+#: Operator-declared dataset names (worker.datasets), mounted at /data/NAME.
+DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+#: The least memory docker gives a container.
+MIN_MEMORY_BYTES = 6 << 20
+#: Docker's size syntax: bytes, or a number with a k/m/g/t suffix (powers of 1024), "b" or "ib" after.
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])i?)?b?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {None: 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from docker's size syntax: ``"16g"`` -> 17179869184; ``"512m"``, ``"1.5g"``,
+    ``"16GiB"``, ``"100"`` and non-negative ints too.
+
+    Suffixes b/k/m/g/t (any case, optionally followed by "b" or "ib") are powers of 1024, as
+    in ``docker run --memory``. Raises ValueError for anything else.
+    """
+    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
+        return text
+    match = _SIZE.match(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"{text!r} is not a size (bytes, or a number with b/k/m/g/t, e.g. 512m, 16g)")
+    number, unit = match.groups()
+    return int(Fraction(number) * _SIZE_UNITS[unit and unit.lower()])
+
+
+def format_size(n: float) -> str:
+    """``17179869184`` -> ``"16 GiB"``, ``1610612736`` -> ``"1.5 GiB"``: sizes for people."""
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= scale:
+            return f"{round(n / scale, 1):g} {unit}"
+    return f"{n:g} bytes"
 
 
 def new_job_id(now: float | None = None) -> str:
@@ -124,6 +156,14 @@ class WorkerInfo:
     registered_at: float = 0.0
     #: Names of the operator-declared datasets this worker can mount (worker.datasets).
     datasets: tuple[str, ...] = ()
+    #: Per-job resources (pink.scheduling.job_resources): a CPU-only job's defaults (0: no
+    #: limit; a GPU job gets its share of the host instead), the /dev/shm default (0: docker's
+    #: 64 MiB) and the most a job may ask for (0, as in records of older workers: the host's).
+    default_cpus: float = 0.0
+    default_memory_bytes: int = 0
+    default_shm_bytes: int = 0
+    max_cpus: float = 0.0
+    max_memory_bytes: int = 0
     # dynamic part, from the heartbeat key; alive False when the lease is gone
     alive: bool = False
     drained: bool = False
@@ -136,7 +176,8 @@ class WorkerInfo:
     heartbeat_at: float = 0.0
 
     STATIC = ("name", "ssh_host", "ssh_port", "ssh_user", "inbox", "outbox", "gpus", "cpus",
-              "memory_bytes", "archive_suffix", "output_retention_s", "registered_at", "datasets")
+              "memory_bytes", "archive_suffix", "output_retention_s", "registered_at", "datasets",
+              "default_cpus", "default_memory_bytes", "default_shm_bytes", "max_cpus", "max_memory_bytes")
 
     def static_json(self) -> bytes:
         return json.dumps({k: getattr(self, k) for k in self.STATIC}).encode()

@@ -37,6 +37,7 @@ from .config import EtcdConfig
 from .errors import StoreUnavailable
 from .etcd import EtcdClient, transactions as tx
 from .model import Job, Token, User, WorkerInfo
+from .scheduling import QueuedJob
 from .states import CLAIMED, JobState, can_transition
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ class QueueEntry:
     priority: int
     created_at: float
     image_id: str = ""
+    #: Resources resolved at placement (entries of older versions: 0, no limit).
+    cpus: float = 0.0
+    memory_bytes: int = 0
 
     def to_json(self) -> bytes:
         data = dataclasses.asdict(self)
@@ -80,7 +84,12 @@ class QueueEntry:
     @classmethod
     def of(cls, job: Job) -> "QueueEntry":
         return cls(job.id, job.user, job.state, job.gpus, job.timeout_s, job.priority,
-                   job.created_at, job.image_id)
+                   job.created_at, job.image_id, job.cpus, job.memory_bytes)
+
+    def queued_job(self) -> QueuedJob:
+        """The entry as :func:`pink.scheduling.plan` takes it."""
+        return QueuedJob(self.job_id, self.user, self.priority, self.created_at, self.gpus,
+                         self.cpus, self.memory_bytes)
 
 
 class Store:
@@ -407,6 +416,42 @@ class Store:
                 self.etcd.call(lambda c: c.delete(key), "revoke token")
                 return True
         return False
+
+    # ----- login throttling --------------------------------------------------------------------
+    def _throttle_key(self, subject: str) -> str:
+        return self._k("throttle", _hash(subject))
+
+    def login_failures(self, subject: str) -> tuple[int, float]:
+        """(failed logins, when the first of them was) for ``subject`` in its current window."""
+        raw, _ = self._get(self._throttle_key(subject))
+        if raw is None:
+            return 0, 0.0
+        data = json.loads(raw)
+        return int(data["n"]), float(data["since"])
+
+    def note_login_failure(self, subject: str, window_s: int, now: float) -> int:
+        """Count one failed login of ``subject``; the count ends ``window_s`` after its first
+        failure (the key lives on a lease of that TTL). Returns the count."""
+        key = self._throttle_key(subject)
+        for _ in range(8):  # concurrent failures race on the key; each try re-reads it
+            value, meta = self.etcd.call(lambda c: c.get(key), f"get {key}")
+            if value is None:
+                lease = self.grant_lease(window_s)
+                record = {"n": 1, "since": now}
+                ok, _, _ = self._txn([tx.version(key) == 0], [tx.put(key, json.dumps(record), lease=lease)],
+                                     "note a failed login")
+            else:
+                record = json.loads(value)
+                record["n"] += 1
+                ok, _, _ = self._txn([tx.mod(key) == meta.mod_revision],
+                                     [tx.put(key, json.dumps(record), lease=meta.lease_id)], "note a failed login")
+            if ok:
+                return record["n"]
+        raise StoreUnavailable("too many concurrent logins to count this failure; try again")
+
+    def clear_login_failures(self, subject: str) -> None:
+        key = self._throttle_key(subject)
+        self.etcd.call(lambda c: c.delete(key), "clear failed logins")
 
     # ----- watches ----------------------------------------------------------------------------
     def watch_prefix(self, prefix_parts: tuple[str, ...], on_event: Callable[[bool], None]) -> Callable[[], None]:

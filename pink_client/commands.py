@@ -6,6 +6,7 @@ import argparse
 import getpass
 import logging
 import os
+import shlex
 import socket
 import sys
 import time
@@ -25,6 +26,7 @@ from .errors import (
 )
 from .http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, Api, job_of, short_reason
 from .jobs import TERMINAL_STATES, backoff, describe, download_output, submit, wait_for_job
+from .jobspec import job_spec, spec_headers
 from .output import (
     Ui, format_time, human_bytes, human_duration, isatty, print_json, print_table,
 )
@@ -58,6 +60,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.download:
         args.wait = True
     key = args.idempotency_key or str(uuid.uuid4())
+    headers = spec_headers(job_spec(args))
     params: dict[str, Any] = {}
     for field, value in (
         ("gpus", args.gpus),
@@ -80,7 +83,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         params["name"] = args.name if args.name is not None else default_name
         log.info("image id %s", image_id)
 
-        job = submit(api, params, key, ui, image_id=image_id, archive=archive, image=args.image)
+        job = submit(api, params, headers, key, ui, image_id=image_id, archive=archive,
+                     image=args.image)
         ui.info(f"submitted job {job['id']} ({job.get('state', '?')})")
         if args.fmt == "json" and not args.wait:
             print_json(job)
@@ -286,6 +290,7 @@ def cmd_status(args: argparse.Namespace) -> int:
          format_time(expires) if expires else None),
         ("log size", human_bytes(job.get("log_bytes")) if job.get("log_bytes") else None),
         ("resubmit of", job.get("resubmit_of")),
+        *_ran_with(job),
     ]
     shown = [(k, str(v)) for k, v in rows if v not in (None, "")]
     width = max(len(k) for k, _ in shown)
@@ -298,6 +303,27 @@ def cmd_status(args: argparse.Namespace) -> int:
             reason = f"  {h['reason']}" if h.get("reason") else ""
             print(f"  {format_time(h.get('at'))}  {str(h.get('state', '?')).ljust(10)}{reason}")
     return EXIT_OK
+
+
+def _ran_with(job: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Rows of `pink status` for what the job runs with; env values as the server shows them
+    (the owner's only: "***" for anyone else)."""
+    if "cpus" not in job:  # a server from before jobs had these
+        return []
+    command, entrypoint = job.get("command"), job.get("entrypoint")
+    cpus, memory, shm = job.get("cpus"), job.get("memory_bytes"), job.get("shm_bytes")
+    rows: list[tuple[str, Any]] = [
+        ("command", "the image's" if command is None else shlex.join(command)),
+        ("entrypoint", "the image's" if entrypoint is None else shlex.join(entrypoint) or "none"),
+        ("workdir", job.get("workdir") or "the image's"),
+        ("datasets", ", ".join(f"{d} (/data/{d})" for d in job.get("datasets") or ()) or "none"),
+        ("cpus", f"{cpus:g}" if cpus else "no limit"),
+        ("memory", human_bytes(memory, binary=True) if memory else "no limit"),
+        ("shm size", human_bytes(shm, binary=True) if shm else "docker's default (64 MiB)"),
+    ]
+    for i, (name, value) in enumerate(sorted((job.get("env") or {}).items())):
+        rows.append(("env" if i == 0 else "", f"{name}={value}"))
+    return rows
 
 
 def _write_stdout(data: bytes) -> None:
@@ -429,5 +455,22 @@ def cmd_workers(args: argparse.Namespace) -> int:
             "IMAGES",
         ],
         rows,
+    )
+    return EXIT_OK
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    with _api(args) as api:
+        datasets = api.json("GET", "/datasets").get("datasets") or []
+    if args.fmt == "json":
+        print_json(datasets)
+        return EXIT_OK
+    if not datasets:
+        _ui(args).info("no worker offers a dataset (worker.datasets in the workers' configuration)")
+        return EXIT_OK
+    print_table(
+        ["NAME", "AVAILABLE", "WORKERS"],
+        [[str(d.get("name", "?")), "yes" if d.get("available") else "no",
+          ",".join(d.get("workers") or []) or "-"] for d in datasets],
     )
     return EXIT_OK

@@ -86,7 +86,7 @@ class _FileBody:
 
 
 def _submit_held(
-    api: Api, params: dict[str, Any], image_id: str, key: str
+    api: Api, params: dict[str, Any], headers: dict[str, str], image_id: str, key: str
 ) -> dict[str, Any] | None:
     """Submit against an image a worker holds: empty body. None when no worker has it anymore."""
     try:
@@ -95,7 +95,7 @@ def _submit_held(
             "/jobs",
             params={**params, "image": image_id},
             data=b"",
-            headers={"Idempotency-Key": key, "Content-Length": "0"},
+            headers={**headers, "Idempotency-Key": key, "Content-Length": "0"},
             ok=(200, 201),
         )
     except HttpError as exc:
@@ -108,8 +108,8 @@ def _submit_held(
 
 
 def _upload(
-    api: Api, archive: ImageArchive, params: dict[str, Any], key: str, ui: Ui,
-    omit: int = 0,
+    api: Api, archive: ImageArchive, params: dict[str, Any], headers: dict[str, str], key: str,
+    ui: Ui, omit: int = 0,
 ) -> dict[str, Any] | None:
     """POST the tarball; retry broken connections with the same key, so at most one job exists.
 
@@ -127,7 +127,7 @@ def _upload(
                 "/jobs",
                 params=params,
                 data=_FileBody(archive.path, ranges, progress),
-                headers={"Idempotency-Key": key, "Content-Type": "application/x-tar"},
+                headers={**headers, "Idempotency-Key": key, "Content-Type": "application/x-tar"},
                 timeout=(CONNECT_TIMEOUT_S, UPLOAD_READ_TIMEOUT_S),
                 ok=(200, 201),
             )
@@ -201,16 +201,17 @@ def image_holders(api: Api, image_id: str) -> list[str]:
 
 
 def submit(
-    api: Api, params: dict[str, Any], key: str, ui: Ui, *,
+    api: Api, params: dict[str, Any], headers: dict[str, str], key: str, ui: Ui, *,
     image_id: str, archive: ImageArchive | None, image: str | None,
 ) -> dict[str, Any]:
-    """Create the job for image ``image_id``: by reference when a worker holds it, otherwise
-    by uploading ``archive`` (thin when a worker holds its bottom layers), which is first
-    exported with `docker save` from the local ``image`` when there is none."""
+    """Create the job for image ``image_id`` with query ``params`` and ``headers`` (the job
+    spec): by reference when a worker holds it, otherwise by uploading ``archive`` (thin when
+    a worker holds its bottom layers), which is first exported with `docker save` from the
+    local ``image`` when there is none."""
     job: dict[str, Any] | None = None
     holders = image_holders(api, image_id)
     if holders:
-        job = _submit_held(api, params, image_id, key)
+        job = _submit_held(api, params, headers, image_id, key)
         if job is not None:
             ui.info(f"image already on worker {', '.join(holders)}: 0 bytes sent")
             return job
@@ -228,11 +229,11 @@ def submit(
                 f"worker {where} holds {omit} of the image's {len(archive.diff_ids)} layers: "
                 f"sending {human_bytes(thin)} of {human_bytes(archive.size)}"
             )
-            job = _upload(api, archive, params, key, ui, omit=omit)
+            job = _upload(api, archive, params, headers, key, ui, omit=omit)
             if job is not None:
                 return job
             ui.info("the worker no longer holds those layers; sending the whole archive")
-        job = _upload(api, archive, params, key, ui)
+        job = _upload(api, archive, params, headers, key, ui)
         assert job is not None  # only a thin upload can be refused
         return job
 

@@ -15,8 +15,8 @@ from pink import __version__
 from pink.states import JobState
 
 from .commands import (
-    cmd_cancel, cmd_download, cmd_login, cmd_logout, cmd_logs, cmd_ls, cmd_status, cmd_submit,
-    cmd_workers,
+    cmd_cancel, cmd_datasets, cmd_download, cmd_login, cmd_logout, cmd_logs, cmd_ls, cmd_status,
+    cmd_submit, cmd_workers,
 )
 from .errors import EXIT_OK, EXIT_USAGE, CliError
 
@@ -47,6 +47,16 @@ def positive_int(text: str) -> int:
     value = non_negative_int(text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number > 0")
     return value
 
 
@@ -134,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("logout", cmd_logout, "revoke and forget the saved token")
 
     p = add("submit", cmd_submit, "submit a docker image as a job")
+    p.usage = "pink submit [IMAGE.tar | --image NAME] [options] [-- COMMAND [ARG ...]]"
+    p.epilog = (
+        "Everything after -- is the command the container runs instead of the image's CMD "
+        "(an argv, no shell: -- sh -c '...' for one). Datasets are mounted read-only at "
+        "/data/NAME; the variables PINK sets are listed in docs/jobs.md."
+    )
     p.add_argument(
         "tarball", nargs="?", metavar="IMAGE.tar", help="archive written by `docker save`"
     )
@@ -157,6 +173,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", help="a name for the job (default: the image's tag)")
     p.add_argument("--priority", type=int, help="higher runs first among your jobs")
+    run = p.add_argument_group("what the container runs with")
+    run.add_argument(
+        "--entrypoint",
+        metavar="ARGS",
+        help="replace the image's ENTRYPOINT (split like a shell line; \"\" clears it)",
+    )
+    run.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set a variable (repeatable); KEY alone takes its value from your environment",
+    )
+    run.add_argument(
+        "--env-file",
+        action="append",
+        metavar="FILE",
+        help="variables from a file: KEY=VALUE lines, # comments (docker's format; repeatable)",
+    )
+    run.add_argument("--workdir", metavar="DIR", help="working directory (an absolute path)")
+    run.add_argument(
+        "--data",
+        action="append",
+        metavar="NAME",
+        help="mount this dataset read-only at /data/NAME (repeatable; see `pink datasets`)",
+    )
+    run.add_argument(
+        "--cpus", type=positive_number, help="CPUs, e.g. 4 or 0.5 (default: the worker's share)"
+    )
+    run.add_argument(
+        "--memory", metavar="SIZE", help="memory limit: bytes or 512m, 16g (default: the worker's share)"
+    )
+    run.add_argument("--shm-size", metavar="SIZE", help="size of /dev/shm, e.g. 1g")
     p.add_argument(
         "--idempotency-key",
         metavar="KEY",
@@ -198,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("workers", cmd_workers, "list the worker servers")
     _add_format(p)
+
+    p = add("datasets", cmd_datasets, "list the datasets jobs can mount, and their workers")
+    _add_format(p)
     return parser
 
 
@@ -215,8 +267,18 @@ def _setup_logging(verbosity: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # `pink submit IMAGE.tar [options] -- COMMAND ARGS...`: what follows the first -- is the
+    # job's command, options of its own included (no option of pink takes "--" as a value).
+    command: list[str] | None = None
+    if "--" in argv:
+        at = argv.index("--")
+        argv, command = argv[:at], argv[at + 1 :]
     try:
         args = parser.parse_args(argv)
+        args.argv = command
+        if command is not None and (args.func is not cmd_submit or not command):
+            parser.error("only `pink submit` takes a command after --, and it needs one")
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
         return (
             exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)

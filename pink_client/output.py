@@ -12,15 +12,17 @@ from typing import Any, Sequence, TextIO
 from tqdm import tqdm
 
 
-def human_bytes(n: float | int | None) -> str:
+def human_bytes(n: float | int | None, binary: bool = False) -> str:
+    """``2.5 GB``; with ``binary`` in powers of 1024 (``16.0 GiB``), as memory sizes are given."""
     if n is None:
         return "-"
+    base, units = (1024, ("B", "KiB", "MiB", "GiB", "TiB")) if binary else (1000, ("B", "kB", "MB", "GB", "TB"))
     value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
+    for unit in units:
+        if abs(value) < base or unit == units[-1]:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} PB"  # pragma: no cover - loop always returns
+        value /= base
+    raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
 
 
 def human_duration(seconds: float | int | None) -> str:

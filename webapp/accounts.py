@@ -49,11 +49,15 @@ def create_user(store: Store, name: str, password: str, admin: bool = False) -> 
     return user
 
 
+#: Checked against when the user does not exist: one scrypt, as for a real user, so the time an
+#: answer takes does not tell which names exist.
+_NOBODY = hash_password(secrets.token_hex(16))
+
+
 def authenticate(store: Store, name: str, password: str) -> User | None:
     user = store.get_user(name) if USER_NAME.match(name or "") else None
     if user is None:
-        # Spend the same time as a real check so timing does not reveal which names exist.
-        verify_password(password, hash_password("x" * 8))
+        verify_password(password, _NOBODY)
         return None
     return user if verify_password(password, user.password_hash) else None
 

@@ -18,11 +18,11 @@ from pink.states import CLAIMED, JobState
 
 from . import accounts
 from . import jobs as joblogic
-from .auth import admin_required, current_user, login_required, refresh_session, store
+from .auth import admin_required, authenticate, current_user, login_required, refresh_session, store
 from .errors import error_response
 from .events import JobChanges
 from .openapi import SPEC
-from .spec import MAX_LAYERS, JobSpec, SubmitError
+from .spec import MAX_LAYERS, SPEC_HEADER, JobSpec, SubmitError
 from .upload import SocketBody
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -45,8 +45,18 @@ def own_job(job_id: str) -> Job:
     return job
 
 
+def jobs_json(jobs: list[Job], viewer: str) -> list[dict]:
+    """Jobs as ``viewer`` may see them: the values of a job's env are its owner's only (they
+    may be secrets); anyone else (an admin) sees the names, each with the value "***"."""
+    out = joblogic.public_jobs(store(), jobs)
+    for data in out:
+        if data["user"] != viewer:
+            data["env"] = dict.fromkeys(data["env"], "***")
+    return out
+
+
 def job_json(job: Job) -> dict:
-    return joblogic.public_jobs(store(), [job])[0]
+    return jobs_json([job], g.user.name)[0]
 
 
 @bp.get("/openapi.json")
@@ -57,7 +67,9 @@ def openapi():
 @bp.post("/tokens")
 def create_token():
     data = request.get_json(silent=True) or {}
-    user = accounts.authenticate(store(), str(data.get("username", "")), str(data.get("password", "")))
+    if not isinstance(data, dict):
+        abort(400, 'send {"username": ..., "password": ...}')
+    user = authenticate(str(data.get("username", "")), str(data.get("password", "")))
     if user is None:
         abort(401, "wrong user name or password")
     secret, token = accounts.issue_token(store(), user.name, str(data.get("name", "")))
@@ -89,12 +101,12 @@ def me():
 @login_required
 def submit_job():
     request.max_content_length = _cfg().web.max_upload_bytes  # the one big body (app-wide: max_body_bytes)
-    spec = JobSpec.parse(request.args, g.user)
     length = request.content_length
     # Straight from the socket when gunicorn serves us (far fewer copies of a multi-GB body).
     body = SocketBody.of(request.environ, length) if length else None
     body = body or request.stream
     try:
+        spec = JobSpec.parse(request.args, g.user, request.headers.get(SPEC_HEADER, ""))
         job, created = joblogic.submit(
             _cfg(), store(), _links(), current_app.extensions["pink.lease"], g.user, spec, body, length,
             request.headers.get("Idempotency-Key", ""),
@@ -136,7 +148,7 @@ def list_jobs():
     state = request.args.get("state")
     if state:
         jobs = [j for j in jobs if j.state.value == state.upper()]
-    return jsonify(jobs=joblogic.public_jobs(store(), jobs))
+    return jsonify(jobs=jobs_json(jobs, g.user.name))
 
 
 @bp.get("/jobs/<job_id>")
@@ -318,6 +330,12 @@ def list_workers():
     return jsonify(workers=out)
 
 
+@bp.get("/datasets")
+@login_required
+def list_datasets():
+    return jsonify(datasets=joblogic.list_datasets(store().workers()))
+
+
 @bp.post("/workers/<name>/drain")
 @admin_required
 def drain(name: str):
@@ -387,6 +405,8 @@ def resubmit_job(job_id: str):
         gpus=old.gpus, timeout_s=old.timeout_s, output=old.output, name=old.name,
         priority=old.priority if g.user.admin else min(old.priority, 0),
         image_id=old.image_id, resubmit_of=old.id,
+        command=old.command, entrypoint=old.entrypoint, env=old.env, workdir=old.workdir,
+        datasets=old.datasets, cpus=old.cpus, memory_bytes=old.memory_bytes, shm_bytes=old.shm_bytes,
     )
     try:
         job, created = joblogic.submit(
@@ -439,9 +459,9 @@ def job_events():
     def snapshot() -> tuple[str, dict]:
         if job_id:
             job = store().get_job(job_id)
-            return "job", {"job": job_json(job) if job else None}
+            return "job", {"job": jobs_json([job], user)[0] if job else None}
         jobs = store().list_jobs(None if everyone else user, limit=limit)
-        return "jobs", {"jobs": joblogic.public_jobs(store(), jobs)}
+        return "jobs", {"jobs": jobs_json(jobs, user)}
 
     def stream():
         yield "retry: 2000\n\n"

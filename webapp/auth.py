@@ -15,13 +15,17 @@ import functools
 import hashlib
 import hmac
 import secrets
+import time
 from typing import Callable
 
 from flask import Flask, abort, current_app, g, has_request_context, request, session
 from flask.sessions import SecureCookieSessionInterface
 
+from pink.errors import PinkError
 from pink.model import User
 from pink.store import Store
+
+from . import accounts
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -33,6 +37,36 @@ def store() -> Store:
 def _bearer() -> str | None:
     header = request.headers.get("Authorization", "")
     return header[7:].strip() if header.startswith("Bearer ") else None
+
+
+class LoginThrottled(PinkError):
+    """Too many failed logins for this user name or from this address (answered 429)."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many failed logins for this user or from this address; try again in "
+                         f"{retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+def authenticate(name: str, password: str) -> User | None:
+    """The user if ``password`` is theirs. Failures are counted per user name and per client
+    address (in etcd, so every web server sees them); past ``web.login_failures_per_user`` /
+    ``_per_address`` within ``web.login_window_s``, :class:`LoginThrottled` until the window ends."""
+    cfg = current_app.extensions["pink.config"].web
+    now = time.time()
+    subjects = ((f"user:{name}", cfg.login_failures_per_user),
+                (f"address:{request.remote_addr}", cfg.login_failures_per_address))
+    for subject, limit in subjects:
+        count, since = store().login_failures(subject)
+        if count >= limit:
+            raise LoginThrottled(max(1, round(since + cfg.login_window_s - now)))
+    user = accounts.authenticate(store(), name, password)
+    if user is None:
+        for subject, _ in subjects:
+            store().note_login_failure(subject, cfg.login_window_s, now)
+    else:
+        store().clear_login_failures(subjects[0][0])
+    return user
 
 
 def password_fingerprint(user: User) -> str:

@@ -9,6 +9,8 @@ from werkzeug.exceptions import HTTPException
 
 from pink.errors import StoreError, StoreUnavailable, WorkerUnavailable
 
+from .auth import LoginThrottled
+
 log = logging.getLogger(__name__)
 
 
@@ -35,6 +37,10 @@ def init_app(app: Flask) -> None:
     def store_error(exc: StoreError):
         log.error("etcd refused a request: %s", exc)
         return error_response(500, "the cluster database refused the request; tell the operators")
+
+    @app.errorhandler(LoginThrottled)
+    def throttled(exc: LoginThrottled):
+        return error_response(429, str(exc), {"Retry-After": str(exc.retry_after_s)})
 
     @app.errorhandler(WorkerUnavailable)
     def worker_down(exc: WorkerUnavailable):

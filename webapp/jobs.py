@@ -32,8 +32,21 @@ def worker_views(workers: list[WorkerInfo], queues: dict[str, list[QueueEntry]])
             images=frozenset(w.images),
             queued_gpu_seconds=sum(e.gpus * e.timeout_s for e in entries),
             active_jobs=len(entries),
+            memory_bytes=w.memory_bytes, datasets=frozenset(w.datasets),
+            default_cpus=w.default_cpus, default_memory_bytes=w.default_memory_bytes,
+            default_shm_bytes=w.default_shm_bytes, max_cpus=w.max_cpus, max_memory_bytes=w.max_memory_bytes,
         ))
     return views
+
+
+def list_datasets(workers: list[WorkerInfo]) -> list[dict]:
+    """Every dataset some registered worker offers: its workers, and whether a job asking for it
+    can be placed now (one of them is alive and not drained). Sorted by name."""
+    names = sorted({d for w in workers for d in w.datasets})
+    return [{"name": name,
+             "workers": sorted(w.name for w in workers if name in w.datasets),
+             "available": any(name in w.datasets and w.alive and not w.drained for w in workers)}
+            for name in names]
 
 
 def check_quota(cfg: Config, user: User, queues: dict[str, list[QueueEntry]], upload_bytes: int) -> None:
@@ -133,10 +146,17 @@ def submit(
     if not reuse and length is None:
         raise SubmitError(411, "send the image with a Content-Length header (the CLI and the web "
                                "page do); chunked uploads are not accepted")
+    if not reuse and not length:
+        raise SubmitError(400, "the request has no image: send the `docker save` tarball as the body, "
+                               "or image=sha256:... for an image a worker holds")
     queues = store.all_queues()
     check_quota(cfg, user, queues, length or 0)
     workers = store.workers()
     views = worker_views(workers, queues)
+    asks = dict(datasets=spec.datasets, cpus=spec.cpus, memory_bytes=spec.memory_bytes)
+    refusal = scheduling.impossible(views, **asks)
+    if refusal:
+        raise SubmitError(400, f"no registered worker can run this job: {refusal}")
     omitted = spec.omitted_layers
     if omitted and not reuse:
         # A thin archive: only a worker holding the layers it leaves out can load it.
@@ -152,9 +172,12 @@ def submit(
         if not holders:
             raise SubmitError(409, f"no worker holds image {spec.image_id}; upload the tarball")
         views = holders
-    chosen = scheduling.choose_worker(views, spec.gpus, spec.image_id or None)
+    chosen = scheduling.choose_worker(views, spec.gpus, spec.image_id or None, **asks)
     if chosen is None:
-        raise SubmitError(503, "no worker can take this job now: " + scheduling.explain_no_worker(views, spec.gpus))
+        raise SubmitError(503, "no worker can take this job now: "
+                               + scheduling.explain_no_worker(views, spec.gpus, **asks))
+    resources = scheduling.job_resources(chosen, spec.gpus, spec.cpus, spec.memory_bytes, spec.shm_bytes)
+    assert isinstance(resources, scheduling.Resources)  # choose_worker picks only workers where it fits
     worker = next(w for w in workers if w.name == chosen.name)
     now = time.time()
     job = Job(
@@ -164,6 +187,9 @@ def submit(
         name=spec.name, image_id=spec.image_id, created_at=now, updated_at=now,
         history=({"state": "QUEUED" if reuse else "UPLOADING", "at": now},),
         resubmit_of=spec.resubmit_of, idempotency_key=idempotency_key,
+        command=spec.command, entrypoint=spec.entrypoint, env=dict(spec.env), workdir=spec.workdir,
+        datasets=spec.datasets, cpus=resources.cpus, memory_bytes=resources.memory_bytes,
+        shm_bytes=resources.shm_bytes,
     )
     job, created = store.create_job(job, upload_lease=0 if reuse else lease.current(), supersede=superseded)
     if not created or reuse:
@@ -239,18 +265,20 @@ def queue_info(store: Store, jobs: list[Job]) -> dict[str, tuple[int, str]]:
             for e in entries:
                 out[e.job_id] = (0, f"worker {name} is down; the job waits for it to come back")
             continue
+        claimed = [e for e in entries if e.state in CLAIMED]
         running: dict[str, int] = {}
-        for e in entries:
-            if e.state in CLAIMED:
-                running[e.user] = running.get(e.user, 0) + 1
-        queued = [scheduling.QueuedJob(e.job_id, e.user, e.priority, e.created_at, e.gpus)
-                  for e in entries if e.state is JobState.QUEUED]
+        for e in claimed:
+            running[e.user] = running.get(e.user, 0) + 1
+        queued = [e.queued_job() for e in entries if e.state is JobState.QUEUED]
         slots = max(worker.max_parallel_jobs - sum(running.values()), 0)
+        cpus = scheduling.Pool(worker.cpus - sum(e.cpus for e in claimed), worker.cpus)
+        memory = scheduling.Pool(worker.memory_bytes - sum(e.memory_bytes for e in claimed), worker.memory_bytes)
         if worker.drained:
             reason_all = f"worker {name} is drained; the job waits until it is undrained"
         else:
             reason_all = ""
-        for d in scheduling.plan(queued, running, worker.gpus_free, slots, total_gpus=len(worker.gpus)):
+        for d in scheduling.plan(queued, running, worker.gpus_free, slots, total_gpus=len(worker.gpus),
+                                 cpus=cpus, memory=memory):
             out[d.job_id] = (d.position, reason_all or d.reason or "starting")
     return out
 

@@ -13,6 +13,9 @@ def _param(name: str, where: str = "query", kind: str = "string", required: bool
 
 
 _ID = _param("job_id", "path", required=True)
+_ARGV = {"type": "array", "items": {"type": "string"}, "maxItems": 1024}
+_SIZE = {"oneOf": [{"type": "integer"}, {"type": "string"}],
+         "description": 'bytes, or docker\'s syntax: "512m", "16g" (b/k/m/g/t, powers of 1024)'}
 
 SPEC = {
     "openapi": "3.0.3",
@@ -26,6 +29,27 @@ SPEC = {
         },
         "schemas": {
             "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+            "JobSpec": {
+                "type": "object", "additionalProperties": False,
+                "description": "What a job runs with: the Pink-Job-Spec header of POST /jobs (ASCII JSON, at most "
+                               "32 KiB). Any field may be sent here; the scalars may instead be query parameters "
+                               "(not both).",
+                "properties": {
+                    "command": {**_ARGV, "minItems": 1, "description": "argv replacing the image's CMD (no shell)"},
+                    "entrypoint": {**_ARGV, "description": "argv replacing the image's ENTRYPOINT; [] clears it"},
+                    "env": {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 128,
+                            "description": "names [A-Za-z_][A-Za-z0-9_]*, not PINK_*; values the owner's only"},
+                    "workdir": {"type": "string", "maxLength": 4096, "description": "absolute path"},
+                    "data": {"type": "array", "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$"},
+                             "maxItems": 32, "uniqueItems": True,
+                             "description": "datasets, mounted read-only at /data/NAME (GET /datasets)"},
+                    "cpus": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 4096},
+                    "memory": {**_SIZE, "description": "memory limit, at least 6 MiB; " + _SIZE["description"]},
+                    "shm_size": {**_SIZE, "description": "size of /dev/shm, at least 1 MiB; " + _SIZE["description"]},
+                    "gpus": {"type": "integer"}, "timeout": {"type": "integer"}, "output": {"type": "string"},
+                    "name": {"type": "string"}, "priority": {"type": "integer"},
+                },
+            },
             "Job": {
                 "type": "object",
                 "properties": {
@@ -46,6 +70,15 @@ SPEC = {
                     "waiting_reason": {"type": "string"},
                     "output_expires_at": {"type": "number", "nullable": True,
                                           "description": "when the worker deletes the archive and log (then: 410)"},
+                    "command": {**_ARGV, "nullable": True, "description": "null: the image's CMD"},
+                    "entrypoint": {**_ARGV, "nullable": True, "description": "null: the image's; []: none"},
+                    "env": {"type": "object", "additionalProperties": {"type": "string"},
+                            "description": 'values to the job\'s owner only; "***" for anyone else'},
+                    "workdir": {"type": "string", "description": "empty: the image's"},
+                    "datasets": {"type": "array", "items": {"type": "string"}},
+                    "cpus": {"type": "number", "description": "as placed; 0: no limit"},
+                    "memory_bytes": {"type": "integer", "description": "as placed; 0: no limit"},
+                    "shm_bytes": {"type": "integer", "description": "0: docker's 64 MiB"},
                 },
             },
         },
@@ -72,6 +105,14 @@ SPEC = {
                     _param("image", text="sha256:<hex> of an image a worker already holds"),
                     _param("omitted_layers", text="comma-separated diff_ids of the bottom layers this "
                                                   "(thin) archive leaves out; see POST /layers"),
+                    _param("cpus", kind="number", text="CPUs (default: the worker's share)"),
+                    _param("memory", text="memory limit: bytes or 16g (default: the worker's share)"),
+                    _param("shm_size", text="size of /dev/shm: bytes or 1g (default: docker's 64 MiB)"),
+                    _param("workdir", text="working directory, an absolute path"),
+                    _param("data", text="comma-separated datasets to mount at /data/NAME"),
+                    {"name": "Pink-Job-Spec", "in": "header", "required": False,
+                     "description": "the job spec as JSON: command, entrypoint, env and any other field",
+                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}}},
                     _param("Idempotency-Key", "header", text="retries with the same key return the same job"),
                 ],
                 "requestBody": {"content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},
@@ -106,11 +147,18 @@ SPEC = {
                 "type": "object", "properties": {"name": {"type": "string"}, "layers": {"type": "integer"}}}}}}),
                 "400": _ERR}}},
         "/workers": {"get": {"summary": "Workers, GPUs and load", "responses": {"200": _ok({"type": "object"})}}},
+        "/datasets": {"get": {
+            "summary": "The datasets jobs may ask for, with the workers that have each",
+            "responses": {"200": _ok({"type": "object", "properties": {"datasets": {"type": "array", "items": {
+                "type": "object", "properties": {
+                    "name": {"type": "string"}, "workers": {"type": "array", "items": {"type": "string"}},
+                    "available": {"type": "boolean", "description": "an alive, undrained worker has it"}}}}}})}}},
         "/workers/{name}/drain": {"post": {"summary": "Drain (or ?undo=1 undrain) a worker (admins)",
                                            "parameters": [_param("name", "path", required=True), _param("undo")],
                                            "responses": {"200": _ok({"type": "object"}), "403": _ERR}}},
         "/jobs/{job_id}/resubmit": {"post": {
-            "summary": "Run an ended job again as a new job (resubmit_of), from the image a worker holds",
+            "summary": "Run an ended job again as a new job (resubmit_of) with what it ran with, from the image a "
+                       "worker holds",
             "parameters": [_ID, _param("Idempotency-Key", "header")],
             "responses": {"201": _ok({"type": "object", "properties": {"job": _JOB}}),
                           "200": _ok({"type": "object", "properties": {"job": _JOB}}, "same Idempotency-Key"),

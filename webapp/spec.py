@@ -1,16 +1,43 @@
 """What a submission asks for: the job spec, parsed and checked before any byte of the image
-is read, and the refusal every check raises."""
+is read, and the refusal every check raises.
+
+A spec comes as query parameters (scalars) and as the ``Pink-Job-Spec`` header, a JSON object
+that may carry any field (docs/api.md); a field given both ways is refused."""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from pink.errors import PinkError
 from pink.layers import DIFF_ID
-from pink.model import IMAGE_ID, OUTPUT_MODES, User
+from pink.model import DATASET_NAME, IMAGE_ID, MIN_MEMORY_BYTES, OUTPUT_MODES, User, format_size, parse_size
 
 #: Most layers a client may name (docker images have tens).
 MAX_LAYERS = 500
+#: The request header carrying the spec as JSON, and its largest size.
+SPEC_HEADER = "Pink-Job-Spec"
+MAX_HEADER_BYTES = 32 << 10
+#: Fields that may come either way (``data`` as a query parameter is comma-separated).
+EITHER_WAY = ("gpus", "timeout", "output", "name", "priority", "cpus", "memory", "shm_size",
+              "workdir", "data")
+#: Fields only the header carries (lists and objects do not fit a query parameter).
+HEADER_ONLY = ("command", "entrypoint", "env")
+HEADER_FIELDS = EITHER_WAY + HEADER_ONLY
+#: What the client found out about the image is said in query parameters only.
+QUERY_FIELDS = EITHER_WAY + ("image", "omitted_layers", "resubmit_of")
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: PINK_* variables are what PINK tells the job (docs/jobs.md); a job may not set them.
+RESERVED_ENV_PREFIX = "PINK_"
+MAX_ENV = 128  # their values are bounded by the header's size
+MAX_ARGV = 1024
+MAX_WORKDIR = 4096
+MAX_DATASETS = 32
+MAX_CPUS = 4096
+MIN_SHM = 1 << 20
 
 
 class SubmitError(PinkError):
@@ -19,6 +46,10 @@ class SubmitError(PinkError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def _bad(message: str) -> SubmitError:
+    return SubmitError(400, message)
 
 
 @dataclass(frozen=True)
@@ -45,40 +76,189 @@ class JobSpec:
     shm_bytes: int = 0
 
     @classmethod
-    def parse(cls, args, user: User) -> "JobSpec":
-        def number(key: str, default: int, low: int, high: int) -> int:
-            raw = args.get(key, "")
-            if raw == "":
-                return default
-            try:
-                value = int(raw)
-            except ValueError:
-                raise SubmitError(400, f"{key} must be a whole number, not {raw!r}") from None
-            if not low <= value <= high:
-                raise SubmitError(400, f"{key} must be between {low} and {high}")
-            return value
-
-        output = args.get("output", "full")
+    def parse(cls, args, user: User, header: str = "") -> "JobSpec":
+        """The spec of a submission: query parameters ``args`` (strings) merged with the JSON
+        ``header`` (the raw ``Pink-Job-Spec`` value, "" when absent). Raises SubmitError (400)
+        naming the field at the first thing wrong."""
+        given = _merge(args, header)
+        image_id = _text(given, "image")
+        if image_id and not IMAGE_ID.fullmatch(image_id):
+            raise _bad("image must look like sha256:<64 hex digits>")
+        omitted = tuple(d for d in _text(given, "omitted_layers").split(",") if d)
+        if len(omitted) > MAX_LAYERS or not all(DIFF_ID.fullmatch(d) for d in omitted):
+            raise _bad(f"omitted_layers must be at most {MAX_LAYERS} comma-separated "
+                       "layer diff_ids (sha256:<64 hex digits>)")
+        output = _text(given, "output") or "full"
         if output not in OUTPUT_MODES:
-            raise SubmitError(400, f"output must be one of {', '.join(OUTPUT_MODES)}")
-        name = args.get("name", "")
+            raise _bad(f"output must be one of {', '.join(OUTPUT_MODES)}")
+        name = _text(given, "name")
         if len(name) > 120 or not name.isprintable():
-            raise SubmitError(400, "name must be at most 120 printable characters")
-        image_id = args.get("image", "")
-        if image_id and not IMAGE_ID.match(image_id):
-            raise SubmitError(400, "image must look like sha256:<64 hex digits>")
-        omitted = tuple(d for d in args.get("omitted_layers", "").split(",") if d)
-        if len(omitted) > MAX_LAYERS or not all(DIFF_ID.match(d) for d in omitted):
-            raise SubmitError(400, f"omitted_layers must be at most {MAX_LAYERS} comma-separated "
-                                   "layer diff_ids (sha256:<64 hex digits>)")
+            raise _bad("name must be at most 120 printable characters")
+        workdir = _text(given, "workdir")
+        if workdir and (not workdir.startswith("/") or "\0" in workdir or len(workdir) > MAX_WORKDIR):
+            raise _bad(f"workdir must be an absolute path (starting with /) of at most {MAX_WORKDIR} "
+                       "characters, without NUL")
         return cls(
-            gpus=number("gpus", 0, 0, 64),
-            timeout_s=number("timeout", 3600, 1, 7 * 24 * 3600),
+            gpus=_whole(given, "gpus", 0, 0, 64),
+            timeout_s=_whole(given, "timeout", 3600, 1, 7 * 24 * 3600),
             output=output,
             name=name,
             # Only admins may jump the queue; anyone may politely go last.
-            priority=number("priority", 0, -100, 100 if user.admin else 0),
+            priority=_whole(given, "priority", 0, -100, 100 if user.admin else 0),
             image_id=image_id,
-            resubmit_of=args.get("resubmit_of", "")[:20],
+            resubmit_of=_text(given, "resubmit_of")[:20],
             omitted_layers=omitted,
+            command=_argv(given, "command", may_be_empty=False),
+            entrypoint=_argv(given, "entrypoint", may_be_empty=True),
+            env=_env(given.get("env", {})),
+            workdir=workdir,
+            datasets=_datasets(given.get("data", [])),
+            cpus=_cpus(given.get("cpus", "")),
+            memory_bytes=_size(given, "memory", MIN_MEMORY_BYTES),
+            shm_bytes=_size(given, "shm_size", MIN_SHM),
         )
+
+
+def _merge(args, header: str) -> dict[str, Any]:
+    """The query parameters and the header's fields in one dict; query values are strings,
+    header values what JSON made of them."""
+    given: dict[str, Any] = {}
+    for key in HEADER_ONLY:
+        if key in args:
+            raise _bad(f"{key} is a list or an object: send it in the {SPEC_HEADER} header (JSON)")
+    for key in QUERY_FIELDS:
+        if key in args:
+            given[key] = args.get(key)
+    if not header:
+        return given
+    if len(header) > MAX_HEADER_BYTES:
+        raise _bad(f"the {SPEC_HEADER} header is {len(header)} bytes; at most {MAX_HEADER_BYTES}")
+    if not header.isascii():
+        raise _bad(f"the {SPEC_HEADER} header must be ASCII: escape other characters as \\uXXXX "
+                   "(JSON's ensure_ascii)")
+    try:
+        fields = json.loads(header, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as exc:
+        raise _bad(f"the {SPEC_HEADER} header is not valid JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise _bad(f"the {SPEC_HEADER} header must be a JSON object")
+    unknown = sorted(set(fields) - set(HEADER_FIELDS))
+    if unknown:
+        raise _bad(f"{unknown[0]} is not a field of the {SPEC_HEADER} header (it takes "
+                   f"{', '.join(HEADER_FIELDS)})")
+    both = sorted(set(fields) & set(given))
+    if both:
+        raise _bad(f"{both[0]} is given both as a query parameter and in the {SPEC_HEADER} header; "
+                   "give it once")
+    given.update(fields)
+    return given
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"{key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _text(given: dict[str, Any], key: str) -> str:
+    value = given.get(key, "")
+    if not isinstance(value, str):
+        raise _bad(f"{key} must be a string")
+    return value
+
+
+def _whole(given: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    raw = given.get(key, "")
+    if raw == "":
+        return default
+    try:
+        if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+            raise ValueError
+        value = int(raw)
+    except ValueError:
+        raise _bad(f"{key} must be a whole number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise _bad(f"{key} must be between {low} and {high}")
+    return value
+
+
+def _cpus(raw: Any) -> float:
+    if raw == "":
+        return 0.0
+    try:
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            raise ValueError
+        value = float(raw)
+    except (ValueError, OverflowError):
+        raise _bad(f"cpus must be a number, not {raw!r}") from None
+    if not 0 < value <= MAX_CPUS:  # also refuses nan
+        raise _bad(f"cpus must be more than 0 and at most {MAX_CPUS}")
+    return value
+
+
+def _size(given: dict[str, Any], key: str, minimum: int) -> int:
+    raw = given.get(key, "")
+    if raw == "":
+        return 0
+    try:
+        value = parse_size(raw)
+    except ValueError as exc:
+        raise _bad(f"{key}: {exc}") from None
+    if value < minimum:
+        raise _bad(f"{key} must be at least {format_size(minimum)}, not {format_size(value)}")
+    if value >= 1 << 62:
+        raise _bad(f"{key} is too large: {value} bytes")
+    return value
+
+
+def _argv(given: dict[str, Any], key: str, may_be_empty: bool) -> tuple[str, ...] | None:
+    raw = given.get(key)
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+        raise _bad(f"{key} must be a list of strings (an argv, not a shell line)")
+    if len(raw) > MAX_ARGV:
+        raise _bad(f"{key} has {len(raw)} items; at most {MAX_ARGV}")
+    if not raw and not may_be_empty:
+        raise _bad(f"{key} must have at least one item (leave it out to run the image's own)")
+    if any("\0" in a for a in raw):
+        raise _bad(f"{key} must not contain NUL characters")
+    return tuple(raw)
+
+
+def _env(raw: Any) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        raise _bad("env must be an object of variable name -> value (strings)")
+    if len(raw) > MAX_ENV:
+        raise _bad(f"env has {len(raw)} variables; at most {MAX_ENV}")
+    for name, value in raw.items():
+        if not ENV_NAME.fullmatch(name):
+            raise _bad(f"env: {name!r} is not a variable name (letters, digits and _, not "
+                       "starting with a digit)")
+        if name.startswith(RESERVED_ENV_PREFIX):
+            raise _bad(f"env: {name} is reserved: PINK sets the {RESERVED_ENV_PREFIX}* variables itself")
+        if not isinstance(value, str):
+            raise _bad(f"env: the value of {name} must be a string")
+        if "\0" in value:
+            raise _bad(f"env: the value of {name} must not contain NUL characters")
+    return dict(raw)
+
+
+def _datasets(raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str):  # the query parameter: comma-separated
+        raw = [n for n in raw.split(",") if n]
+    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+        raise _bad("data must be a list of dataset names")
+    for name in raw:
+        if not DATASET_NAME.fullmatch(name):
+            raise _bad(f"data: {name!r} is not a dataset name (lowercase letters, digits, '_', '.', "
+                       "'-'; at most 63)")
+    if len(raw) > MAX_DATASETS:
+        raise _bad(f"data names {len(raw)} datasets; at most {MAX_DATASETS}")
+    if len(set(raw)) != len(raw):
+        twice = next(n for n in raw if raw.count(n) > 1)
+        raise _bad(f"data: {twice} is named twice")
+    return tuple(raw)

@@ -17,8 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from pink.model import JOB_ID
 
-from . import accounts
-from .auth import csrf_ok, csrf_token, current_user, login_session, logout_session, store
+from .auth import LoginThrottled, authenticate, csrf_ok, csrf_token, current_user, login_session, logout_session
 from .errors import error_response
 
 bp = Blueprint("ui", __name__)
@@ -84,7 +83,11 @@ def login():
     if not csrf_ok(request.form.get("csrf_token")):
         return render("login.html", 400, next=target, username=name,
                       error="This login form has expired. Please try again.")
-    user = accounts.authenticate(store(), name, request.form.get("password", ""))
+    try:
+        user = authenticate(name, request.form.get("password", ""))
+    except LoginThrottled as exc:
+        body, status = render("login.html", 429, next=target, username=name, error=f"Too many failed logins: {exc}.")
+        return body, status, {"Retry-After": str(exc.retry_after_s)}
     if user is None:
         return render("login.html", 401, next=target, username=name, error="Wrong user name or password.")
     login_session(user)

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -73,6 +74,14 @@ class WorkerHandle:
     def docker(self, *args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the docker CLI against this worker's engine."""
         return docker(*args, url=self.docker_url, timeout=timeout, check=check)
+
+    def configure(self, **worker: Any) -> None:
+        """Set keys of this worker's ``[worker]`` config, e.g. ``datasets={"mnist": "/srv/mnist"}``
+        or ``max_memory_per_job="1g"``; they count from its daemon's next start (a cluster made
+        with ``start_workers=False``, or after :meth:`LocalCluster.stop_worker`)."""
+        document = tomllib.loads(self.config_path.read_text())
+        document["worker"].update(worker)
+        write_config(self.config_path, **document)
 
 
 class LocalCluster:
@@ -267,6 +276,7 @@ class LocalCluster:
                 key=self.dev_ca.key,
                 ca_cert=self.dev_ca.ca_cert,
                 max_upload_bytes=int(web_section.get("max_upload_bytes", pink_config.WebConfig.max_upload_bytes)),
+                max_body_bytes=int(web_section.get("max_body_bytes", pink_config.WebConfig.max_body_bytes)),
             )
             self.nginx.start().wait_ready(30)
         log.info("local cluster up in %.1fs at %s", time.monotonic() - t0, self.url)

@@ -37,6 +37,7 @@ class Nginx(Service):
         key: str | os.PathLike[str],
         ca_cert: str | os.PathLike[str] | None = None,
         max_upload_bytes: int = pink_config.WebConfig.max_upload_bytes,
+        max_body_bytes: int = pink_config.WebConfig.max_body_bytes,
         host: str = "127.0.0.1",
         max_fails: int = 1,
         fail_timeout_s: int = 10,
@@ -50,6 +51,7 @@ class Nginx(Service):
         self.key = Path(key).resolve()
         self.ca_cert = Path(ca_cert).resolve() if ca_cert else None
         self.max_upload_bytes = max_upload_bytes
+        self.max_body_bytes = max_body_bytes
         self.host = host
         self.max_fails = max_fails
         self.fail_timeout_s = fail_timeout_s
@@ -86,6 +88,13 @@ http {{
     uwsgi_temp_path {d}/tmp/uwsgi;
     scgi_temp_path {d}/tmp/scgi;
     server_tokens off;
+    # Login attempts (POSTs of the form and of API tokens) per client address: a flood guard;
+    # the web servers count failures per user and per address behind it.
+    map $request_method $pink_login_key {{
+        POST $binary_remote_addr;
+        default "";
+    }}
+    limit_req_zone $pink_login_key zone=pink_login:10m rate=60r/m;
 
     upstream pink_web {{
         # Passive health checks: a server that fails is skipped for fail_timeout.
@@ -100,9 +109,14 @@ http {{
         ssl_certificate_key {self.key};
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_session_cache shared:pinkssl:4m;
+        # Browsers that came over HTTPS once never try plain HTTP again.
+        add_header Strict-Transport-Security "max-age=31536000" always;
 
-        # Uploads are docker-save tarballs streamed to gunicorn, never spooled here.
-        client_max_body_size {self.max_upload_bytes};
+        # Only image uploads (POST /api/v1/jobs) may be big: streamed to gunicorn, never spooled
+        # here. Every other body is as small as the web servers' web.max_body_bytes.
+        client_max_body_size {self.max_body_bytes};
+        # A job spec header (Pink-Job-Spec) may carry up to 32 KiB.
+        large_client_header_buffers 4 40k;
         proxy_request_buffering off;
         proxy_buffering off;
         # Unbuffered, nginx moves at most one buffer per read: 1 MiB for bodies and 256 KiB for
@@ -114,22 +128,44 @@ http {{
         proxy_busy_buffers_size 512k;
         proxy_max_temp_file_size 0;
 
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_connect_timeout 5s;
+        # Long uploads, downloads and log streams (?follow=1).
+        proxy_read_timeout {self.stream_timeout_s}s;
+        proxy_send_timeout {self.stream_timeout_s}s;
+        # A dead web server is skipped; requests already sent are never replayed
+        # (nginx does not retry non-idempotent requests).
+        proxy_next_upstream error timeout http_502 http_503;
+        proxy_next_upstream_tries 3;
+        limit_req_status 429;
+        # nginx's own refusals answer in the API's JSON.
+        error_page 413 @too_big;
+        error_page 429 @too_many;
+
         location / {{
             proxy_pass http://pink_web;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_connect_timeout 5s;
-            # Long uploads, downloads and log streams (?follow=1).
-            proxy_read_timeout {self.stream_timeout_s}s;
-            proxy_send_timeout {self.stream_timeout_s}s;
-            # A dead web server is skipped; requests already sent are never replayed
-            # (nginx does not retry non-idempotent requests).
-            proxy_next_upstream error timeout http_502 http_503;
-            proxy_next_upstream_tries 3;
+        }}
+        location = /api/v1/jobs {{
+            client_max_body_size {self.max_upload_bytes};
+            proxy_pass http://pink_web;
+        }}
+        location ~ ^/(login|api/v1/tokens)$ {{
+            limit_req zone=pink_login burst=30 nodelay;
+            proxy_pass http://pink_web;
+        }}
+        location @too_big {{
+            default_type application/json;
+            return 413 '{{"error": "the request body is too large"}}';
+        }}
+        location @too_many {{
+            default_type application/json;
+            add_header Retry-After 10 always;
+            return 429 '{{"error": "too many login attempts from this address; try again in a minute"}}';
         }}
     }}
 }}
@@ -206,6 +242,8 @@ class Gunicorn(Service):
             "graceful_timeout": self.graceful_timeout_s,
             # Longer than nginx's upstream keepalive so nginx closes idle connections first.
             "keepalive": 75,
+            # A job spec header (Pink-Job-Spec) may carry up to 32 KiB.
+            "limit_request_field_size": 40960,
             "pidfile": str(self.base_dir / "gunicorn.pid"),
             "accesslog": str(self.base_dir / "access.log"),
             "errorlog": "-",

@@ -19,17 +19,26 @@ import pytest
 import pink_dev as dev
 from pink_dev.sampleimage import build_sample_image
 
-from tests.browser.ui_helpers import CHROMIUM, CHROMIUM_ARGS, PASSWORDS, SCREENSHOTS, VIEWPORT, login
+from tests.browser.ui_helpers import (
+    CHROMIUM, CHROMIUM_ARGS, DATASET_FILES, PASSWORDS, SCREENSHOTS, VIEWPORT, login,
+)
 from tests.helpers import LOGGED_SERVICES, track_logs
 
 
 @pytest.fixture(scope="session")
 def ui_cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[dev.LocalCluster]:
-    """etcd, a worker (sshd + system docker), gunicorn and nginx with TLS; users with passwords."""
+    """etcd, a worker (sshd + system docker) offering dataset ``ui-demo`` (DATASET_FILES),
+    gunicorn and nginx with TLS; users with passwords."""
     dev.ensure_system_dockerd()
     base = tmp_path_factory.mktemp("ui")
     ca = dev.make_dev_ca(base / "ssl")
-    cluster = dev.LocalCluster(base / "cluster", nginx=True, dev_ca=ca, users=(), admin_user="")
+    dataset = base / "datasets" / "ui-demo"
+    dataset.mkdir(parents=True)
+    for name, text in DATASET_FILES.items():
+        (dataset / name).write_text(text)
+    dataset.chmod(0o755)
+    cluster = dev.LocalCluster(base / "cluster", nginx=True, dev_ca=ca, users=(), admin_user="",
+                               worker_overrides={"datasets": {"ui-demo": str(dataset)}})
     old_path = os.environ["PATH"]
     # Only while the cluster starts, so that only its worker sees the stub: later test layers
     # in the same session must see the machine as it is.
@@ -39,7 +48,7 @@ def ui_cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
             os.environ["PATH"] = old_path
             track_logs(request.session, *cluster.web, *(w.daemon for w in cluster.workers), cluster.nginx)
             cluster.add_users([("root", True), ("alice", False), ("bob", False), ("carol", False),
-                               ("erin", False)], PASSWORDS)
+                               ("dana", False), ("erin", False)], PASSWORDS)
             yield cluster
     finally:
         os.environ["PATH"] = old_path

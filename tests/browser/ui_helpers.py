@@ -15,8 +15,11 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 VIEWPORT = {"width": 1280, "height": 800}
 
+#: The files of dataset ui-demo, which the browser cluster's worker offers.
+DATASET_FILES = {"greeting.txt": "hello from the dataset\n"}
+
 #: Users the tests log in as, each with a known password.
-PASSWORDS = {name: f"{name}-secret-pw" for name in ("alice", "bob", "carol", "erin", "root")}
+PASSWORDS = {name: f"{name}-secret-pw" for name in ("alice", "bob", "carol", "dana", "erin", "root")}
 
 
 def login(page, url: str, user: str) -> None:

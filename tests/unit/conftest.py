@@ -1,10 +1,13 @@
 """Fixtures for the web server's unit tests: the Flask app on an in-memory etcd (the Flask
-tutorial's ``app``/``client`` fixtures), with the SSH links to workers replaced by files."""
+tutorial's ``app``/``client`` fixtures), with the SSH links to workers replaced by files; and
+for the CLI's: a fake API server (tests/unit/fakeapi.py) and a clean CLI environment."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -17,6 +20,8 @@ from pink.store import Store
 from webapp import create_app
 from pink.errors import TransferError
 
+from pink_client import jobs as cli_jobs
+from tests.unit.fakeapi import TOKEN, Fake, serve
 from tests.unit.memetcd import MemEtcdClient
 
 
@@ -116,3 +121,31 @@ def as_user(client, cluster):
         return {"Authorization": f"Bearer {secret}"}
 
     return headers
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No PINK_* settings from outside, a config file of the test's own, fast polls and retries;
+    returns the config file's path."""
+    for var in ("PINK_URL", "PINK_TOKEN", "PINK_CA_CERT"):
+        monkeypatch.delenv(var, raising=False)
+    config = tmp_path / "cfg" / "cli.json"
+    monkeypatch.setenv("PINK_CLI_CONFIG", str(config))
+    monkeypatch.setattr(cli_jobs, "POLL_MIN_S", 0.01)
+    monkeypatch.setattr(cli_jobs, "POLL_MAX_S", 0.02)
+    monkeypatch.setattr(cli_jobs, "RETRY_BACKOFF_S", 0.01)
+    monkeypatch.chdir(tmp_path)
+    return config
+
+
+@pytest.fixture
+def server() -> Iterator[Fake]:
+    with serve() as fake:
+        yield fake
+
+
+@pytest.fixture
+def logged_in(server: Fake, monkeypatch: pytest.MonkeyPatch) -> Fake:
+    monkeypatch.setenv("PINK_URL", server.url)
+    monkeypatch.setenv("PINK_TOKEN", TOKEN)
+    return server

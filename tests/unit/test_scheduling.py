@@ -21,13 +21,15 @@ OTHER_IMG = "sha256:" + "cd" * 32
 
 def worker(name: str, *, alive: bool = True, drained: bool = False, gpus: int = 8,
            cpus: int = 64, images: frozenset[str] = frozenset(), queued_gpu_seconds: float = 0.0,
-           active_jobs: int = 0) -> WorkerView:
-    return WorkerView(name, alive, drained, gpus, cpus, images, queued_gpu_seconds, active_jobs)
+           active_jobs: int = 0, **limits) -> WorkerView:
+    if "datasets" in limits:
+        limits["datasets"] = frozenset(limits["datasets"])
+    return WorkerView(name, alive, drained, gpus, cpus, images, queued_gpu_seconds, active_jobs, **limits)
 
 
 def job(job_id: str, user: str = "alice", *, priority: int = 0, created_at: float = 0.0,
-        gpus: int = 0) -> QueuedJob:
-    return QueuedJob(job_id, user, priority, created_at, gpus)
+        gpus: int = 0, cpus: float = 0.0, memory_bytes: int = 0) -> QueuedJob:
+    return QueuedJob(job_id, user, priority, created_at, gpus, cpus, memory_bytes)
 
 
 def by_id(decisions: list[Decision]) -> dict[str, Decision]:

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from gpu_worker.sshgate import allowed_argv
@@ -28,3 +30,17 @@ def test_allowed(command, expected):
 ])
 def test_refused(command):
     assert allowed_argv(command, IN, OUT) is None
+
+
+@pytest.mark.parametrize("command", [f"tail -c +1 {{out}}/{JOB}.log", f"scp -t {{inbox}}/{JOB}.tar",
+                                     f"rm -f {{inbox}}/{JOB}.tar"])
+def test_a_symlink_in_the_inbox_or_outbox_is_refused(tmp_path, command):
+    inbox, out = tmp_path / "inbox", tmp_path / "outbox"
+    inbox.mkdir()
+    out.mkdir()
+    os.symlink("/etc/shadow", out / f"{JOB}.log")
+    os.symlink("/etc/cron.d/evil", inbox / f"{JOB}.tar")
+    assert allowed_argv(command.format(out=out, inbox=inbox), str(inbox), str(out)) is None
+    (out / f"{JOB}.log").unlink()
+    (out / f"{JOB}.log").write_text("log")
+    assert allowed_argv(f"tail -c +1 {out}/{JOB}.log", str(inbox), str(out)) is not None

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import time
 
 import pytest
 
 from pink.config import WebConfig
+from pink.model import User
 from pink.states import JobState
 from webapp.janitor import sweep
+from webapp.spec import JobSpec
 
 pytestmark = pytest.mark.unit
 
@@ -67,6 +70,108 @@ def test_a_bad_job_spec_is_a_400_naming_the_field(client, as_user, cluster, quer
     assert message in resp.get_json()["error"]
 
 
+def _spec_400(client, as_user, query=None, spec=None, raw_header=None) -> str:
+    headers = as_user("alice")
+    if spec is not None:
+        headers["Pink-Job-Spec"] = json.dumps(spec)
+    if raw_header is not None:
+        headers["Pink-Job-Spec"] = raw_header
+    resp = client.post("/api/v1/jobs", query_string=query or {}, data=b"", headers=headers)
+    assert resp.status_code == 400, resp.get_json()
+    return resp.get_json()["error"]
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"env": {"1X": "a"}}, "env: '1X' is not a variable name"),
+    ({"env": {"A-B": "a"}}, "env: 'A-B' is not a variable name"),
+    ({"env": {"A\n": "a"}}, "env: 'A\\n' is not a variable name"),
+    ({"env": {"PINK_JOB_ID": "x"}}, "env: PINK_JOB_ID is reserved"),
+    ({"env": {f"V{i}": "" for i in range(129)}}, "env has 129 variables; at most 128"),
+    ({"env": {"A": "a\0b"}}, "env: the value of A must not contain NUL"),
+    ({"env": {"A": 1}}, "env: the value of A must be a string"),
+    ({"env": ["A=1"]}, "env must be an object"),
+    ({"command": "python train.py"}, "command must be a list of strings"),
+    ({"command": ["python", 3]}, "command must be a list of strings"),
+    ({"command": []}, "command must have at least one item"),
+    ({"command": [""] * 1025}, "command has 1025 items; at most 1024"),
+    ({"command": ["a\0"]}, "command must not contain NUL"),
+    ({"entrypoint": ["sh", None]}, "entrypoint must be a list of strings"),
+    ({"entrypoint": ["x\0"]}, "entrypoint must not contain NUL"),
+    ({"workdir": "relative/dir"}, "workdir must be an absolute path"),
+    ({"workdir": "/" + "a" * 4096}, "workdir must be an absolute path"),
+    ({"data": ["ImageNet"]}, "data: 'ImageNet' is not a dataset name"),
+    ({"data": ["a" * 64]}, "is not a dataset name"),
+    ({"data": ["coco\n"]}, "data: 'coco\\n' is not a dataset name"),
+    ({"data": [f"d{i}" for i in range(33)]}, "data names 33 datasets; at most 32"),
+    ({"data": ["coco", "coco"]}, "data: coco is named twice"),
+    ({"data": [1]}, "data must be a list of dataset names"),
+    ({"cpus": 0}, "cpus must be more than 0 and at most 4096"),
+    ({"cpus": 4097}, "cpus must be more than 0 and at most 4096"),
+    ({"cpus": "many"}, "cpus must be a number"),
+    ({"cpus": True}, "cpus must be a number"),
+    ({"memory": "5m"}, "memory must be at least 6 MiB"),
+    ({"memory": "16x"}, "memory: '16x' is not a size"),
+    ({"memory": 1.5e9}, "memory: 1500000000.0 is not a size"),
+    ({"shm_size": "512k"}, "shm_size must be at least 1 MiB"),
+    ({"gpus": 1.5}, "gpus must be a whole number"),
+    ({"timeout": True}, "timeout must be a whole number"),
+    ({"name": 7}, "name must be a string"),
+    ({"image": "sha256:" + "0" * 64}, "image is not a field of the Pink-Job-Spec header"),
+    ({"cmd": ["ls"]}, "cmd is not a field of the Pink-Job-Spec header"),
+])
+def test_a_bad_job_spec_header_is_a_400_naming_the_field(client, as_user, cluster, spec, message):
+    cluster.add_worker()
+    assert message in _spec_400(client, as_user, spec=spec)
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ({"cpus": "0"}, "cpus must be more than 0"),
+    ({"cpus": "nan"}, "cpus must be more than 0"),
+    ({"memory": "1k"}, "memory must be at least 6 MiB"),
+    ({"shm_size": "lots"}, "shm_size: 'lots' is not a size"),
+    ({"workdir": "/a\0b"}, "workdir must be an absolute path"),
+    ({"data": "imagenet,Coco"}, "data: 'Coco' is not a dataset name"),
+    ({"data": "coco,coco"}, "data: coco is named twice"),
+    ({"command": "ls"}, "command is a list or an object: send it in the Pink-Job-Spec header"),
+    ({"env": "A=1"}, "env is a list or an object: send it in the Pink-Job-Spec header"),
+])
+def test_a_bad_job_spec_parameter_is_a_400_naming_the_field(client, as_user, cluster, query, message):
+    cluster.add_worker()
+    assert message in _spec_400(client, as_user, query=query)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("not json", "the Pink-Job-Spec header is not valid JSON"),
+    ('["ls"]', "the Pink-Job-Spec header must be a JSON object"),
+    ('{"gpus": 1, "gpus": 2}', "'gpus' appears twice"),
+    ('{"name": "caf\u00e9"}', "must be ASCII"),
+    (json.dumps({"env": {"A": "x" * (32 << 10)}}), "the Pink-Job-Spec header is 32786 bytes; at most 32768"),
+])
+def test_a_malformed_job_spec_header_is_a_400(client, as_user, cluster, raw, message):
+    cluster.add_worker()
+    assert message in _spec_400(client, as_user, raw_header=raw)
+
+
+def test_a_field_given_twice_is_a_400(client, as_user, cluster):
+    cluster.add_worker()
+    error = _spec_400(client, as_user, query={"cpus": "2"}, spec={"cpus": 4})
+    assert "cpus is given both as a query parameter and in the Pink-Job-Spec header" in error
+
+
+def test_the_query_and_the_header_make_one_spec():
+    header = json.dumps({"command": ["python", "train.py", "--lr", "0.1"], "entrypoint": [],
+                         "env": {"WANDB_MODE": "offline", "SEED": "7"}, "cpus": 2.5, "shm_size": "1g"})
+    spec = JobSpec.parse({"gpus": "1", "memory": "16g", "workdir": "/work", "data": "imagenet,coco"},
+                         User("alice", ""), header)
+    assert spec.gpus == 1 and spec.command == ("python", "train.py", "--lr", "0.1")
+    assert spec.entrypoint == () and spec.env == {"WANDB_MODE": "offline", "SEED": "7"}
+    assert spec.workdir == "/work" and spec.datasets == ("imagenet", "coco")
+    assert (spec.cpus, spec.memory_bytes, spec.shm_bytes) == (2.5, 16 << 30, 1 << 30)
+    plain = JobSpec.parse({}, User("alice", ""))
+    assert plain.command is None and plain.entrypoint is None and not plain.env
+    assert (plain.cpus, plain.memory_bytes, plain.shm_bytes, plain.datasets) == (0, 0, 0, ())
+
+
 def test_admins_may_raise_priority(client, as_user, cluster):
     cluster.add_worker()
     resp = client.post("/api/v1/jobs", query_string={"priority": "500"}, data=b"", headers=as_user("root"))
@@ -75,6 +180,64 @@ def test_admins_may_raise_priority(client, as_user, cluster):
 
 def test_submitting_needs_a_login(client):
     assert client.post("/api/v1/jobs", data=b"x").status_code == 401
+
+
+# ----- what a job runs with: env redaction, resubmit, datasets --------------------------------
+ENV = {"WANDB_API_KEY": "s3cret", "SEED": "7"}
+
+
+def test_env_values_are_shown_to_the_owner_only(client, as_user, cluster):
+    cluster.add_worker()
+    job = cluster.add_job(env=ENV)
+    path = f"/api/v1/jobs/{job.id}"
+    assert client.get(path, headers=as_user("alice")).get_json()["job"]["env"] == ENV
+    hidden = {"WANDB_API_KEY": "***", "SEED": "***"}
+    assert client.get(path, headers=as_user("root")).get_json()["job"]["env"] == hidden
+    listed = client.get("/api/v1/jobs?all=1", headers=as_user("root")).get_json()["jobs"]
+    assert [j["env"] for j in listed] == [hidden]
+    assert client.get("/api/v1/jobs", headers=as_user("alice")).get_json()["jobs"][0]["env"] == ENV
+    cancelled = client.post(f"{path}/cancel", headers=as_user("root")).get_json()["job"]
+    assert cancelled["env"] == hidden
+
+
+@pytest.mark.parametrize("query", ["job={id}", "all=1"])
+def test_env_values_stay_hidden_in_an_admins_event_stream(client, as_user, cluster, query):
+    cluster.add_worker()
+    job = cluster.add_job(env=ENV)
+    resp = client.get(f"/api/v1/events?{query.format(id=job.id)}", headers=as_user("root"), buffered=False)
+    first = next(chunk for chunk in resp.response if chunk.startswith(b"event:"))
+    resp.close()
+    assert b'"SEED":"***"' in first and b"s3cret" not in first
+
+
+def test_a_resubmit_runs_with_what_the_old_job_ran_with(client, as_user, cluster):
+    image = "sha256:" + "ab" * 32
+    cluster.add_worker(images=(image,), datasets=("imagenet",))
+    ran_with = dict(command=("python", "train.py", "--epochs", "3"), entrypoint=(), env=ENV,
+                    workdir="/work", datasets=("imagenet",), cpus=4.0, memory_bytes=16 << 30,
+                    shm_bytes=1 << 30)
+    old = cluster.add_job(state=JobState.SUCCEEDED, image_id=image, image_bytes=1000, **ran_with)
+    resp = client.post(f"/api/v1/jobs/{old.id}/resubmit", headers=as_user("alice"))
+    assert resp.status_code == 201, resp.get_json()
+    new = cluster.store.get_job(resp.get_json()["job"]["id"])
+    assert new.resubmit_of == old.id
+    assert {k: getattr(new, k) for k in ran_with} == ran_with
+
+
+def test_datasets_lists_each_with_its_workers_and_whether_a_job_can_get_it(client, as_user, cluster):
+    cluster.add_worker("w1", datasets=("imagenet", "coco"))
+    cluster.add_worker("w2", datasets=("imagenet",))
+    cluster.add_worker("w3", datasets=("coco", "laion"))
+    cluster.add_worker("w4")
+    cluster.store.set_drained("w1", True)
+    cluster.worker_dies("w3")
+    resp = client.get("/api/v1/datasets", headers=as_user("alice"))
+    assert resp.get_json() == {"datasets": [
+        {"name": "coco", "workers": ["w1", "w3"], "available": False},
+        {"name": "imagenet", "workers": ["w1", "w2"], "available": True},
+        {"name": "laion", "workers": ["w3"], "available": False},
+    ]}
+    assert client.get("/api/v1/datasets").status_code == 401
 
 
 # ----- downloads ------------------------------------------------------------------------------

@@ -176,6 +176,12 @@ class ImageArchiveChecker(TarStream):
         if typeflag == b"1":
             target = _safe_name(link, f"hardlink {name!r} target")
             kind = self._members.get(target, ("",))[0]
+            if kind == _SYMLINK:
+                # link(2) links the symlink itself: its target is then read from elsewhere.
+                raise ImageArchiveError(
+                    f"unsafe archive: hardlink {name!r} points to the symlink {link!r}, which "
+                    f"would lead elsewhere from the hardlink's place"
+                )
             if kind == "" or kind == _DIR:
                 raise ImageArchiveError(
                     f"unsafe archive: hardlink {name!r} points to {link!r}, which is not a file "
@@ -305,7 +311,7 @@ class ImageArchiveChecker(TarStream):
             if data is None:
                 raise ValueError("not JSON")
             return json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
             raise ImageArchiveError(
                 f"not a docker image: {what} {path!r} is not valid JSON; {SAVE_HINT}"
             ) from None

@@ -15,6 +15,7 @@ stays failed.
 
 from __future__ import annotations
 
+import re
 import struct
 
 from pink.errors import ImageArchiveError
@@ -41,6 +42,11 @@ _DATA_TYPES = (b"0", b"\0", b"7")
 # Parser states.
 _HEADER, _DATA, _PAD, _END1, _DONE = range(5)
 
+# An octal numeric field: digits, space-padded on either side (before the NUL terminator).
+_OCTAL = re.compile(rb" *([0-7]*) *")
+# Pax records that would change every later member if a global header set them.
+_MEMBER_KEYWORDS = ("path", "linkpath", "size")
+
 
 def _nts(field: bytes) -> bytes:
     """A NUL-terminated string field."""
@@ -49,15 +55,22 @@ def _nts(field: bytes) -> bytes:
 
 
 def _parse_number(field: bytes) -> int:
-    """Octal ASCII or GNU base-256 numeric field; ValueError when neither."""
+    """Octal ASCII or positive GNU base-256 numeric field; ValueError for anything else.
+
+    Only fields every tar reader reads alike pass. Go's archive/tar (the reader of `docker
+    load`) trims leading NULs where tarfile stops at the first one (a size field of a NUL and
+    "0000001000" is 512 to Go, 0 to tarfile); int() takes signs (a negative size would send
+    this reader backwards), underscores and tabs; Go reads a base-256 field that does not
+    start with 0x80 as negative or with bits of its first byte, tarfile refuses it.
+    """
     if field and field[0] & 0x80:
-        if field[0] == 0xFF:
-            raise ValueError("negative number")
-        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
-    text = _nts(field).strip(b" ")
-    if not text:
-        return 0
-    return int(text, 8)
+        if field[0] != 0x80:
+            raise ValueError("negative or ambiguous base-256 number")
+        return int.from_bytes(field[1:], "big")
+    digits = _OCTAL.fullmatch(_nts(field))
+    if digits is None or (not digits.group(1) and field.strip(b" \0")):
+        raise ValueError("not an octal number")
+    return int(digits.group(1) or b"0", 8)
 
 
 def _checksum_ok(block: bytes) -> bool:
@@ -140,7 +153,6 @@ class TarStream:
         self._ext_type = b""
         # Extended headers waiting for the member they describe.
         self._pending_pax: dict[str, str] = {}
-        self._global_pax: dict[str, str] = {}
         self._long_name: str | None = None
         self._long_link: str | None = None
         self._pending_ext_offset = -1
@@ -293,15 +305,35 @@ class TarStream:
             self._start_data(f"<extended header at offset {offset}>", size, offset, bytearray())
             return
 
-        magic = block[257:265]
         name_raw = _nts(block[0:100])
-        if magic[:6] == b"ustar\0":
-            prefix = _nts(block[345:500])
-            if prefix:
-                name_raw = prefix + b"/" + name_raw
+        prefix = _nts(block[345:500])
+        # Readers that disagree on a member's name: tarfile joins the prefix field of any
+        # header, Go's archive/tar that of a GNU header whose atime field is not a number,
+        # and only 131 bytes of it in a star header (one with "tar\0" at byte 508).
+        if block[257:263] != b"ustar\0" and prefix:
+            raise ImageArchiveError(
+                f"corrupt tar archive: the non-ustar header at offset {offset} has data in the "
+                f"ustar name prefix field, which tar readers read differently; {SAVE_HINT}"
+            )
+        if len(prefix) > 130 and block[508:512] == b"tar\0":
+            raise ImageArchiveError(
+                f"corrupt tar archive: the header at offset {offset} is a star header with a "
+                f"name prefix longer than star's 130 bytes; {SAVE_HINT}"
+            )
+        if prefix:
+            name_raw = prefix + b"/" + name_raw
         name = _decode(name_raw)
         link = _decode(_nts(block[157:257]))
-        pax = {**self._global_pax, **self._pending_pax}
+        pax = self._pending_pax
+        # Go's archive/tar takes a GNU long name over a pax path, tarfile whichever came
+        # first: both must say the same.
+        for keyword, gnu in (("path", self._long_name), ("linkpath", self._long_link)):
+            if gnu is not None and pax.get(keyword, gnu) != gnu:
+                raise ImageArchiveError(
+                    f"corrupt tar archive: the header at offset {offset} has a GNU long name "
+                    f"{gnu!r} and a pax {keyword} {pax[keyword]!r}, and tar readers disagree on "
+                    f"which applies; {SAVE_HINT}"
+                )
         if self._long_name is not None:
             name = self._long_name
         if self._long_link is not None:
@@ -321,8 +353,15 @@ class TarStream:
         self._long_name = self._long_link = None
         self._pending_ext_offset = -1
 
-        # Old V7 archives mark directories as regular files with a trailing slash.
+        # Old V7 archives mark directories as regular files with a trailing slash. Go's
+        # archive/tar reads a directory with no data, tarfile (from the header's own name) a
+        # file with data where only a pax or GNU name ends in "/": a size makes that matter.
         if typeflag == b"\0" and name.endswith("/"):
+            if size:
+                raise ImageArchiveError(
+                    f"corrupt tar archive: {name!r} at offset {offset} is a directory (a V7 "
+                    f"name ending in '/') with {size} bytes of data; {SAVE_HINT}"
+                )
             typeflag = b"5"
         name, buffer = self._on_member(name, link, typeflag, size, offset)
         self._last_member = name
@@ -367,22 +406,32 @@ class TarStream:
         where = f"at offset {self._cur_offset}"
         if typeflag in (b"L", b"K"):
             value = _decode(payload.rstrip(b"\0"))
+            if not value:  # Go's archive/tar ignores it and keeps the header's own name
+                raise ImageArchiveError(
+                    f"corrupt tar archive: empty GNU long name {where}; {SAVE_HINT}"
+                )
             if typeflag == b"L":
                 self._long_name = value
             else:
                 self._long_link = value
             return
-        records = _parse_pax(payload, where)
-        target = self._global_pax if typeflag == b"g" else self._pending_pax
-        for key, value in records:
+        for key, value in _parse_pax(payload, where):
             if key.startswith("GNU.sparse."):
                 raise ImageArchiveError(
                     f"unsupported tar feature: sparse file {where}; {SAVE_HINT}"
                 )
-            if value == "":
-                target.pop(key, None)  # an empty value deletes the keyword (POSIX)
+            if typeflag == b"g":
+                # Go's archive/tar ignores global headers: one that renamed, relinked or
+                # resized later members would make it read a different archive.
+                if key in _MEMBER_KEYWORDS:
+                    raise ImageArchiveError(
+                        f"unsupported tar feature: the global pax header {where} sets {key!r} "
+                        f"for every member after it; {SAVE_HINT}"
+                    )
+            elif value == "":
+                self._pending_pax.pop(key, None)  # an empty value deletes the keyword (POSIX)
             else:
-                target[key] = value
+                self._pending_pax[key] = value
 
     # ----------------------------------------------------------------------------- the end
 

@@ -75,12 +75,13 @@ export function clear(node, ...children) {
 
 // ----- formatting ---------------------------------------------------------------------------
 
-export function fmtBytes(n) {
+/** "2.5 GB"; with ``binary`` in powers of 1024 ("16 GiB"), as memory sizes are given. */
+export function fmtBytes(n, binary = false) {
   if (n === null || n === undefined || Number.isNaN(n)) return "—";
-  const units = ["B", "KB", "MB", "GB", "TB"];
+  const [base, units] = binary ? [1024, ["B", "KiB", "MiB", "GiB", "TiB"]] : [1000, ["B", "KB", "MB", "GB", "TB"]];
   let i = 0;
   let v = Number(n);
-  while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
+  while (v >= base && i < units.length - 1) { v /= base; i++; }
   return `${v >= 100 || i === 0 ? Math.round(v) : v.toFixed(1)} ${units[i]}`;
 }
 

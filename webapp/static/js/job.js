@@ -1,13 +1,15 @@
-// Job page: details and timeline live through server-sent events, the log tail through
-// GET /api/v1/jobs/<id>/logs?follow=1, cancel with confirmation, resubmit of ended jobs.
+// Job page: details, what it runs with and timeline live through server-sent events, the log
+// tail through GET /api/v1/jobs/<id>/logs?follow=1, cancel with confirmation, resubmit of ended jobs.
 import {
-  TERMINAL, alertIn, api, badge, clear, confirmDialog, copyText, el, fmtBytes, fmtDuration, fmtTime,
+  ME, TERMINAL, alertIn, api, badge, clear, confirmDialog, copyText, el, fmtBytes, fmtDuration, fmtTime,
   gpuText, jobTitle, liveEvents, queueText, runtimeOf, stateLabel, toast,
 } from "./app.js";
+import { shellJoin } from "./jobspec.js";
 
 const root = document.getElementById("job-root");
 const ID = root.dataset.job;
 const facts = document.getElementById("facts");
+const specBox = document.getElementById("spec");
 const timeline = document.getElementById("timeline");
 const output = document.getElementById("output");
 const errorBox = document.getElementById("job-error");
@@ -23,6 +25,7 @@ const RESUBMITTABLE = new Set(["FAILED", "LOST", "TIMED_OUT", "CANCELLED"]);
 let job = null;
 let stopEvents = null;
 let logStarted = false;
+let showEnvValues = false;
 
 function fact(name, value, cls) {
   return [el("dt", {}, name), el("dd", { class: cls }, value)];
@@ -57,6 +60,39 @@ function renderFacts() {
     rows.push(fact("Resubmit of", el("a", { href: `/jobs/${encodeURIComponent(job.resubmit_of)}`, class: "mono" }, job.resubmit_of)));
   }
   clear(facts, ...rows.flat());
+}
+
+/** The job's variables: names, and the values to its owner on request (the API shows others "***"). */
+function envFact(env) {
+  if (!env.length) return "none of its own (only PINK's)";
+  const owner = job.user === ME;
+  const list = el("ul", { class: "env-list", id: "env-list" }, env.map(([name, value]) =>
+    el("li", {}, el("code", { class: "break" }, owner && showEnvValues ? `${name}=${value}` : name))));
+  const toggle = owner
+    ? el("button", {
+      type: "button", class: "btn btn-small", id: "env-toggle", "aria-pressed": String(showEnvValues),
+      onclick: () => { showEnvValues = !showEnvValues; renderSpec(); document.getElementById("env-toggle").focus(); },
+    }, showEnvValues ? "Hide values" : "Show values")
+    : el("span", { class: "muted small" }, "The values are the owner's only.");
+  return [list, toggle];
+}
+
+function renderSpec() {
+  const code = (text) => el("code", { class: "break" }, text);
+  const ep = job.entrypoint;
+  const rows = [
+    fact("Command", job.command ? code(shellJoin(job.command)) : "the image's"),
+    fact("Entrypoint", ep ? (ep.length ? code(shellJoin(ep)) : "none (the image's is cleared)") : "the image's"),
+    fact("Working directory", job.workdir ? code(job.workdir) : "the image's"),
+    fact("Datasets", (job.datasets || []).length
+      ? job.datasets.map((d) => el("span", { class: "block" }, code(d), " at ", code(`/data/${d}`)))
+      : "none"),
+    fact("CPUs", job.cpus ? String(job.cpus) : "no limit"),
+    fact("Memory", job.memory_bytes ? fmtBytes(job.memory_bytes, true) : "no limit"),
+    fact("Shared memory", job.shm_bytes ? fmtBytes(job.shm_bytes, true) : "64 MiB (docker's default)"),
+    fact("Environment", envFact(Object.entries(job.env || {}))),
+  ];
+  clear(specBox, ...rows.flat());
 }
 
 function renderTimeline() {
@@ -112,11 +148,12 @@ function render() {
   document.getElementById("job-name").textContent = jobTitle(job);
   clear(document.getElementById("job-state"), badge(job.state));
   renderFacts();
+  renderSpec();
   renderTimeline();
   renderOutput();
   const ended = TERMINAL.has(job.state);
   cancelBtn.hidden = ended;
-  resubmitBtn.hidden = !(ended && RESUBMITTABLE.has(job.state) && job.image_id && job.user === document.body.dataset.user);
+  resubmitBtn.hidden = !(ended && RESUBMITTABLE.has(job.state) && job.image_id && job.user === ME);
   const reason = job.reason || (job.state === "QUEUED" ? job.waiting_reason : "");
   reasonBox.hidden = !reason;
   reasonBox.className = `alert ${ended && job.state !== "SUCCEEDED" ? "alert-error" : "alert-info"}`;

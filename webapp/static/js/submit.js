@@ -1,6 +1,8 @@
 // Submit page: the tarball goes as the raw body of POST /api/v1/jobs (never multipart: the
-// server streams it straight to a worker), sent with XMLHttpRequest for its progress events.
+// server streams it straight to a worker), sent with XMLHttpRequest for its progress events;
+// what the job runs with (command, environment, datasets, resources) as the Pink-Job-Spec header.
 import { CSRF, ApiError, alertIn, api, clear, el, fmtBytes, fmtDuration } from "./app.js";
+import { SPEC_HEADER, parseEnv, shellSplit, specHeader } from "./jobspec.js";
 
 const form = document.getElementById("submit-form");
 const input = document.getElementById("file");
@@ -15,6 +17,7 @@ const result = document.getElementById("result");
 const submitBtn = document.getElementById("submit-btn");
 const cancelBtn = document.getElementById("cancel-upload");
 const nameInput = document.getElementById("name");
+const datasetBox = document.getElementById("datasets");
 const MAX = Number(document.body.dataset.maxUpload) || Infinity;
 
 let file = null;
@@ -153,7 +156,55 @@ function busy(on) {
   submitBtn.disabled = on;
   cancelBtn.hidden = !on;
   input.disabled = on;
-  for (const field of form.querySelectorAll("input:not([type=file]), select")) field.disabled = on;
+  for (const field of form.querySelectorAll("input:not([type=file]), select, textarea")) field.disabled = on;
+}
+
+// ----- datasets the workers offer ---------------------------------------------------------------
+
+async function loadDatasets() {
+  let datasets;
+  try {
+    ({ datasets } = await api("/datasets"));
+  } catch (e) {
+    clear(datasetBox, el("span", { class: "muted small" }, `Could not list the datasets: ${e.message}`));
+    return;
+  }
+  if (!datasets.length) {
+    clear(datasetBox, el("span", { class: "muted small" }, "No worker offers a dataset."));
+    return;
+  }
+  clear(datasetBox, ...datasets.map((d) => el("label", { class: "field-check" },
+    el("input", { type: "checkbox", name: "data", value: d.name, "aria-describedby": `data-${d.name}` }),
+    el("span", { class: "mono" }, d.name),
+    el("span", { class: "muted small", id: `data-${d.name}` }, d.available
+      ? `on ${d.workers.join(", ")}`
+      : `on ${d.workers.join(", ")}: down or drained now`))));
+}
+
+/** The Pink-Job-Spec fields the page's inputs ask for (only those filled in). */
+function jobSpec(data) {
+  const spec = {};
+  const command = shellSplit(String(data.get("command") || ""));
+  if (command.length) spec.command = command;
+  const env = parseEnv(String(data.get("env") || ""));
+  if (Object.keys(env).length) spec.env = env;
+  const datasets = data.getAll("data");
+  if (datasets.length) spec.data = datasets;
+  const workdir = String(data.get("workdir") || "").trim();
+  if (workdir) {
+    if (!workdir.startsWith("/")) throw new Error("The working directory must be an absolute path (starting with /).");
+    spec.workdir = workdir;
+  }
+  const cpus = String(data.get("cpus") || "").trim();
+  if (cpus) {
+    if (!(Number(cpus) > 0)) throw new Error("CPUs must be a number above 0, e.g. 4 or 0.5.");
+    spec.cpus = Number(cpus);
+  }
+  for (const key of ["memory", "shm_size"]) {
+    const size = String(data.get(key) || "").trim();
+    if (size) spec[key] = size;  // the server reads docker's size syntax
+  }
+  return spec;
 }
 
 function params() {
@@ -169,7 +220,7 @@ function params() {
   p.set("name", (data.get("name") || "").trim() || file.name.replace(/\.tar$/i, ""));
   const priority = Number(data.get("priority") || 0);
   if (priority) p.set("priority", String(priority));
-  return p;
+  return { query: p, spec: jobSpec(data) };
 }
 
 function showProgress(loaded, total, started, samples) {
@@ -196,9 +247,9 @@ form.addEventListener("submit", (ev) => {
     input.focus();
     return;
   }
-  let query;
+  let query, spec;
   try {
-    query = params();
+    ({ query, spec } = params());
   } catch (e) {
     alertIn(result, "error", e.message);
     return;
@@ -217,6 +268,7 @@ form.addEventListener("submit", (ev) => {
   xhr.setRequestHeader("X-CSRF-Token", CSRF);
   xhr.setRequestHeader("Content-Type", "application/x-tar");
   xhr.setRequestHeader("Accept", "application/json");
+  if (Object.keys(spec).length) xhr.setRequestHeader(SPEC_HEADER, specHeader(spec));
   xhr.responseType = "json";
   xhr.upload.addEventListener("progress", (e) => showProgress(e.loaded, e.lengthComputable ? e.total : file.size, started, samples));
   xhr.addEventListener("load", () => {
@@ -248,8 +300,10 @@ form.addEventListener("submit", (ev) => {
     }
     box.hidden = true;
     const message = data.error || `The server refused the upload (${xhr.status}).`;
-    const title = xhr.status === 400 ? "The file was refused: " : "Not submitted: ";
-    chosen.classList.toggle("refused", xhr.status === 400);
+    // Without a spec a 400 is about the archive; with one it may be about either (it says which).
+    const fileRefused = xhr.status === 400 && !Object.keys(spec).length;
+    const title = fileRefused ? "The file was refused: " : "Not submitted: ";
+    chosen.classList.toggle("refused", fileRefused);
     alertIn(result, "error", title + message);
   });
   xhr.addEventListener("error", () => {
@@ -271,3 +325,4 @@ form.addEventListener("submit", (ev) => {
 });
 
 cancelBtn.addEventListener("click", () => { if (xhr) xhr.abort(); });
+loadDatasets();

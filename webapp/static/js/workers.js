@@ -1,4 +1,4 @@
-// Workers page: GPUs used and free, load, drained; admins drain and undrain. Polls every 5 s.
+// Workers page: GPUs used and free, load, datasets, drained; admins drain and undrain. Polls every 5 s.
 import { IS_ADMIN, TERMINAL, alertIn, api, clear, el, fmtBytes, jobTitle, toast } from "./app.js";
 
 const grid = document.getElementById("workers");
@@ -66,6 +66,9 @@ function card(w, mine) {
       el("div", {}, el("dt", {}, "Memory"), el("dd", {}, fmtBytes(w.memory_bytes))),
       el("div", {}, el("dt", {}, "Disk free"), el("dd", {}, w.alive ? fmtBytes(w.disk_free_bytes) : "—"))),
     gpuBoxes(w),
+    (w.datasets || []).length
+      ? el("p", { class: "small" }, "Datasets: ", w.datasets.map((d, i) => [i ? ", " : "", el("code", {}, d)]))
+      : null,
     mine.length
       ? el("div", { class: "mine" }, el("h3", {}, "Your jobs here"),
         el("ul", {}, mine.map((j) => el("li", {},
