@@ -25,6 +25,8 @@ Benchmarks (``--only``), one module each, in the order they run:
             ``docker run --rm`` loop with the worker's parallelism and vs Slurm (default and
             tuned); then ``--paced`` jobs one at a time for submit -> start p50/p95
   etcd      etcd requests and bytes written per job over its whole life
+  inputs    a second job with a held image and a held ``--input-size`` input: bytes the CLI
+            sends, submit -> RUNNING; baseline the first job, which uploads the input
 
 The chaos soak is separate: ``python -m bench.chaos``.
 """
@@ -44,11 +46,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import dispatch, download, e2e, etcd, resubmit, upload
+from . import dispatch, download, e2e, etcd, inputs, resubmit, upload
 from . import harness as h
 
 BENCHES = {"upload": upload, "e2e": e2e, "resubmit": resubmit, "download": download,
-           "dispatch": dispatch, "etcd": etcd}
+           "dispatch": dispatch, "etcd": etcd, "inputs": inputs}
 
 
 # ------------------------------------------------------------------------------- report
@@ -118,7 +120,8 @@ def report(s: h.Session, load_before: str) -> str:
     out = [f"## {stamp}{' (smoke)' if a.smoke else ''}", "",
            f"`{cmd.strip()}` — {time.monotonic() - s.t_start:.0f} s; sizes: image "
            f"{h.human_size(a.size)}, top layer {h.human_size(a.top_size)}, RSS check "
-           f"{h.human_size(a.rss_size) if a.rss_size else 'off'}, {a.jobs} dispatch jobs, "
+           f"{h.human_size(a.rss_size) if a.rss_size else 'off'}, input {h.human_size(a.input_size)}, "
+           f"{a.jobs} dispatch jobs, "
            f"{a.paced} one at a time, reps {a.reps}, dispatch rounds {a.rounds}.",
            "",
            f"Machine: {machine['cpu']}, {machine['memory']}, kernel {machine['kernel']}; load average "
@@ -142,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="1G", help="image (and archive) size for upload/e2e/resubmit/download")
     p.add_argument("--rss-size", default="4G", help="second upload size for the RSS check (0: skip)")
     p.add_argument("--top-size", default="1M", help="size of the extra top layer for the thin-archive case")
+    p.add_argument("--input-size", default="500M", help="inputs: size of the input folder")
     p.add_argument("--jobs", type=int, default=200, help="dispatch: jobs submitted back to back")
     p.add_argument("--paced", type=int, default=10,
                    help="dispatch: jobs one at a time per system and Slurm config, taking turns")
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", metavar="DIR", help="record py-spy profiles of the worker and web server here")
     args = p.parse_args(argv)
     if args.smoke:
-        args.size, args.rss_size, args.top_size = "8M", "0", "64K"
+        args.size, args.rss_size, args.top_size, args.input_size = "8M", "0", "64K", "256K"
         args.jobs, args.paced, args.reps, args.rounds = 6, 3, 1, 1
         args.etcd_jobs, args.etcd_idle = 3, 3.0
         if args.slurm == "auto":
@@ -169,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workdir == p.get_default("workdir"):
             args.workdir = "/var/tmp/pink-bench-smoke"
     args.size, args.top_size = h.parse_size(args.size), h.parse_size(args.top_size)
+    args.input_size = h.parse_size(args.input_size)
     args.rss_size = h.parse_size(args.rss_size) if args.rss_size not in ("0", "") else 0
     only = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = set(only) - set(BENCHES)

@@ -32,6 +32,7 @@ from pink.model import JOB_ID, WorkerInfo
 from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
 
+from .inputs import Inputs
 from .runner import JobRun, Preload, host_cpus, host_memory_bytes
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class WorkerDaemon:
         self.host_cpus, self.host_memory = host_cpus(), host_memory_bytes()
         self._datasets: tuple[str, ...] = ()
         self.runs: dict[str, JobRun] = {}
+        self.inputs = Inputs(self.wcfg)
         self.preloads: dict[str, Preload] = {}
         self._pinged_at = 0.0
         self.stop_requested = threading.Event()
@@ -74,7 +76,7 @@ class WorkerDaemon:
         #: job id -> when the engine first failed it (runs resume until engine_grace_s).
         self._engine_trouble: dict[str, float] = {}
         self._heartbeat_sent = ""
-        for folder in (self.wcfg.inbox, self.wcfg.outbox):
+        for folder in (self.wcfg.inbox, self.wcfg.outbox, self.wcfg.inputs_dir):
             Path(folder).mkdir(parents=True, exist_ok=True)
 
     # ----- registration and lease ------------------------------------------------------------------
@@ -293,7 +295,7 @@ class WorkerDaemon:
         since = self._engine_trouble.get(job.id)
         give_up = since is not None and time.monotonic() - since > self.wcfg.engine_grace_s
         run = JobRun(job=job, cfg=self.wcfg, store=self.store, engine=self.engine, runtime=self.runtime,
-                     give_up_on_engine=give_up, fresh=fresh, preload=self.preloads.get(job.id))
+                     inputs=self.inputs, give_up_on_engine=give_up, fresh=fresh, preload=self.preloads.get(job.id))
         self.runs[job.id] = run
         run.start()
 
@@ -373,6 +375,7 @@ class WorkerDaemon:
                     if time.monotonic() - last_sweep > self.wcfg.sweep_interval_s:
                         self.sweep_orphans()
                         self.expire_outputs()
+                        self.inputs.sweep(self.store)
                         last_sweep = time.monotonic()
                     if self._failing:
                         log.info("worker %s: back to normal", self.wcfg.name)

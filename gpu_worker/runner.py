@@ -1,7 +1,8 @@
 """Running one claimed job on Docker (DESIGN §2.3-2.4), one thread per job.
 
 Order, as in docker-py and buildbot: load the image (an open file, never bytes) -> create
-``pink-<job>`` -> start -> follow logs -> wait with the timeout -> export through the
+``pink-<job>`` (datasets and the input bound read-only; an input is extracted for its first
+job on this worker) -> start -> follow logs -> wait with the timeout -> export through the
 compressor -> record -> remove the container in ``finally``. Every state change is a CAS; when
 one loses, the job was cancelled or marked LOST by someone else, and the run stops.
 
@@ -30,6 +31,8 @@ from pink.states import JobState
 from pink.store import Store
 
 from .export import CHUNK, TRANSIENT_ENGINE_ERRORS, export_container, open_for_transfer
+from .inputs import IN_DIR, InputError, Inputs
+from .untag import without_tags
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,7 @@ class Preload:
                 if not self._uploading():
                     return
                 time.sleep(0.02)
-            images = self.engine.images.load(self._chunks())
+            images = self.engine.images.load(without_tags(self._chunks()))
             self.loaded = {i.id for i in images}
             log.info("job %s: image loaded while it was uploaded (%s)", self.job_id, ", ".join(sorted(self.loaded)))
         except Abort as exc:
@@ -137,6 +140,8 @@ class JobRun:
     store: Store
     engine: docker.DockerClient
     runtime: str
+    #: This worker's inputs, extracted for the jobs that name one.
+    inputs: Inputs
     #: Set by the daemon when the engine has failed this job for too long: fail, do not wait.
     give_up_on_engine: bool = False
     #: Set when the run stopped because the engine was unreachable (the daemon resumes it).
@@ -237,7 +242,7 @@ class JobRun:
                                    f"nor in its inbox; submit again"))
         with self.inbox_file.open("rb") as f:
             try:
-                images = self.engine.images.load(f)
+                images = self.engine.images.load(without_tags(iter(lambda: f.read(CHUNK), b"")))
             except docker.errors.APIError as exc:
                 raise Abort(self._fail(f"docker could not load the image: {exc.explanation or exc}")) from None
         if self.job.image_id not in {i.id for i in images}:
@@ -282,7 +287,7 @@ class JobRun:
             pids_limit=self.cfg.pids_limit,
             log_config=docker.types.LogConfig(type="json-file", config={"max-size": "100m", "max-file": "1"}),
             mounts=[docker.types.Mount(target=f"{DATA_DIR}/{name}", source=self._dataset_path(name), type="bind",
-                                       read_only=True) for name in job.datasets],
+                                       read_only=True) for name in job.datasets] + self._input_mounts(),
         )
         # None: the image's own. An empty entrypoint (not None) clears the image's.
         if job.command is not None:
@@ -324,6 +329,7 @@ class JobRun:
             "PINK_MEMORY_BYTES": str(job.memory_bytes or host_memory_bytes()),
             "PINK_DATA_DIR": DATA_DIR,
             "PINK_DATASETS": ",".join(job.datasets),
+            "PINK_INPUT_DIR": IN_DIR,
         }
 
     def _dataset_path(self, name: str) -> str:
@@ -331,6 +337,16 @@ class JobRun:
         if not os.path.isdir(path):
             raise Abort(self._fail(f"dataset {name} is not on worker {self.cfg.name} any more"))
         return path
+
+    def _input_mounts(self) -> list[docker.types.Mount]:
+        """The job's input, read-only at /in (extracted first if this is its first job here)."""
+        if not self.job.input:
+            return []
+        try:
+            folder = self.inputs.folder(self.job.input)
+        except InputError as exc:
+            raise Abort(self._fail(str(exc))) from None
+        return [docker.types.Mount(target=IN_DIR, source=str(folder), type="bind", read_only=True)]
 
     def _run(self, container) -> None:
         logger = threading.Thread(target=self._copy_logs, args=(container,), daemon=True)

@@ -5,11 +5,15 @@ Web servers reach a worker as a non-root account whose key may only do these thi
 * ``scp -t <inbox>/<job>.tar``            receive an image upload
 * ``tail -c +<N> <outbox>/<job>.<ext>``   read an archive or log from byte N-1 (N >= 1)
 * ``rm -f <inbox>/<job>.tar``             drop a failed upload
+* ``scp -t <inbox>/input-<upload>.part``  receive a job's input (``<upload>``: 20 hex digits)
+* ``rm -f <inbox>/input-<upload>.part``   drop a failed one
+* ``mv -f -T <inbox>/input-<upload>.part <inbox>/input-<sha256 hex>.tar``
+                                          keep a whole, checked input under its id
 
 Anything else is refused. The command is split with :mod:`shlex` and run with an argument
 list (no shell), and every path must be a file directly inside the inbox or outbox whose name
-is a job id and that is not a symbolic link, so nothing a user typed can reach a shell or leave
-those folders.
+is one of those above and that is not a symbolic link, so nothing a user typed can reach a
+shell or leave those folders.
 """
 
 from __future__ import annotations
@@ -20,21 +24,20 @@ import re
 import shlex
 import sys
 
-JOB_ID = re.compile(r"^[0-9a-f]{20}$")
-OUTBOX_SUFFIXES = (".tar.zst", ".tar.gz", ".tar", ".log")
+JOB_TAR = re.compile(r"[0-9a-f]{20}\.tar")
+OUTBOX_FILE = re.compile(r"[0-9a-f]{20}\.(tar\.zst|tar\.gz|tar|log)")
+INPUT_PART = re.compile(r"input-[0-9a-f]{20}\.part")
+INPUT_TAR = re.compile(r"input-[0-9a-f]{64}\.tar")
 
 
-def _job_file(path: str, folder: str, suffixes: tuple[str, ...]) -> str | None:
-    """The absolute path if ``path`` names ``<folder>/<job id><suffix>`` and is no symbolic
-    link (which ``tail`` and ``scp`` would follow out of the folder), else None."""
+def _file_in(path: str, folder: str, *names: re.Pattern[str]) -> str | None:
+    """The absolute path if ``path`` names a file directly in ``folder`` whose name matches one
+    of ``names`` and that is no symbolic link (which ``tail``, ``scp`` and ``mv`` would follow
+    out of the folder), else None."""
     full = os.path.normpath(os.path.join(folder, path))
     if os.path.dirname(full) != os.path.normpath(folder) or os.path.islink(full):
         return None
-    name = os.path.basename(full)
-    for suffix in suffixes:
-        if name.endswith(suffix) and JOB_ID.match(name[: -len(suffix)]):
-            return full
-    return None
+    return full if any(n.fullmatch(os.path.basename(full)) for n in names) else None
 
 
 def allowed_argv(command: str, inbox: str, outbox: str) -> list[str] | None:
@@ -45,14 +48,17 @@ def allowed_argv(command: str, inbox: str, outbox: str) -> list[str] | None:
         return None
     match words:
         case ["scp", "-t", path] | ["scp", "-t", "--", path]:
-            target = _job_file(path, inbox, (".tar",))
+            target = _file_in(path, inbox, JOB_TAR, INPUT_PART)
             return ["scp", "-t", "--", target] if target else None
         case ["tail", "-c", offset, path] if re.fullmatch(r"\+[1-9][0-9]{0,18}", offset):
-            target = _job_file(path, outbox, OUTBOX_SUFFIXES)
+            target = _file_in(path, outbox, OUTBOX_FILE)
             return ["tail", "-c", offset, "--", target] if target else None
         case ["rm", "-f", path]:
-            target = _job_file(path, inbox, (".tar",))
+            target = _file_in(path, inbox, JOB_TAR, INPUT_PART)
             return ["rm", "-f", "--", target] if target else None
+        case ["mv", "-f", "-T", source, dest]:
+            part, kept = _file_in(source, inbox, INPUT_PART), _file_in(dest, inbox, INPUT_TAR)
+            return ["mv", "-f", "-T", "--", part, kept] if part and kept else None
     return None
 
 

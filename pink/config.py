@@ -49,12 +49,19 @@ class WebConfig:
     quota_running_jobs: int = 16
     quota_queued_jobs: int = 100
     quota_upload_bytes: int = 64 << 30
+    #: The largest input (a job's files at /in, POST /api/v1/inputs) one upload may carry.
+    quota_input_bytes: int = 64 << 30
     #: How often each web server sweeps for jobs of dead workers.
     janitor_interval_s: float = 5.0
     #: QUEUED jobs of a worker that is down wait this long for it, then fail.
     lost_worker_grace_s: float = 600.0
     #: Each web server process holds a lease; its uploads die with it (DESIGN §3).
     lease_ttl_s: int = 15
+    #: API tokens last this many days unless their request asks for fewer, at most max.
+    token_days: float = 90.0
+    token_max_days: float = 365.0
+    #: A browser session ends this long after its login, or at logout, whichever comes first.
+    session_hours: float = 12.0
     #: Failed logins are counted per user name and per client address over this window; past
     #: the limits, further attempts are refused with 429 until the window ends.
     login_window_s: int = 300
@@ -71,6 +78,8 @@ class WorkerConfig:
     docker_url: str = "unix:///var/run/docker.sock"
     inbox: str = "/var/lib/pink/inbox"
     outbox: str = "/var/lib/pink/outbox"
+    #: Jobs' inputs, extracted from their tar in the inbox, one folder each (mounted read-only at /in).
+    inputs_dir: str = "/var/lib/pink/inputs"
     #: How web servers reach this worker over SSH.
     ssh_host: str = "127.0.0.1"
     ssh_port: int = 22
@@ -105,6 +114,8 @@ class WorkerConfig:
     sweep_interval_s: float = 60.0
     #: Output archives and logs are deleted this many days after their job ended (0 = kept).
     output_retention_days: float = 14.0
+    #: Inputs that no job has used for this many days are deleted (0 = kept).
+    input_retention_days: float = 7.0
     compressor: tuple[str, ...] = ("zstd", "-1", "-T0", "-q")
     archive_suffix: str = ".tar.zst"
     drain: bool = False
@@ -112,6 +123,10 @@ class WorkerConfig:
     @property
     def output_retention_s(self) -> float:
         return self.output_retention_days * 86400
+
+    @property
+    def input_retention_s(self) -> float:
+        return self.input_retention_days * 86400
 
     @property
     def memory_per_job_bytes(self) -> int:
@@ -182,9 +197,14 @@ class Config:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ConfigError(f"web.trusted_proxies: {proxy!r} is not an IP address or network") from None
-        if not math.isfinite(w.output_retention_days) or w.output_retention_days < 0:
-            raise ConfigError(f"worker.output_retention_days ({w.output_retention_days}) must be 0 (keep "
-                              f"outputs) or more")
+        for what, days in (("output", w.output_retention_days), ("input", w.input_retention_days)):
+            if not math.isfinite(days) or days < 0:
+                raise ConfigError(f"worker.{what}_retention_days ({days}) must be 0 (keep {what}s) or more")
+        if not 0 < self.web.token_days <= self.web.token_max_days:
+            raise ConfigError(f"web.token_days ({self.web.token_days}) must be more than 0 and at most "
+                              f"web.token_max_days ({self.web.token_max_days})")
+        if not 0 < self.web.session_hours <= 24 * 366:
+            raise ConfigError(f"web.session_hours ({self.web.session_hours}) must be more than 0")
         if not 1024 <= self.web.max_body_bytes <= self.web.max_upload_bytes:
             raise ConfigError(f"web.max_body_bytes ({self.web.max_body_bytes}) must be between 1024 and "
                               f"web.max_upload_bytes ({self.web.max_upload_bytes})")

@@ -22,7 +22,12 @@ class StoreError(PinkError):
 
 
 class ImageArchiveError(PinkError):
-    """The uploaded bytes are not a valid, safe `docker save` archive. Permanent."""
+    """The uploaded bytes are not a valid, safe tar archive: a `docker save` archive, or a job's
+    input. Permanent."""
+
+
+class InputUnavailable(PinkError):
+    """The worker a job was placed on no longer holds the job's input (it was removed meanwhile)."""
 
 
 class TransferError(PinkError):

@@ -1,4 +1,4 @@
-"""Immutable records read from the store: jobs, workers, users, tokens."""
+"""Immutable records read from the store: jobs, workers, inputs, users, tokens."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ JOB_ID = re.compile(r"^[0-9a-f]{20}$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+#: A job's input (its files at /in) is named by the sha256 of its tar archive, as uploaded.
+INPUT_ID = IMAGE_ID
 OUTPUT_MODES = ("full", "none")
 #: Operator-declared dataset names (worker.datasets), mounted at /data/NAME.
 DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -100,6 +102,8 @@ class Job:
     workdir: str = ""
     #: Operator-declared datasets of its worker, mounted read-only at /data/NAME.
     datasets: tuple[str, ...] = ()
+    #: The input its worker holds, mounted read-only at /in ("": none).
+    input: str = ""
     #: Resources the container gets, resolved at placement (0 = unlimited).
     cpus: float = 0.0
     memory_bytes: int = 0
@@ -203,11 +207,30 @@ class WorkerInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class InputRecord:
+    """An input that a worker holds (in its inbox as a tar, or extracted for its jobs)."""
+
+    input_id: str
+    worker: str
+    bytes: int = 0
+    #: Who uploaded it to this worker: only they may run jobs with it (knowing an id is not enough).
+    users: tuple[str, ...] = ()
+    #: When it was last uploaded there, and when a job was last placed there with it (0: never).
+    uploaded_at: float = 0.0
+    used_at: float = 0.0
+    #: etcd mod_revisions of the record and of its last use (0: none), for a guarded removal.
+    mod_revision: int = dataclasses.field(default=0, compare=False)
+    use_revision: int = dataclasses.field(default=0, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
 class User:
     name: str
     password_hash: str
     admin: bool = False
     created_at: float = 0.0
+    #: A disabled user can neither log in nor use a token or session; their jobs stay.
+    disabled: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,3 +239,5 @@ class Token:
     user: str
     name: str = ""
     created_at: float = 0.0
+    #: When the token stops working (0: never, tokens made before expiry existed).
+    expires_at: float = 0.0

@@ -17,6 +17,8 @@ Key layout under the prefix (default ``/pink``)::
     idem/<user>/<sha256(key)> job id created for an Idempotency-Key
     claims/<id>               worker name; on the worker's lease
     uploads/<id>              present while a web server streams the job's image; on its lease
+    inputs/<hex>/<worker>     the worker holds input sha256:<hex>: {"bytes", "users", "at"}
+    inputuse/<hex>/<worker>   the last job placed there with it: {"job", "at"}
     workers/<name>            static registration; alive/<name> heartbeat on the lease
     drain/<name>              present while an admin has drained the worker
     down/<name>               when a web server first saw the worker without a lease
@@ -34,9 +36,9 @@ import uuid
 from typing import Any, Callable, Iterable
 
 from .config import EtcdConfig
-from .errors import StoreUnavailable
+from .errors import InputUnavailable, StoreUnavailable
 from .etcd import EtcdClient, transactions as tx
-from .model import Job, Token, User, WorkerInfo
+from .model import InputRecord, Job, Token, User, WorkerInfo
 from .scheduling import QueuedJob
 from .states import CLAIMED, JobState, can_transition
 
@@ -148,6 +150,9 @@ class Store:
         An UPLOADING job gets an upload key on ``upload_lease`` (the web server's), so a web
         server that dies mid-upload leaves a job the janitor can fail. ``supersede`` is a job
         whose upload never completed: its idempotency key is taken over if still unchanged.
+        A job with an input is created only while its worker holds the input, and marks it
+        used there, so the worker's clean-up does not remove it meanwhile
+        (:meth:`forget_input`); :class:`~pink.errors.InputUnavailable` otherwise.
         """
         job = dataclasses.replace(job, write_id=uuid.uuid4().hex)
         compare = [tx.version(self.job_key(job.id)) == 0]
@@ -165,6 +170,10 @@ class Store:
             else:
                 compare.append(tx.value(idem_key) == supersede.id)
             success.append(tx.put(idem_key, job.id))
+        if job.input:
+            held, used = self._input_keys(job.input, job.worker)
+            compare.append(tx.version(held) > 0)
+            success.append(tx.put(used, json.dumps({"job": job.id, "at": job.created_at})))
         ok, revision, _ = self._txn(compare, success, f"create job {job.id}")
         if ok:
             return dataclasses.replace(job, mod_revision=revision), True
@@ -172,6 +181,9 @@ class Store:
             found = self.job_for_idempotency_key(job.user, job.idempotency_key)
             if found is not None:
                 return found, False
+        if job.input and self._get(self._input_keys(job.input, job.worker)[0])[0] is None:
+            raise InputUnavailable(f"worker {job.worker} removed input {job.input} while the job was "
+                                   f"placed there; upload the input again")
         raise StoreUnavailable(f"job id {job.id} already exists; retry the submission")
 
     def job_for_idempotency_key(self, user: str, key: str) -> Job | None:
@@ -320,6 +332,62 @@ class Store:
             out.setdefault(worker, []).append(QueueEntry.from_json(value))
         return out
 
+    # ----- inputs -----------------------------------------------------------------------------
+    def _input_keys(self, input_id: str, worker: str) -> tuple[str, str]:
+        """The keys saying that ``worker`` holds the input, and where it was last used."""
+        digest = input_id.removeprefix("sha256:")
+        return self._k("inputs", digest, worker), self._k("inputuse", digest, worker)
+
+    def record_input(self, worker: str, input_id: str, size: int, user: str,
+                     now: float | None = None) -> InputRecord:
+        """``user`` uploaded the input to ``worker``: the worker holds it, and ``user`` may use it
+        (with whoever uploaded it there before)."""
+        key, _ = self._input_keys(input_id, worker)
+        now = time.time() if now is None else now
+        for _ in range(8):  # uploads of the same input by other users race on the key
+            raw, revision = self._get(key)
+            users = tuple(sorted({*(json.loads(raw)["users"] if raw is not None else ()), user}))
+            value = json.dumps({"bytes": size, "users": users, "at": now})
+            ok, written, _ = self._txn([tx.mod(key) == revision], [tx.put(key, value)], f"record input on {worker}")
+            if ok:
+                return InputRecord(input_id, worker, size, users, now, mod_revision=written)
+        raise StoreUnavailable("too many uploads of this input at once to record it; try again")
+
+    def _input_rows(self, kind: str, digest: str) -> dict[tuple[str, str], tuple[dict, int]]:
+        """(hex, worker) -> (value, mod_revision) of the ``kind`` keys of input ``sha256:<digest>``
+        (of every input when "")."""
+        start = self._k(kind, "")
+        rows = self._get_prefix(self._k(kind, digest, "") if digest else start)
+        return {tuple(k[len(start):].split("/", 1)): (json.loads(v), rev) for k, v, rev in rows}
+
+    def _input_records(self, digest: str = "", worker: str = "") -> list[InputRecord]:
+        held = self._input_rows("inputs", digest)
+        uses = self._input_rows("inputuse", digest)  # read after the records: see forget_input
+        records = []
+        for (hexd, name), (data, revision) in sorted(held.items()):
+            if worker and name != worker:
+                continue
+            use, use_revision = uses.get((hexd, name), ({}, 0))
+            records.append(InputRecord(f"sha256:{hexd}", name, data["bytes"], tuple(data["users"]), data["at"],
+                                       use.get("at", 0.0), revision, use_revision))
+        return records
+
+    def input_holders(self, input_id: str) -> list[InputRecord]:
+        """Which workers hold the input, uploaded by whom."""
+        return self._input_records(input_id.removeprefix("sha256:"))
+
+    def inputs_on(self, worker: str) -> list[InputRecord]:
+        """Every input ``worker`` holds."""
+        return self._input_records(worker=worker)
+
+    def forget_input(self, record: InputRecord) -> bool:
+        """The worker removed the input: drop its record, unless it was uploaded again or a job
+        was placed with it since ``record`` was read (False then: keep the input)."""
+        key, used = self._input_keys(record.input_id, record.worker)
+        ok, _, _ = self._txn([tx.mod(key) == record.mod_revision, tx.mod(used) == record.use_revision],
+                             [tx.delete(key), tx.delete(used)], f"forget input on {record.worker}")
+        return ok
+
     # ----- workers ----------------------------------------------------------------------------
     def grant_lease(self, ttl: int) -> int:
         return self.etcd.call(lambda c: c.lease(ttl).id, "grant lease")
@@ -397,9 +465,21 @@ class Store:
     def users(self) -> list[User]:
         return [User(**json.loads(v)) for _, v, _ in self._get_prefix(self._k("users", ""))]
 
+    def delete_user(self, name: str) -> bool:
+        """Remove a user with their tokens and sessions (their jobs stay, as history)."""
+        self.revoke_tokens(name)
+        self.end_sessions(name)
+        ok, _, _ = self._txn([tx.version(self._k("users", name)) > 0], [tx.delete(self._k("users", name))],
+                             "delete user")
+        return ok
+
     def create_token(self, secret: str, token: Token) -> None:
+        """Store a token (by its secret's hash) on a lease that ends when the token expires, so
+        etcd removes expired tokens by itself."""
         key = self._k("tokens", _hash(secret))
-        self._txn([tx.version(key) == 0], [tx.put(key, json.dumps(dataclasses.asdict(token)))], "create token")
+        lease = self.grant_lease(max(1, int(token.expires_at - time.time()) + 1))
+        self._txn([tx.version(key) == 0], [tx.put(key, json.dumps(dataclasses.asdict(token)), lease=lease)],
+                  "create token")
 
     def token(self, secret: str) -> Token | None:
         raw, _ = self._get(self._k("tokens", _hash(secret)))
@@ -416,6 +496,35 @@ class Store:
                 self.etcd.call(lambda c: c.delete(key), "revoke token")
                 return True
         return False
+
+    def revoke_tokens(self, user: str) -> int:
+        """Revoke every token of ``user``; how many there were."""
+        keys = [key for key, _ in self.tokens(user)]
+        for key in keys:
+            self.etcd.call(lambda c, key=key: c.delete(key), "revoke token")
+        return len(keys)
+
+    # ----- browser sessions -----------------------------------------------------------------------
+    def create_session(self, sid: str, user: str, ttl_s: int) -> None:
+        """A browser session of ``user``, on a lease of ``ttl_s``: it ends by itself then."""
+        lease = self.grant_lease(ttl_s)
+        self.etcd.call(lambda c: c.put(self._k("sessions", _hash(sid)), user, lease=lease), "create session")
+
+    def session_user(self, sid: str) -> str | None:
+        raw, _ = self._get(self._k("sessions", _hash(sid)))
+        return raw.decode() if raw is not None else None
+
+    def end_session(self, sid: str) -> None:
+        key = self._k("sessions", _hash(sid))
+        self.etcd.call(lambda c: c.delete(key), "end session")
+
+    def end_sessions(self, user: str, keep: str = "") -> int:
+        """End every browser session of ``user`` but ``keep`` (a session id); how many ended."""
+        kept = self._k("sessions", _hash(keep)) if keep else ""
+        keys = [k for k, v, _ in self._get_prefix(self._k("sessions", "")) if v.decode() == user and k != kept]
+        for key in keys:
+            self.etcd.call(lambda c, key=key: c.delete(key), "end session")
+        return len(keys)
 
     # ----- login throttling --------------------------------------------------------------------
     def _throttle_key(self, subject: str) -> str:

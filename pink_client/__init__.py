@@ -7,6 +7,7 @@ docs/api.md (see :mod:`pink_client.errors`).
 
 Modules: ``errors`` (exit codes, exceptions), ``settings`` (config file, URL, token),
 ``http`` (the API session), ``output`` (formatting, messages, progress bars), ``archive``
-(``docker save`` tarballs), ``jobs`` (submit, wait, download), ``commands`` (one function per
+(``docker save`` tarballs), ``jobs`` (submit, wait, download), ``inputs`` (``--input``: the
+deterministic tar streamed from the files, sent once per worker), ``commands`` (one function per
 subcommand) and ``main`` (the argument parser and entry point).
 """

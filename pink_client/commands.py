@@ -25,6 +25,7 @@ from .errors import (
     NetworkError, is_transient,
 )
 from .http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, Api, job_of, short_reason
+from .inputs import InputArchive, send_input
 from .jobs import TERMINAL_STATES, backoff, describe, download_output, submit, wait_for_job
 from .jobspec import job_spec, spec_headers
 from .output import (
@@ -71,6 +72,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if value is not None:
             params[field] = value
 
+    inputs = InputArchive(Path(args.input)) if args.input else None
+
     with _api(args) as api:
         archive: ImageArchive | None = None
         if args.image:
@@ -82,6 +85,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
             default_name = archive.tags[0] if archive.tags else Path(args.tarball).name
         params["name"] = args.name if args.name is not None else default_name
         log.info("image id %s", image_id)
+        if inputs is not None:
+            # The input goes first, where the job fits and next to its image if possible; the
+            # job then goes where the input is.
+            placement = {"gpus": args.gpus, "data": ",".join(args.data or ()) or None,
+                         "cpus": args.cpus, "memory": args.memory, "image": image_id}
+            params["input"] = send_input(
+                api, inputs, {k: v for k, v in placement.items() if v is not None}, ui)
 
         job = submit(api, params, headers, key, ui, image_id=image_id, archive=archive,
                      image=args.image)
@@ -317,6 +327,7 @@ def _ran_with(job: dict[str, Any]) -> list[tuple[str, Any]]:
         ("entrypoint", "the image's" if entrypoint is None else shlex.join(entrypoint) or "none"),
         ("workdir", job.get("workdir") or "the image's"),
         ("datasets", ", ".join(f"{d} (/data/{d})" for d in job.get("datasets") or ()) or "none"),
+        ("input", f"{job['input']} (/in)" if job.get("input") else "none"),
         ("cpus", f"{cpus:g}" if cpus else "no limit"),
         ("memory", human_bytes(memory, binary=True) if memory else "no limit"),
         ("shm size", human_bytes(shm, binary=True) if shm else "docker's default (64 MiB)"),

@@ -12,7 +12,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import quote
 
 import requests
@@ -50,39 +50,46 @@ def backoff(attempt: int) -> float:
 # -------------------------------------------------------------------------------- submit
 
 
-class _FileBody:
-    """An upload body of known length read in 1 MiB blocks.
+class StreamBody:
+    """An upload body of known length: the blocks ``blocks()`` yields, counted on ``progress``.
 
     Having ``__len__`` and ``__iter__`` but no ``read`` makes requests send Content-Length
     (the server requires it) instead of chunked encoding, and makes urllib3 pull our blocks
-    rather than its own 16 KiB ones.
+    rather than its own 16 KiB ones. Each iteration calls ``blocks()`` afresh (a retry).
     """
 
-    def __init__(self, path: Path, ranges: Sequence[tuple[int, int]], progress: Progress) -> None:
-        self.path = path
-        #: The byte ranges of the file to send (a thin archive skips some members).
-        self.ranges = list(ranges)
-        self.size = sum(end - start for start, end in self.ranges)
+    def __init__(self, size: int, blocks: Callable[[], Iterator[bytes]], progress: Progress,
+                 what: str) -> None:
+        self.size = size
+        self.blocks = blocks
         self.progress = progress
+        self.what = what
 
     def __len__(self) -> int:
         return self.size
 
     def __iter__(self) -> Iterator[bytes]:
-        with open(self.path, "rb") as f:
-            for start, end in self.ranges:
-                f.seek(start)
-                left = end - start
-                while left > 0:
-                    block = f.read(min(CHUNK, left))
-                    if not block:
-                        # Sending fewer bytes than announced would hang the server; stop now.
-                        raise CliError(
-                            EXIT_USAGE, f"{self.path} got shorter while it was being uploaded"
-                        )
-                    left -= len(block)
-                    self.progress.add(len(block))
-                    yield block
+        left = self.size
+        for block in self.blocks():
+            left -= len(block)
+            if left < 0:
+                break
+            self.progress.add(len(block))
+            yield block
+        if left:
+            # Sending fewer or more bytes than announced would hang or confuse the server.
+            raise CliError(EXIT_USAGE, f"{self.what} changed size while it was being sent")
+
+
+def _file_blocks(path: Path, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
+    """The byte ranges of a file (a thin archive skips some members), in 1 MiB blocks."""
+    with open(path, "rb") as f:
+        for start, end in ranges:
+            f.seek(start)
+            left = end - start
+            while left > 0 and (block := f.read(min(CHUNK, left))):
+                left -= len(block)
+                yield block
 
 
 def _submit_held(
@@ -126,7 +133,8 @@ def _upload(
                 "POST",
                 "/jobs",
                 params=params,
-                data=_FileBody(archive.path, ranges, progress),
+                data=StreamBody(total, lambda: _file_blocks(archive.path, ranges), progress,
+                                str(archive.path)),
                 headers={**headers, "Idempotency-Key": key, "Content-Type": "application/x-tar"},
                 timeout=(CONNECT_TIMEOUT_S, UPLOAD_READ_TIMEOUT_S),
                 ok=(200, 201),
@@ -186,15 +194,16 @@ def held_layers(api: Api, archive: ImageArchive) -> tuple[int, str]:
     return best, where
 
 
-def image_holders(api: Api, image_id: str) -> list[str]:
-    """Workers that already hold the image; empty when unknown (then we upload)."""
+def holders(api: Api, path: str, **kwargs: Any) -> list[str]:
+    """The workers that ``GET path`` (an image's or an input's) says hold it for us; empty
+    when unknown (then we upload)."""
     try:
-        data = api.json("GET", f"/images/{image_id}")
+        data = api.json("GET", path, **kwargs)
     except HttpError as exc:
         if exc.status == 401:
             raise
         # Only an optimisation: if the server cannot tell, sending the bytes is always correct.
-        log.info("cannot ask which workers hold %s (%s); uploading", image_id, exc)
+        log.info("cannot ask which workers hold %s (%s); uploading", path, exc)
         return []
     workers = data.get("workers") or []
     return [str(w) for w in workers] if isinstance(workers, list) else []
@@ -209,11 +218,11 @@ def submit(
     a worker holds its bottom layers), which is first exported with `docker save` from the
     local ``image`` when there is none."""
     job: dict[str, Any] | None = None
-    holders = image_holders(api, image_id)
-    if holders:
+    held = holders(api, f"/images/{image_id}")
+    if held:
         job = _submit_held(api, params, headers, image_id, key)
         if job is not None:
-            ui.info(f"image already on worker {', '.join(holders)}: 0 bytes sent")
+            ui.info(f"image already on worker {', '.join(held)}: 0 bytes sent")
             return job
         ui.info(f"image {image_id} is no longer on a worker; uploading it")
     with contextlib.ExitStack() as cleanup:

@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.epilog = (
         "Everything after -- is the command the container runs instead of the image's CMD "
         "(an argv, no shell: -- sh -c '...' for one). Datasets are mounted read-only at "
-        "/data/NAME; the variables PINK sets are listed in docs/jobs.md."
+        "/data/NAME, the --input at /in; the variables PINK sets are listed in docs/jobs.md."
     )
     p.add_argument(
         "tarball", nargs="?", metavar="IMAGE.tar", help="archive written by `docker save`"
@@ -198,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME",
         help="mount this dataset read-only at /data/NAME (repeatable; see `pink datasets`)",
+    )
+    run.add_argument(
+        "--input",
+        metavar="PATH",
+        help="a file or folder the job sees read-only at /in (sent only if no worker has it)",
     )
     run.add_argument(
         "--cpus", type=positive_number, help="CPUs, e.g. 4 or 0.5 (default: the worker's share)"

@@ -56,15 +56,28 @@ _NOBODY = hash_password(secrets.token_hex(16))
 
 def authenticate(store: Store, name: str, password: str) -> User | None:
     user = store.get_user(name) if USER_NAME.match(name or "") else None
-    if user is None:
+    if user is None or user.disabled:
         verify_password(password, _NOBODY)
         return None
     return user if verify_password(password, user.password_hash) else None
 
 
-def issue_token(store: Store, user: str, name: str = "") -> tuple[str, Token]:
-    """Create a bearer token; the secret is returned once and only its hash is stored."""
+def issue_token(store: Store, user: str, name: str = "", days: float = 90.0) -> tuple[str, Token]:
+    """Create a bearer token that works for ``days``; the secret is returned once and only its
+    hash is stored."""
     secret = "pink_" + secrets.token_urlsafe(32)
-    token = Token(id=secrets.token_hex(6), user=user, name=name[:100], created_at=time.time())
+    now = time.time()
+    token = Token(id=secrets.token_hex(6), user=user, name=name[:100], created_at=now,
+                  expires_at=now + days * 86400)
     store.create_token(secret, token)
     return secret, token
+
+
+def token_days(requested: object, default: float, maximum: float) -> float:
+    """The life of a new token: ``requested`` days (a number), else ``default``; ValueError
+    naming the limit when it is not a number in (0, maximum]."""
+    if requested is None:
+        return default
+    if isinstance(requested, bool) or not isinstance(requested, (int, float)) or not 0 < requested <= maximum:
+        raise ValueError(f"days must be a number of days, more than 0 and at most {maximum:g}")
+    return float(requested)

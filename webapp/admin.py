@@ -9,9 +9,11 @@ import argparse
 import dataclasses
 import getpass
 import sys
+import time
 
 from pink import config
 from pink.errors import PinkError
+from pink.model import User
 from pink.store import Store
 
 from . import accounts as auth
@@ -24,6 +26,13 @@ def _read_password(args: argparse.Namespace) -> str:
     if first != getpass.getpass("Again: "):
         raise ValueError("the two passwords differ")
     return first
+
+
+def _existing(store: Store, name: str) -> User:
+    found = store.get_user(name)
+    if found is None:
+        raise ValueError(f"no user {name!r}")
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,17 +49,27 @@ def main(argv: list[str] | None = None) -> int:
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true")
     user.add_parser("list", help="list users")
+    for verb, text in (("disable", "lock a user out now (sessions end, tokens stop working)"),
+                       ("enable", "let a disabled user back in"),
+                       ("delete", "delete a user with their tokens and sessions (their jobs stay)")):
+        user.add_parser(verb, help=text).add_argument("name")
     token = sub.add_parser("token", help="manage API tokens").add_subparsers(dest="action", required=True)
     create = token.add_parser("create", help="create a token for a user and print it")
     create.add_argument("name")
     create.add_argument("--label", default="pink-admin")
+    create.add_argument("--days", type=float, help="how long it works (default web.token_days)")
+    token.add_parser("list", help="list a user's tokens").add_argument("name")
+    revoke = token.add_parser("revoke", help="revoke one of a user's tokens, or all of them")
+    revoke.add_argument("name")
+    revoke.add_argument("id", help="the token's id, or 'all'")
     for verb in ("drain", "undrain"):
         p = sub.add_parser(verb, help=f"{verb} a worker")
         p.add_argument("worker")
     args = parser.parse_args(argv)
 
     try:
-        store = Store(config.load(args.config).etcd)
+        cfg = config.load(args.config)
+        store = Store(cfg.etcd)
         if args.cmd == "user" and args.action == "add":
             if args.exist_ok and store.get_user(args.name) is not None:
                 print(f"user {args.name} already exists")
@@ -64,15 +83,39 @@ def main(argv: list[str] | None = None) -> int:
             password = _read_password(args)
             auth.check_new_password(password)
             store.put_user(dataclasses.replace(found, password_hash=auth.hash_password(password)))
-            print(f"password of {args.name} changed")
-        elif args.cmd == "user":
+            ended = store.end_sessions(args.name)
+            print(f"password of {args.name} changed; {ended} browser session(s) ended")
+        elif args.cmd == "user" and args.action == "list":
             for u in store.users():
-                print(f"{u.name}\t{'admin' if u.admin else 'user'}")
-        elif args.cmd == "token":
-            if store.get_user(args.name) is None:
+                print("\t".join([u.name, "admin" if u.admin else "user", *(["disabled"] if u.disabled else [])]))
+        elif args.cmd == "user" and args.action == "delete":
+            if not store.delete_user(args.name):
                 raise ValueError(f"no user {args.name!r}")
-            secret, _ = auth.issue_token(store, args.name, args.label)
+            print(f"deleted user {args.name} (their jobs stay)")
+        elif args.cmd == "user":
+            found = _existing(store, args.name)
+            store.put_user(dataclasses.replace(found, disabled=args.action == "disable"))
+            if args.action == "disable":
+                store.end_sessions(args.name)
+            print(f"user {args.name} {args.action}d")
+        elif args.cmd == "token" and args.action == "create":
+            _existing(store, args.name)
+            days = auth.token_days(args.days, cfg.web.token_days, cfg.web.token_max_days)
+            secret, _ = auth.issue_token(store, args.name, args.label, days)
             print(secret)
+        elif args.cmd == "token" and args.action == "list":
+            _existing(store, args.name)
+            for _, t in store.tokens(args.name):
+                expires = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t.expires_at)) if t.expires_at else "never"
+                print(f"{t.id}\t{t.name}\texpires {expires}")
+        elif args.cmd == "token":
+            _existing(store, args.name)
+            if args.id == "all":
+                print(f"revoked {store.revoke_tokens(args.name)} token(s) of {args.name}")
+            elif store.revoke_token(args.name, args.id):
+                print(f"revoked token {args.id} of {args.name}")
+            else:
+                raise ValueError(f"{args.name} has no token {args.id}")
         else:
             store.set_drained(args.worker, args.cmd == "drain")
             print(f"worker {args.worker} {args.cmd}ed")

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import threading
 import time
 
-from werkzeug.exceptions import ClientDisconnected
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, stream_with_context
 
 from pink.errors import PinkError, TransferError
 from pink.layers import DIFF_ID
-from pink.model import IMAGE_ID, JOB_ID, USER_NAME, Job, output_expiry
+from pink.model import IMAGE_ID, INPUT_ID, JOB_ID, Job, output_expiry
 from pink.states import CLAIMED, JobState
 
-from . import accounts
 from . import jobs as joblogic
-from .auth import admin_required, authenticate, current_user, login_required, refresh_session, store
+from .auth import admin_required, current_user, login_required, store
 from .errors import error_response
 from .events import JobChanges
 from .openapi import SPEC
 from .spec import MAX_LAYERS, SPEC_HEADER, JobSpec, SubmitError
-from .upload import SocketBody
+from .upload import SocketBody, drain_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -64,47 +61,28 @@ def openapi():
     return jsonify(SPEC)
 
 
-@bp.post("/tokens")
-def create_token():
-    data = request.get_json(silent=True) or {}
-    if not isinstance(data, dict):
-        abort(400, 'send {"username": ..., "password": ...}')
-    user = authenticate(str(data.get("username", "")), str(data.get("password", "")))
-    if user is None:
-        abort(401, "wrong user name or password")
-    secret, token = accounts.issue_token(store(), user.name, str(data.get("name", "")))
-    return jsonify(token=secret, id=token.id, user=user.name), 201
+def _upload_body():
+    """``(body, length)`` of an upload, an image or an input: the big bodies (app-wide, the
+    limit is max_body_bytes), straight from the socket when gunicorn serves us (far fewer
+    copies of a multi-GB body)."""
+    request.max_content_length = _cfg().web.max_upload_bytes
+    length = request.content_length
+    body = SocketBody.of(request.environ, length) if length else None
+    return body or request.stream, length
 
 
-@bp.get("/tokens")
-@login_required
-def list_tokens():
-    return jsonify(tokens=[{"id": t.id, "name": t.name, "created_at": t.created_at}
-                           for _, t in store().tokens(g.user.name)])
-
-
-@bp.delete("/tokens/<token_id>")
-@login_required
-def revoke_token(token_id: str):
-    if not store().revoke_token(g.user.name, token_id):
-        abort(404, f"no token {token_id}")
-    return "", 204
-
-
-@bp.get("/me")
-@login_required
-def me():
-    return jsonify(user=g.user.name, admin=g.user.admin)
+def _refuse_upload(body, exc: SubmitError):
+    # Answering before the body is read makes the client see a reset instead of this
+    # message; read a modest body to the end, close the connection on a big one.
+    if drain_body(body, 64 << 20):
+        return error_response(exc.status, str(exc))
+    return error_response(exc.status, str(exc), {"Connection": "close"})
 
 
 @bp.post("/jobs")
 @login_required
 def submit_job():
-    request.max_content_length = _cfg().web.max_upload_bytes  # the one big body (app-wide: max_body_bytes)
-    length = request.content_length
-    # Straight from the socket when gunicorn serves us (far fewer copies of a multi-GB body).
-    body = SocketBody.of(request.environ, length) if length else None
-    body = body or request.stream
+    body, length = _upload_body()
     try:
         spec = JobSpec.parse(request.args, g.user, request.headers.get(SPEC_HEADER, ""))
         job, created = joblogic.submit(
@@ -112,28 +90,34 @@ def submit_job():
             request.headers.get("Idempotency-Key", ""),
         )
     except SubmitError as exc:
-        # Answering before the body is read makes the client see a reset instead of this
-        # message; read a modest body to the end, close the connection on a big one.
-        if _drain(body, 64 << 20):
-            return error_response(exc.status, str(exc))
-        return error_response(exc.status, str(exc), {"Connection": "close"})
+        return _refuse_upload(body, exc)
     if not created:
-        _drain(body)  # a retry: the client is sending the image again, whole
+        drain_body(body)  # a retry: the client is sending the image again, whole
     return jsonify(job=job_json(job)), 201 if created else 200
 
 
-def _drain(stream, limit: int | None = None) -> bool:
-    """Read and drop what is left of the request body; False if more than ``limit`` was left."""
-    left = limit
+@bp.post("/inputs")
+@login_required
+def upload_input():
+    """A job's input, a plain tar, to the worker a job with the placement parameters would go
+    to (the query parameters and Pink-Job-Spec header of POST /jobs; ``sha256``: the input's
+    id as the client computed it)."""
+    body, length = _upload_body()
     try:
-        while chunk := stream.read(1 << 20):
-            if left is not None:
-                left -= len(chunk)
-                if left < 0:
-                    return False
-    except (OSError, ClientDisconnected):
-        return False
-    return True
+        spec = JobSpec.parse(request.args, g.user, request.headers.get(SPEC_HEADER, ""))
+        record = joblogic.upload_input(_cfg(), store(), _links(), g.user, spec, body, length,
+                                       request.args.get("sha256", ""))
+    except SubmitError as exc:
+        return _refuse_upload(body, exc)
+    return jsonify(input=record.input_id, worker=record.worker, bytes=record.bytes), 201
+
+
+@bp.get("/inputs/<input_id>")
+@login_required
+def input_holders(input_id: str):
+    if not INPUT_ID.match(input_id):
+        abort(400, "input ids look like sha256:<64 hex digits>")
+    return jsonify(input=input_id, workers=joblogic.input_workers(store(), g.user, input_id))
 
 
 @bp.get("/jobs")
@@ -317,11 +301,19 @@ def layer_holders():
 @bp.get("/workers")
 @login_required
 def list_workers():
+    """Workers with their GPUs, load and datasets. How web servers reach them (SSH address,
+    account, folders) is for admins only, and each user sees only the cached images that are
+    theirs (others' image ids would tell what they run)."""
     workers = store().workers()
     queues = store().all_queues()
+    mine = None if g.user.admin else joblogic.uploaded_images(store(), g.user)
     out = []
     for w in workers:
         data = w.public()
+        if mine is not None:
+            for private in ("ssh_host", "ssh_port", "ssh_user", "inbox", "outbox"):
+                del data[private]
+            data["images"] = [i for i in w.images if i in mine]
         entries = queues.get(w.name, [])
         data["queued"] = sum(1 for e in entries if e.state is JobState.QUEUED)
         data["running"] = sum(1 for e in entries if e.state not in (JobState.QUEUED, JobState.UPLOADING))
@@ -343,52 +335,6 @@ def drain(name: str):
     return jsonify(worker=name, drained=request.args.get("undo") != "1")
 
 
-# ----- for the browser UI (any client may use them) ------------------------------------------
-
-
-@bp.post("/me/password")
-@login_required
-def change_password():
-    data = request.get_json(silent=True) or {}
-    if not accounts.verify_password(str(data.get("old_password", "")), g.user.password_hash):
-        abort(403, "the current password is wrong")
-    new = str(data.get("new_password", ""))
-    try:
-        accounts.check_new_password(new)
-    except ValueError as exc:
-        abort(400, str(exc))
-    user = dataclasses.replace(g.user, password_hash=accounts.hash_password(new))
-    store().put_user(user)
-    refresh_session(user)  # other browser sessions end; API tokens stay valid until revoked
-    return "", 204
-
-
-def _user_json(user) -> dict:
-    return {"name": user.name, "admin": user.admin, "created_at": user.created_at}
-
-
-@bp.get("/users")
-@admin_required
-def list_users():
-    return jsonify(users=[_user_json(u) for u in sorted(store().users(), key=lambda u: u.name)])
-
-
-@bp.post("/users")
-@admin_required
-def create_user():
-    data = request.get_json(silent=True) or {}
-    name = str(data.get("username", ""))
-    if not USER_NAME.match(name):
-        abort(400, f"bad user name {name!r}: use lowercase letters, digits, '_', '.', '-' (at most 32)")
-    if store().get_user(name) is not None:
-        abort(409, f"user {name!r} already exists")
-    try:
-        user = accounts.create_user(store(), name, str(data.get("password", "")), admin=bool(data.get("admin")))
-    except ValueError as exc:
-        abort(409 if "already exists" in str(exc) else 400, str(exc))
-    return jsonify(user=_user_json(user)), 201
-
-
 @bp.post("/jobs/<job_id>/resubmit")
 @login_required
 def resubmit_job(job_id: str):
@@ -406,7 +352,8 @@ def resubmit_job(job_id: str):
         priority=old.priority if g.user.admin else min(old.priority, 0),
         image_id=old.image_id, resubmit_of=old.id,
         command=old.command, entrypoint=old.entrypoint, env=old.env, workdir=old.workdir,
-        datasets=old.datasets, cpus=old.cpus, memory_bytes=old.memory_bytes, shm_bytes=old.shm_bytes,
+        datasets=old.datasets, input=old.input, cpus=old.cpus, memory_bytes=old.memory_bytes,
+        shm_bytes=old.shm_bytes,
     )
     try:
         job, created = joblogic.submit(

@@ -1,9 +1,10 @@
 """Who is calling: bearer tokens (CLI) or the browser session, checked once per request.
 
 Browser sessions are Flask's signed cookie, HttpOnly, SameSite=Lax and Secure whenever the
-request came over HTTPS (nginx says so through X-Forwarded-Proto). A session names the user
-and a fingerprint of their password hash, so changing the password ends every other browser
-session. Every state-changing request that the session cookie authenticates must carry the
+request came over HTTPS (nginx says so through X-Forwarded-Proto). The cookie carries a random
+session id that etcd must still know (on a lease of ``web.session_hours``): logout, a password
+change, disabling or deleting the user end it on every web server, and a copied cookie dies
+with it. Bearer tokens expire (``web.token_days``) and can be revoked. Every state-changing request that the session cookie authenticates must carry the
 session's CSRF token (header ``X-CSRF-Token``; form field ``csrf_token`` for plain HTML forms);
 bearer-token requests are exempt because browsers never attach those by themselves.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import hashlib
 import hmac
 import secrets
 import time
@@ -69,11 +69,6 @@ def authenticate(name: str, password: str) -> User | None:
     return user
 
 
-def password_fingerprint(user: User) -> str:
-    """Changes whenever the password does; kept in the session to end old sessions."""
-    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
-
-
 def current_user() -> User | None:
     if "user" in g:
         return g.user
@@ -81,12 +76,14 @@ def current_user() -> User | None:
     secret = _bearer()
     if secret is not None:
         token = store().token(secret)
-        if token is not None:
+        if token is not None and (not token.expires_at or token.expires_at > time.time()):
             user = store().get_user(token.user)
-    elif session.get("user"):
-        user = store().get_user(session["user"])
-        if user is not None and session.get("pwfp") != password_fingerprint(user):
-            user = None  # the password changed since this session logged in
+    elif session.get("sid"):
+        # The session lives in etcd: logout, a password change or an admin ends it everywhere.
+        name = store().session_user(session["sid"])
+        user = store().get_user(name) if name is not None and name == session.get("user") else None
+    if user is not None and user.disabled:
+        user = None
     g.user = user
     return user
 
@@ -129,22 +126,26 @@ def csrf_ok(sent: str | None) -> bool:
 
 
 def login_session(user: User) -> None:
-    """Start a fresh session for ``user`` (a new CSRF token too: no fixation)."""
+    """Start a fresh session for ``user`` (a new id and CSRF token: no fixation), recorded in
+    etcd for ``web.session_hours``."""
     session.clear()
     session.permanent = True
+    session["sid"] = secrets.token_urlsafe(32)
     session["user"] = user.name
-    session["pwfp"] = password_fingerprint(user)
+    hours = current_app.extensions["pink.config"].web.session_hours
+    store().create_session(session["sid"], user.name, int(hours * 3600))
     csrf_token()
     g.user = user
 
 
-def refresh_session(user: User) -> None:
-    """Keep the caller's own session valid after they changed their password."""
-    if session.get("user") == user.name:
-        session["pwfp"] = password_fingerprint(user)
+def current_session() -> str:
+    """The caller's browser session id ("" for token requests)."""
+    return session.get("sid", "") if _bearer() is None else ""
 
 
 def logout_session() -> None:
+    if session.get("sid"):
+        store().end_session(session["sid"])
     session.clear()
     g.user = None
 
@@ -171,8 +172,8 @@ class _SessionInterface(SecureCookieSessionInterface):
 def init_app(app: Flask) -> None:
     if app.config["SESSION_COOKIE_NAME"] == "session":  # Flask's default: name it ours
         app.config["SESSION_COOKIE_NAME"] = "pink_session"
-    if app.config["PERMANENT_SESSION_LIFETIME"] == datetime.timedelta(days=31):  # Flask's default
-        app.config["PERMANENT_SESSION_LIFETIME"] = datetime.timedelta(hours=12)
+    hours = app.extensions["pink.config"].web.session_hours
+    app.config["PERMANENT_SESSION_LIFETIME"] = datetime.timedelta(hours=hours)
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.session_interface = _SessionInterface()

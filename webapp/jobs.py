@@ -1,24 +1,25 @@
-"""Job logic of the web servers: placement, submission (streamed upload), queue positions."""
+"""Job logic of the web servers: placement, submission (streamed upload), inputs, queue positions."""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import BinaryIO
 
 from pink import scheduling
 from pink.config import Config
-from pink.errors import ImageArchiveError, PinkError, TransferError
+from pink.errors import ImageArchiveError, InputUnavailable, PinkError, TransferError
 from pink.layers import held_prefix, parse_held
-from pink.model import Job, User, WorkerInfo, new_job_id
+from pink.model import INPUT_ID, InputRecord, Job, User, WorkerInfo, new_job_id
 from pink.lease import Lease
 from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
 
 from .spec import JobSpec, SubmitError
 from .transfer import WorkerLinks
-from .upload import ValidatingReader
+from .upload import InputArchiveChecker, ValidatingReader
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,13 @@ def submit(
     refusal = scheduling.impossible(views, **asks)
     if refusal:
         raise SubmitError(400, f"no registered worker can run this job: {refusal}")
+    if spec.input:
+        # The input's files are on the workers it was uploaded to, and only its uploaders use them.
+        holders = {r.worker for r in store.input_holders(spec.input) if user.name in r.users}
+        if not holders:
+            raise SubmitError(400, f"no worker holds input {spec.input} of yours: upload the input first "
+                                   "(POST /api/v1/inputs), then submit the job with it")
+        views = [v for v in views if v.name in holders]
     omitted = spec.omitted_layers
     if omitted and not reuse:
         # A thin archive: only a worker holding the layers it leaves out can load it.
@@ -170,11 +178,13 @@ def submit(
             raise SubmitError(409, f"you have not uploaded image {spec.image_id} before; upload the tarball")
         holders = [v for v in views if spec.image_id in v.images]
         if not holders:
-            raise SubmitError(409, f"no worker holds image {spec.image_id}; upload the tarball")
+            which = f"that holds input {spec.input} " if spec.input else ""
+            raise SubmitError(409, f"no worker {which}holds image {spec.image_id}; upload the tarball")
         views = holders
     chosen = scheduling.choose_worker(views, spec.gpus, spec.image_id or None, **asks)
     if chosen is None:
-        raise SubmitError(503, "no worker can take this job now: "
+        which = f"holding input {spec.input} " if spec.input else ""
+        raise SubmitError(503, f"no worker {which}can take this job now: "
                                + scheduling.explain_no_worker(views, spec.gpus, **asks))
     resources = scheduling.job_resources(chosen, spec.gpus, spec.cpus, spec.memory_bytes, spec.shm_bytes)
     assert isinstance(resources, scheduling.Resources)  # choose_worker picks only workers where it fits
@@ -188,10 +198,13 @@ def submit(
         history=({"state": "QUEUED" if reuse else "UPLOADING", "at": now},),
         resubmit_of=spec.resubmit_of, idempotency_key=idempotency_key,
         command=spec.command, entrypoint=spec.entrypoint, env=dict(spec.env), workdir=spec.workdir,
-        datasets=spec.datasets, cpus=resources.cpus, memory_bytes=resources.memory_bytes,
+        datasets=spec.datasets, input=spec.input, cpus=resources.cpus, memory_bytes=resources.memory_bytes,
         shm_bytes=resources.shm_bytes,
     )
-    job, created = store.create_job(job, upload_lease=0 if reuse else lease.current(), supersede=superseded)
+    try:
+        job, created = store.create_job(job, upload_lease=0 if reuse else lease.current(), supersede=superseded)
+    except InputUnavailable as exc:
+        raise SubmitError(409, str(exc)) from None
     if not created or reuse:
         return job, created
     return _upload(store, links, worker, job, body, length or 0, omitted), True
@@ -229,13 +242,13 @@ def _upload(store: Store, links: WorkerLinks, worker: WorkerInfo, job: Job, body
     queued = store.transition(job, JobState.QUEUED, image_id=info.config_digest, image_bytes=length)
     if queued is None:  # cancelled while uploading
         current = store.get_job(job.id) or job
-        _remove_quietly(link, job.id)
+        _remove_quietly(lambda: link.remove_upload(job.id), f"job {job.id}")
         return current
     return queued
 
 
 def _fail_upload(store: Store, link, job: Job, reason: str) -> None:
-    _remove_quietly(link, job.id)
+    _remove_quietly(lambda: link.remove_upload(job.id), f"job {job.id}")
     try:
         store.transition(job, JobState.FAILED, reason=reason)
     except PinkError:
@@ -243,12 +256,66 @@ def _fail_upload(store: Store, link, job: Job, reason: str) -> None:
         log.warning("job %s: could not record the failed upload", job.id, exc_info=True)
 
 
-def _remove_quietly(link, job_id: str) -> None:
+def _remove_quietly(remove, what: str) -> None:
+    """Remove a partial upload from a worker's inbox, logging a failure: the worker's sweep
+    removes the files of jobs that are over and old partial inputs."""
     try:
-        link.remove_upload(job_id)
+        remove()
     except (PinkError, OSError):
-        # The worker's inbox sweeper removes files of terminal jobs; log and go on.
-        log.warning("job %s: could not remove the partial upload", job_id, exc_info=True)
+        log.warning("%s: could not remove the partial upload", what, exc_info=True)
+
+
+def input_workers(store: Store, user: User, input_id: str) -> list[str]:
+    """The workers in service that hold the input for ``user`` (who uploaded it there)."""
+    holders = {r.worker for r in store.input_holders(input_id) if user.name in r.users}
+    return sorted(w.name for w in store.workers() if w.name in holders and w.alive and not w.drained)
+
+
+def upload_input(cfg: Config, store: Store, links: WorkerLinks, user: User, spec: JobSpec, body: BinaryIO,
+                 length: int | None, expected: str = "") -> InputRecord:
+    """Stream an input (a plain tar) to the worker a job with ``spec`` would be placed on, checked
+    as a safe tar and hashed on the way, and record that the worker holds it for ``user``.
+
+    ``expected``: the id the client computed ("" if it did not say); another one is refused."""
+    if length is None:
+        raise SubmitError(411, "send the input with a Content-Length header; chunked uploads are not accepted")
+    if not length:
+        raise SubmitError(400, "the request has no input: send the input's tar archive as the body")
+    if length > cfg.web.quota_input_bytes:
+        raise SubmitError(413, f"the input is {length} bytes; the per-input quota is "
+                               f"{cfg.web.quota_input_bytes} bytes")
+    if expected and not INPUT_ID.fullmatch(expected):
+        raise SubmitError(400, "sha256 must look like sha256:<64 hex digits> (the input's id)")
+    workers = store.workers()
+    views = worker_views(workers, store.all_queues())
+    asks = dict(datasets=spec.datasets, cpus=spec.cpus, memory_bytes=spec.memory_bytes)
+    refusal = scheduling.impossible(views, **asks)
+    if refusal:
+        raise SubmitError(400, f"no registered worker can run a job with this input: {refusal}")
+    chosen = scheduling.choose_worker(views, spec.gpus, spec.image_id or None, **asks)
+    if chosen is None:
+        raise SubmitError(503, "no worker can take this input now: "
+                               + scheduling.explain_no_worker(views, spec.gpus, **asks))
+    worker = next(w for w in workers if w.name == chosen.name)
+    link = links.get(worker)
+    upload_id = os.urandom(10).hex()
+    reader = ValidatingReader(body, length, checker=InputArchiveChecker(expected))
+    log.info("input upload %s: receiving %d bytes for %s (user %s)", upload_id, length, worker.name, user.name)
+    try:
+        link.upload_input(upload_id, reader, length)
+        assert reader.info is not None  # the reader finished, so the checker ran
+        link.commit_input(upload_id, reader.info.input_id)
+    except ImageArchiveError as exc:
+        _remove_quietly(lambda: link.remove_input_part(upload_id), f"input upload {upload_id}")
+        raise SubmitError(400, str(exc)) from None
+    except TransferError as exc:
+        _remove_quietly(lambda: link.remove_input_part(upload_id), f"input upload {upload_id}")
+        raise SubmitError(503, f"could not copy the input to worker {worker.name}: {exc}; try again") from None
+    except BaseException:  # client gone, worker killed: never leave a half upload behind
+        _remove_quietly(lambda: link.remove_input_part(upload_id), f"input upload {upload_id}")
+        raise
+    log.info("input upload %s: %s is on %s", upload_id, reader.info.input_id, worker.name)
+    return store.record_input(worker.name, reader.info.input_id, length, user.name)
 
 
 def queue_info(store: Store, jobs: list[Job]) -> dict[str, tuple[int, str]]:

@@ -46,6 +46,8 @@ SPEC = {
                     "cpus": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 4096},
                     "memory": {**_SIZE, "description": "memory limit, at least 6 MiB; " + _SIZE["description"]},
                     "shm_size": {**_SIZE, "description": "size of /dev/shm, at least 1 MiB; " + _SIZE["description"]},
+                    "input": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$",
+                              "description": "an input you uploaded (POST /inputs), mounted read-only at /in"},
                     "gpus": {"type": "integer"}, "timeout": {"type": "integer"}, "output": {"type": "string"},
                     "name": {"type": "string"}, "priority": {"type": "integer"},
                 },
@@ -76,6 +78,7 @@ SPEC = {
                             "description": 'values to the job\'s owner only; "***" for anyone else'},
                     "workdir": {"type": "string", "description": "empty: the image's"},
                     "datasets": {"type": "array", "items": {"type": "string"}},
+                    "input": {"type": "string", "description": "the input at /in (sha256:<hex>); empty: none"},
                     "cpus": {"type": "number", "description": "as placed; 0: no limit"},
                     "memory_bytes": {"type": "integer", "description": "as placed; 0: no limit"},
                     "shm_bytes": {"type": "integer", "description": "0: docker's 64 MiB"},
@@ -88,8 +91,10 @@ SPEC = {
         "/tokens": {
             "post": {"summary": "Log in: trade a user name and password for a bearer token", "security": [],
                      "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
-                         "username": {"type": "string"}, "password": {"type": "string"}, "name": {"type": "string"}}}}}},
-                     "responses": {"201": _ok({"type": "object"}), "401": _ERR}},
+                         "username": {"type": "string"}, "password": {"type": "string"}, "name": {"type": "string"},
+                         "days": {"type": "number", "description": "how long the token works (default web.token_days, "
+                                                                   "at most web.token_max_days)"}}}}}},
+                     "responses": {"201": _ok({"type": "object"}), "400": _ERR, "401": _ERR, "429": _ERR}},
             "get": {"summary": "List your tokens", "responses": {"200": _ok({"type": "object"})}},
         },
         "/tokens/{token_id}": {"delete": {"summary": "Revoke a token", "parameters": [_param("token_id", "path", required=True)],
@@ -110,6 +115,7 @@ SPEC = {
                     _param("shm_size", text="size of /dev/shm: bytes or 1g (default: docker's 64 MiB)"),
                     _param("workdir", text="working directory, an absolute path"),
                     _param("data", text="comma-separated datasets to mount at /data/NAME"),
+                    _param("input", text="sha256:<hex> of an input you uploaded (POST /inputs), mounted at /in"),
                     {"name": "Pink-Job-Spec", "in": "header", "required": False,
                      "description": "the job spec as JSON: command, entrypoint, env and any other field",
                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}}},
@@ -146,6 +152,24 @@ SPEC = {
             "responses": {"200": _ok({"type": "object", "properties": {"workers": {"type": "array", "items": {
                 "type": "object", "properties": {"name": {"type": "string"}, "layers": {"type": "integer"}}}}}}),
                 "400": _ERR}}},
+        "/inputs": {"post": {
+            "summary": "Upload a job's input, a plain tar (read-only at /in), to the worker a job with these "
+                       "placement parameters would go to; the query parameters and Pink-Job-Spec header of "
+                       "POST /jobs are taken (gpus, data, cpus, memory and image matter)",
+            "parameters": [_param("sha256", text="sha256:<hex>: the input's id as the client computed it (a "
+                                                 "mismatch is a 400)"),
+                           _param("gpus", kind="integer"), _param("data"), _param("cpus", kind="number"),
+                           _param("memory"), _param("image", text="prefer the worker holding this image")],
+            "requestBody": {"content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {"201": _ok({"type": "object", "properties": {
+                "input": {"type": "string"}, "worker": {"type": "string"}, "bytes": {"type": "integer"}}}),
+                "400": _ERR, "401": _ERR, "411": _ERR, "413": _ERR, "503": _ERR}}},
+        "/inputs/{input_id}": {"get": {
+            "summary": "Which workers in service hold an input you uploaded (then a job with it sends nothing)",
+            "parameters": [_param("input_id", "path", required=True)],
+            "responses": {"200": _ok({"type": "object", "properties": {
+                "input": {"type": "string"}, "workers": {"type": "array", "items": {"type": "string"}}}}),
+                "400": _ERR}}},
         "/workers": {"get": {"summary": "Workers, GPUs and load", "responses": {"200": _ok({"type": "object"})}}},
         "/datasets": {"get": {
             "summary": "The datasets jobs may ask for, with the workers that have each",
@@ -169,10 +193,11 @@ SPEC = {
                            _param("limit", kind="integer")],
             "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}, "404": _ERR}}},
         "/me/password": {"post": {
-            "summary": "Change your password (other browser sessions end)",
+            "summary": "Change your password (other browser sessions end; with revoke_tokens, your tokens too)",
             "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
-                "old_password": {"type": "string"}, "new_password": {"type": "string"}}}}}},
-            "responses": {"204": {"description": "changed"}, "400": _ERR, "403": _ERR}}},
+                "old_password": {"type": "string"}, "new_password": {"type": "string"},
+                "revoke_tokens": {"type": "boolean"}}}}}},
+            "responses": {"200": _ok({"type": "object"}), "400": _ERR, "403": _ERR}}},
         "/users": {
             "get": {"summary": "List users (admins)",
                     "responses": {"200": _ok({"type": "object"}), "403": _ERR}},
@@ -181,5 +206,22 @@ SPEC = {
                          "username": {"type": "string"}, "password": {"type": "string"}, "admin": {"type": "boolean"}}}}}},
                      "responses": {"201": _ok({"type": "object"}), "400": _ERR, "403": _ERR, "409": _ERR}},
         },
+        "/users/{name}": {
+            "patch": {"summary": "Disable or enable a user (admins): disabling ends their sessions and stops their tokens",
+                      "parameters": [_param("name", "path", required=True)],
+                      "requestBody": {"content": {"application/json": {"schema": {
+                          "type": "object", "properties": {"disabled": {"type": "boolean"}}, "required": ["disabled"]}}}},
+                      "responses": {"200": _ok({"type": "object"}), "400": _ERR, "403": _ERR, "404": _ERR, "409": _ERR}},
+            "delete": {"summary": "Delete a user with their tokens and sessions; their jobs stay (admins)",
+                       "parameters": [_param("name", "path", required=True)],
+                       "responses": {"204": {"description": "deleted"}, "403": _ERR, "404": _ERR, "409": _ERR}},
+        },
+        "/users/{name}/tokens": {"get": {"summary": "A user's tokens (admins)",
+                                         "parameters": [_param("name", "path", required=True)],
+                                         "responses": {"200": _ok({"type": "object"}), "403": _ERR, "404": _ERR}}},
+        "/users/{name}/tokens/{token_id}": {"delete": {
+            "summary": "Revoke a user's token (admins)",
+            "parameters": [_param("name", "path", required=True), _param("token_id", "path", required=True)],
+            "responses": {"204": {"description": "revoked"}, "403": _ERR, "404": _ERR}}},
     },
 }

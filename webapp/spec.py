@@ -13,7 +13,7 @@ from typing import Any
 
 from pink.errors import PinkError
 from pink.layers import DIFF_ID
-from pink.model import DATASET_NAME, IMAGE_ID, MIN_MEMORY_BYTES, OUTPUT_MODES, User, format_size, parse_size
+from pink.model import DATASET_NAME, IMAGE_ID, INPUT_ID, MIN_MEMORY_BYTES, OUTPUT_MODES, User, format_size, parse_size
 
 #: Most layers a client may name (docker images have tens).
 MAX_LAYERS = 500
@@ -22,12 +22,13 @@ SPEC_HEADER = "Pink-Job-Spec"
 MAX_HEADER_BYTES = 32 << 10
 #: Fields that may come either way (``data`` as a query parameter is comma-separated).
 EITHER_WAY = ("gpus", "timeout", "output", "name", "priority", "cpus", "memory", "shm_size",
-              "workdir", "data")
+              "workdir", "data", "input")
 #: Fields only the header carries (lists and objects do not fit a query parameter).
 HEADER_ONLY = ("command", "entrypoint", "env")
 HEADER_FIELDS = EITHER_WAY + HEADER_ONLY
-#: What the client found out about the image is said in query parameters only.
-QUERY_FIELDS = EITHER_WAY + ("image", "omitted_layers", "resubmit_of")
+#: What the client found out about the image is said in query parameters only. (A job is
+#: linked to an earlier one only by POST /jobs/<id>/resubmit, never by what a client claims.)
+QUERY_FIELDS = EITHER_WAY + ("image", "omitted_layers")
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: PINK_* variables are what PINK tells the job (docs/jobs.md); a job may not set them.
@@ -70,6 +71,8 @@ class JobSpec:
     workdir: str = ""
     #: Operator-declared datasets, mounted read-only at /data/NAME.
     datasets: tuple[str, ...] = ()
+    #: The input (POST /api/v1/inputs) mounted read-only at /in; "" for none.
+    input: str = ""
     #: Resources; 0 = the worker's default for this job (see pink.scheduling).
     cpus: float = 0.0
     memory_bytes: int = 0
@@ -84,6 +87,9 @@ class JobSpec:
         image_id = _text(given, "image")
         if image_id and not IMAGE_ID.fullmatch(image_id):
             raise _bad("image must look like sha256:<64 hex digits>")
+        input_id = _text(given, "input")
+        if input_id and not INPUT_ID.fullmatch(input_id):
+            raise _bad("input must look like sha256:<64 hex digits> (the id POST /api/v1/inputs answered)")
         omitted = tuple(d for d in _text(given, "omitted_layers").split(",") if d)
         if len(omitted) > MAX_LAYERS or not all(DIFF_ID.fullmatch(d) for d in omitted):
             raise _bad(f"omitted_layers must be at most {MAX_LAYERS} comma-separated "
@@ -106,13 +112,13 @@ class JobSpec:
             # Only admins may jump the queue; anyone may politely go last.
             priority=_whole(given, "priority", 0, -100, 100 if user.admin else 0),
             image_id=image_id,
-            resubmit_of=_text(given, "resubmit_of")[:20],
             omitted_layers=omitted,
             command=_argv(given, "command", may_be_empty=False),
             entrypoint=_argv(given, "entrypoint", may_be_empty=True),
             env=_env(given.get("env", {})),
             workdir=workdir,
             datasets=_datasets(given.get("data", [])),
+            input=input_id,
             cpus=_cpus(given.get("cpus", "")),
             memory_bytes=_size(given, "memory", MIN_MEMORY_BYTES),
             shm_bytes=_size(given, "shm_size", MIN_SHM),

@@ -9,7 +9,9 @@ which broke transfers bigger than that. Uploads speak the SCP protocol to ``scp 
 uploads, logs, which ``?follow=1`` polls, removing a failed upload) rides one persistent
 paramiko transport per worker, where opening a channel costs nothing (a new SSH connection
 costs 0.1 s idle, over a second on a loaded machine), and so does everything when there is no
-``ssh`` binary (uploads with the ``scp`` package, ``putfo`` from a stream). On the worker, a
+``ssh`` binary (uploads with the ``scp`` package, ``putfo`` from a stream). A job's input is
+uploaded as ``input-<upload id>.part`` and renamed to ``input-<sha256 hex>.tar`` once whole and
+checked, so the worker never sees a partial input under its final name. On the worker, a
 forced command (:mod:`gpu_worker.sshgate`) allows only these commands. Host keys must already be in
 the known_hosts file: unknown keys are refused by both clients (OpenSSH runs with
 ``StrictHostKeyChecking=yes`` and the pinned file only).
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import re
 import shutil
 import socket
 import subprocess
@@ -30,7 +33,7 @@ import paramiko
 from scp import SCPClient, SCPException
 
 from pink.errors import TransferError, WorkerUnavailable
-from pink.model import JOB_ID, WorkerInfo
+from pink.model import INPUT_ID, JOB_ID, WorkerInfo
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,8 @@ PIPE_BYTES = 1 << 20
 #: second on a loaded one.
 BULK_BYTES = 64 << 20
 _F_SETPIPE_SZ = 1031
+#: Names an input upload in the worker's inbox until it is whole.
+UPLOAD_ID = re.compile(r"^[0-9a-f]{20}$")
 
 
 def openssh_client() -> str | None:
@@ -136,6 +141,16 @@ class WorkerLink:
             raise ValueError(f"bad job id {job_id!r}")
         return f"{self.info.inbox}/{job_id}.tar"
 
+    def input_part_path(self, upload_id: str) -> str:
+        if not UPLOAD_ID.match(upload_id):
+            raise ValueError(f"bad upload id {upload_id!r}")
+        return f"{self.info.inbox}/input-{upload_id}.part"
+
+    def input_path(self, input_id: str) -> str:
+        if not INPUT_ID.match(input_id):
+            raise ValueError(f"bad input id {input_id!r}")
+        return f"{self.info.inbox}/input-{input_id.removeprefix('sha256:')}.tar"
+
     def outbox_path(self, job_id: str, kind: str) -> str:
         if not JOB_ID.match(job_id):
             raise ValueError(f"bad job id {job_id!r}")
@@ -208,13 +223,13 @@ class WorkerLink:
             raise TransferError(f"upload to worker {self.info.name} refused: {message}")
         raise self._ssh_failure(proc, "upload")
 
-    def _upload_openssh(self, job_id: str, source: BinaryIO, size: int) -> None:
-        proc = self._spawn(f"scp -t {self.inbox_path(job_id)}", stdin=True)
+    def _upload_openssh(self, path: str, source: BinaryIO, size: int) -> None:
+        proc = self._spawn(f"scp -t {path}", stdin=True)
         assert proc.stdin is not None
         try:
             try:
                 self._scp_ack(proc)
-                proc.stdin.write(f"C0640 {size} {job_id}.tar\n".encode())
+                proc.stdin.write(f"C0640 {size} {path.rpartition('/')[2]}\n".encode())
                 proc.stdin.flush()
                 self._scp_ack(proc)
                 left = size
@@ -250,13 +265,20 @@ class WorkerLink:
 
     # ----- operations (continued) -------------------------------------------------------------
     def upload(self, job_id: str, source: BinaryIO, size: int) -> None:
-        """Stream ``size`` bytes read from ``source`` into the worker's inbox. Exceptions raised
-        by ``source.read`` (a failed validation) propagate unchanged."""
+        """Stream ``size`` bytes read from ``source`` into the job's file in the worker's inbox.
+        Exceptions raised by ``source.read`` (a failed validation) propagate unchanged."""
+        self._put(self.inbox_path(job_id), source, size)
+
+    def upload_input(self, upload_id: str, source: BinaryIO, size: int) -> None:
+        """Stream an input into the worker's inbox as ``input-<upload id>.part``, as :meth:`upload`."""
+        self._put(self.input_part_path(upload_id), source, size)
+
+    def _put(self, path: str, source: BinaryIO, size: int) -> None:
         if self.ssh_binary and size >= BULK_BYTES:
-            return self._upload_openssh(job_id, source, size)
+            return self._upload_openssh(path, source, size)
         client = SCPClient(self.transport(), buff_size=CHUNK, socket_timeout=60.0)
         try:
-            client.putfo(source, self.inbox_path(job_id), mode="0640", size=size)
+            client.putfo(source, path, mode="0640", size=size)
         except (SCPException, paramiko.SSHException, OSError, EOFError) as exc:
             raise TransferError(f"upload to worker {self.info.name} failed: {exc}") from None
         finally:
@@ -272,14 +294,25 @@ class WorkerLink:
             self.close()
             raise TransferError(f"SSH command on worker {self.info.name} failed: {exc}") from None
 
-    def remove_upload(self, job_id: str) -> None:
-        channel = self._exec(f"rm -f {self.inbox_path(job_id)}")
+    def _run(self, command: str, what: str) -> None:
+        channel = self._exec(command)
         try:
             status = channel.recv_exit_status()
         finally:
             channel.close()
         if status != 0:
-            raise TransferError(f"could not remove upload of job {job_id} on {self.info.name}")
+            raise TransferError(f"could not {what} on {self.info.name}")
+
+    def remove_upload(self, job_id: str) -> None:
+        self._run(f"rm -f {self.inbox_path(job_id)}", f"remove the upload of job {job_id}")
+
+    def remove_input_part(self, upload_id: str) -> None:
+        self._run(f"rm -f {self.input_part_path(upload_id)}", f"remove input upload {upload_id}")
+
+    def commit_input(self, upload_id: str, input_id: str) -> None:
+        """Give a whole, checked input upload its final name, ``input-<sha256 hex>.tar``."""
+        self._run(f"mv -f -T {self.input_part_path(upload_id)} {self.input_path(input_id)}",
+                  f"keep input {input_id}")
 
     def read(self, job_id: str, kind: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         """Yield the bytes of the job's archive or log from ``offset`` on (``length``: how many

@@ -118,7 +118,8 @@ def job(job_id: str):
 @bp.get("/submit")
 @page
 def submit():
-    return render("submit.html", nav="submit")
+    cfg = current_app.extensions["pink.config"].web
+    return render("submit.html", nav="submit", max_input_bytes=cfg.quota_input_bytes)
 
 
 @bp.get("/workers")

@@ -120,6 +120,7 @@ class AllInOne:
                 "docker_url": SYSTEM_DOCKER_URL,
                 "inbox": str(workdir / "inbox"),
                 "outbox": str(workdir / "outbox"),
+                "inputs_dir": str(workdir / "inputs"),
                 "ssh_host": "127.0.0.1",
                 "ssh_port": self.sshd.port,
                 "ssh_user": current_user(),

@@ -235,6 +235,7 @@ class LocalCluster:
                 "docker_url": dockerd.url if dockerd else SYSTEM_DOCKER_URL,
                 "inbox": str(sshd.inbox),
                 "outbox": str(sshd.outbox),
+                "inputs_dir": str(wdir / "inputs"),
                 "ssh_host": "127.0.0.1",
                 "ssh_port": sshd.port,
                 "ssh_user": user,

@@ -112,8 +112,8 @@ http {{
         # Browsers that came over HTTPS once never try plain HTTP again.
         add_header Strict-Transport-Security "max-age=31536000" always;
 
-        # Only image uploads (POST /api/v1/jobs) may be big: streamed to gunicorn, never spooled
-        # here. Every other body is as small as the web servers' web.max_body_bytes.
+        # Only uploads (images: POST /api/v1/jobs, inputs: POST /api/v1/inputs) may be big:
+        # streamed to gunicorn, never spooled here. Every other body is as small as the web servers' web.max_body_bytes.
         client_max_body_size {self.max_body_bytes};
         # A job spec header (Pink-Job-Spec) may carry up to 32 KiB.
         large_client_header_buffers 4 40k;
@@ -151,6 +151,10 @@ http {{
             proxy_pass http://pink_web;
         }}
         location = /api/v1/jobs {{
+            client_max_body_size {self.max_upload_bytes};
+            proxy_pass http://pink_web;
+        }}
+        location = /api/v1/inputs {{
             client_max_body_size {self.max_upload_bytes};
             proxy_pass http://pink_web;
         }}

@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.bench
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHES = ("upload", "e2e", "resubmit", "dispatch", "download", "etcd")
+BENCHES = ("upload", "e2e", "resubmit", "dispatch", "download", "etcd", "inputs")
 
 
 def test_bench_smoke_produces_a_table(tmp_path: Path) -> None:

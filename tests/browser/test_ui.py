@@ -361,8 +361,9 @@ def test_account_tokens_and_password(new_page, ui_cluster, screenshot):
                       verify=str(ui_cluster.ca_cert))
     assert me.status_code == 401
     # Change the password: a wrong current one is refused, then it works, and another
-    # browser session of erin's is logged out while this one stays.
-    other = new_page("erin")
+    # browser session of erin's (a login of its own) is logged out while this one stays.
+    other = new_page()
+    login(other, ui_cluster.url, "erin")
     page.fill("#old-password", "not my password")
     page.fill("#new-password", "a-new-password-1")
     page.fill("#new-password2", "a-new-password-1")
@@ -398,6 +399,22 @@ def test_admin_lists_and_creates_users(new_page, ui_cluster, screenshot):
     assert frank.locator("nav.mainnav a", has_text="Users").count() == 0
     frank.goto(f"{ui_cluster.url}/users")
     assert "Only admins" in frank.locator("main").inner_text()
+    # Disabling frank logs him out at once; enabled again he logs in; deleted, he is gone.
+    row = page.locator("#users-body tr[data-user=frank]")
+    row.get_by_role("button", name="Disable frank").click()
+    page.click("#confirm-yes")
+    page.locator("#users-body tr[data-user=frank] .tag-bad").wait_for()
+    frank.goto(f"{ui_cluster.url}/jobs")
+    assert "/login" in frank.url
+    page.locator("#users-body tr[data-user=frank]").get_by_role("button", name="Enable frank").click()
+    page.locator("#users-body tr[data-user=frank] .tag-bad").wait_for(state="detached")
+    login(frank, ui_cluster.url, "frank")
+    assert frank.url.endswith("/jobs")
+    page.locator("#users-body tr[data-user=alice]").get_by_role("button", name="Tokens of alice").click()
+    page.locator("#user-tokens-title", has_text="Tokens of alice").wait_for()
+    page.locator("#users-body tr[data-user=frank]").get_by_role("button", name="Delete frank").click()
+    page.click("#confirm-yes")
+    page.locator("#users-body tr[data-user=frank]").wait_for(state="detached")
 
 
 def test_narrow_screen_has_no_sideways_scrolling(new_page, ui_cluster, screenshot):

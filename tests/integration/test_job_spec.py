@@ -59,6 +59,7 @@ def test_command_env_workdir_datasets_and_defaults_reach_the_job(cluster, images
         "PINK_JOB_ID": job["id"], "PINK_JOB_NAME": "spec-check", "PINK_USER": "alice",
         "PINK_WORKER": c.workers[0].name, "PINK_GPUS": "", "PINK_CPUS": "1",
         "PINK_MEMORY_BYTES": str(512 * MiB), "PINK_DATA_DIR": "/data", "PINK_DATASETS": "mnist",
+        "PINK_INPUT_DIR": "/in",
     }, log
     assert "digits-0-to-9" in lines and "READ-ONLY" in lines, log
     assert not (mnist / "new").exists()

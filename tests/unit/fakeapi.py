@@ -33,6 +33,8 @@ class Upload:
     headers: dict[str, str]
     body: bytes
     complete: bool
+    #: bytes of the body that arrived (more than ``body`` when only its start is kept)
+    received: int = 0
 
 
 @dataclasses.dataclass
@@ -42,7 +44,12 @@ class Fake:
     #: image id -> names of the workers holding it
     images: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     uploads: list[Upload] = dataclasses.field(default_factory=list)
-    #: this many upload attempts are cut off after part of the body
+    #: input id -> names of the workers holding it
+    inputs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: POST /inputs requests: the body is kept up to ``keep_input_bytes``, all of it hashed
+    input_uploads: list[Upload] = dataclasses.field(default_factory=list)
+    keep_input_bytes: int = 1 << 20
+    #: this many upload attempts (jobs or inputs) are cut off after part of the body
     drop_uploads: int = 0
     #: bottom layers worker gpu1 holds for us (POST /layers); refuse thin uploads when True
     held_layers: int = 0
@@ -150,6 +157,11 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET" and path.startswith("/api/v1/images/"):
             image = path.rsplit("/", 1)[1]
             return self._json(200, {"image": image, "workers": fake.images.get(image, [])})
+        if method == "GET" and path.startswith("/api/v1/inputs/"):
+            input_id = path.rsplit("/", 1)[1]
+            return self._json(200, {"input": input_id, "workers": fake.inputs.get(input_id, [])})
+        if method == "POST" and path == "/api/v1/inputs":
+            return self._store_input(fake, params)
         if method == "POST" and path == "/api/v1/layers":
             diff_ids = json.loads(self._body() or b"{}").get("diff_ids", [])
             held = min(fake.held_layers, len(diff_ids))
@@ -241,6 +253,7 @@ class Handler(BaseHTTPRequestHandler):
             if not fake.images.get(image):
                 return self._error(409, f"no worker holds {image}")
         job = fake.add_job(
+            input=params.get("input", ""),
             name=params.get("name", ""),
             gpus=int(params.get("gpus", 0)),
             image_id=image,
@@ -249,6 +262,38 @@ class Handler(BaseHTTPRequestHandler):
         if key:
             fake.keys[key] = job["id"]
         return self._json(201, {"job": job})
+
+    def _store_input(self, fake: Fake, params: dict[str, str]) -> None:
+        """As the server does: read the body as it comes (1 MiB at a time), hash it, check the
+        id the client computed; the input is then on gpu1."""
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return self._error(411, "Content-Length required")
+        if fake.drop_uploads > 0:
+            fake.drop_uploads -= 1
+            part = self.rfile.read(min(int(length), 64 << 10))
+            fake.input_uploads.append(Upload(params, dict(self.headers), part, False, len(part)))
+            self.close_connection = True
+            return None
+        left, kept, hasher = int(length), bytearray(), hashlib.sha256()
+        while left:
+            block = self.rfile.read(min(left, 1 << 20))
+            if not block:
+                break
+            left -= len(block)
+            hasher.update(block)
+            if len(kept) < fake.keep_input_bytes:
+                kept += block[: fake.keep_input_bytes - len(kept)]
+        fake.input_uploads.append(Upload(params, dict(self.headers), bytes(kept), complete=not left,
+                                         received=int(length) - left))
+        if left:  # the client gave up mid-body: nobody to answer
+            self.close_connection = True
+            return None
+        input_id = "sha256:" + hasher.hexdigest()
+        if params.get("sha256", input_id) != input_id:
+            return self._error(400, f"the input's sha256 is {input_id}, not {params['sha256']}")
+        fake.inputs.setdefault(input_id, []).append("gpu1")
+        return self._json(201, {"input": input_id, "worker": "gpu1", "bytes": int(length)})
 
     def _logs(self, fake: Fake, params: dict[str, str]) -> None:
         data = fake.log_text[int(params.get("offset", 0)) :]

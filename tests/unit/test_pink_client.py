@@ -187,7 +187,7 @@ def test_submit_falls_back_to_upload_when_the_holder_lost_the_image(
     tar = tmp_path / "img.tar"
     image_id = make_image_tar(tar, layer_size=1000)
     # GET /images says a worker has it; the POST then finds none (it was just removed).
-    monkeypatch.setattr(jobs, "image_holders", lambda api, image: ["gone"])
+    monkeypatch.setattr(jobs, "holders", lambda api, path: ["gone"])
     assert cli.main(["submit", str(tar)]) == 0
     first, second = logged_in.uploads
     assert first.body == b"" and first.params["image"] == image_id

@@ -79,3 +79,19 @@ def test_an_upload_without_a_body_is_a_400_and_leaves_no_job(client, as_user, cl
     resp = client.post("/api/v1/jobs", data=b"", headers=as_user("alice"), environ_overrides={"CONTENT_LENGTH": "0"})
     assert resp.status_code == 400 and "no image" in resp.get_json()["error"]
     assert cluster.store.list_jobs() == []
+
+
+def test_workers_show_transfer_details_to_admins_only_and_each_user_only_their_images(client, as_user, cluster):
+    cluster.add_worker(images=("sha256:" + "a" * 64,))
+    seen = client.get("/api/v1/workers", headers=as_user("alice")).get_json()["workers"][0]
+    assert not {"ssh_host", "ssh_port", "ssh_user", "inbox", "outbox"} & set(seen)
+    assert seen["images"] == []  # an image of someone else's
+    admin = client.get("/api/v1/workers", headers=as_user("root")).get_json()["workers"][0]
+    assert admin["ssh_user"] == "pink-transfer" and admin["images"] == ["sha256:" + "a" * 64]
+
+
+def test_a_submission_cannot_claim_to_resubmit_someone_elses_job(app, as_user, cluster):
+    from webapp.spec import JobSpec
+    from pink.model import User
+    spec = JobSpec.parse({"resubmit_of": "0" * 20}, User("alice", "x"))
+    assert spec.resubmit_of == ""

@@ -1,12 +1,15 @@
 """The web server's upload path.
 
 An upload's raw HTTP body is read straight from the socket (:class:`SocketBody`), framed as tar
-as it streams (:mod:`.tarstream`), checked as a docker image (:class:`ImageArchiveChecker`), and
-handed on to the SSH transfer through :class:`ValidatingReader`, which finishes the check
-before the last bytes leave.
+as it streams (:mod:`.tarstream`), held to the rules of safe members (:mod:`.safetar`), checked
+as a docker image (:class:`ImageArchiveChecker`) or hashed as a job's input
+(:class:`InputArchiveChecker`), and handed on to the SSH transfer through
+:class:`ValidatingReader`, which finishes the check before the last bytes leave.
 """
 
 from .image import ImageArchiveChecker, ImageInfo
-from .reader import SocketBody, ValidatingReader
+from .input import InputArchiveChecker, InputInfo
+from .reader import SocketBody, ValidatingReader, drain_body
 
-__all__ = ["ImageArchiveChecker", "ImageInfo", "SocketBody", "ValidatingReader"]
+__all__ = ["ImageArchiveChecker", "ImageInfo", "InputArchiveChecker", "InputInfo", "SocketBody",
+           "ValidatingReader", "drain_body"]

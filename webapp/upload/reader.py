@@ -1,8 +1,9 @@
 """File-like readers of the upload path: the request body, and the validating pass-through.
 
 :class:`SocketBody` reads an upload's HTTP body straight from gunicorn's socket;
-:class:`ValidatingReader` wraps such a body, checks the bytes as a ``docker save`` archive
-while they are read, and is what the SSH transfer reads from.
+:class:`ValidatingReader` wraps such a body, checks the bytes as a ``docker save`` archive (or
+an input's tar) while they are read, and is what the SSH transfer reads from. :func:`drain_body`
+reads what is left of a body that is refused.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import BinaryIO
 
+from werkzeug.exceptions import ClientDisconnected
+
 from pink.errors import ImageArchiveError
 
 from .image import ImageArchiveChecker, ImageInfo
+from .input import InputArchiveChecker, InputInfo
 
 
 class SocketBody:
@@ -75,17 +79,17 @@ class ValidatingReader:
     """File-like pass-through that validates an upload while it is read.
 
     Meant as the source of ``scp.SCPClient.putfo(reader, path, size=length)``: every
-    :meth:`read` pulls from ``source``, feeds the checker and returns the same bytes. When the
-    last byte has been read, :meth:`ImageArchiveChecker.finish` runs *before* those bytes are
-    returned, so a bad archive never arrives complete on the worker. :attr:`info` then holds
-    the result.
+    :meth:`read` pulls from ``source``, feeds the checker (an :class:`ImageArchiveChecker`
+    unless another is given) and returns the same bytes. When the last byte has been read, the
+    checker's ``finish`` runs *before* those bytes are returned, so a bad archive never arrives
+    complete on the worker. :attr:`info` then holds the result.
     """
 
     def __init__(
         self,
         source: BinaryIO,
         length: int,
-        checker: ImageArchiveChecker | None = None,
+        checker: ImageArchiveChecker | InputArchiveChecker | None = None,
         chunk_size: int = 1 << 20,
         on_progress: Callable[[int], None] | None = None,
         present_diff_ids: Collection[str] = (),
@@ -101,7 +105,7 @@ class ValidatingReader:
         self._on_progress = on_progress
         self._present = present_diff_ids
         self._pos = 0
-        self.info: ImageInfo | None = None
+        self.info: ImageInfo | InputInfo | None = None
 
     def readable(self) -> bool:
         return True
@@ -115,7 +119,7 @@ class ValidatingReader:
         remaining = self._length - self._pos
         if remaining <= 0:
             if self.info is None:
-                self.info = self.checker.finish(self._present)
+                self._finish()
             return b""
         want = remaining if n is None or n < 0 else min(n, remaining)
         if want == 0:
@@ -136,7 +140,26 @@ class ValidatingReader:
             got += len(piece)
         self._pos += got
         if self._pos >= self._length:
-            self.info = self.checker.finish(self._present)
+            self._finish()
         if self._on_progress is not None:
             self._on_progress(self._pos)
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _finish(self) -> None:
+        # A thin image archive is checked against the layers the worker holds.
+        self.info = self.checker.finish(self._present) if self._present else self.checker.finish()
+
+
+def drain_body(stream, limit: int | None = None) -> bool:
+    """Read and drop what is left of a request body; False if more than ``limit`` was left
+    (the caller then closes the connection instead)."""
+    left = limit
+    try:
+        while chunk := stream.read(1 << 20):
+            if left is not None:
+                left -= len(chunk)
+                if left < 0:
+                    return False
+    except (OSError, ClientDisconnected):
+        return False
+    return True

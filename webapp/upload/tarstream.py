@@ -1,4 +1,4 @@
-"""A push-based tar reader: the framing under the docker image check.
+"""A push-based tar reader: the framing under the docker image and input checks.
 
 The web server is pushed the upload's bytes, so :meth:`TarStream.feed` takes chunks of any
 size at any boundaries, where :mod:`tarfile` would pull them from a file object. The reader
@@ -6,7 +6,8 @@ splits the stream into 512-byte blocks, checks each header (checksum, octal or b
 numbers), applies GNU long names and pax extended headers to the member they describe, and
 walks over member data and padding up to the end-of-archive marker.
 
-What the members mean is left to a subclass, through three hooks: :meth:`TarStream._on_member`
+What the members mean is left to subclasses (:mod:`.safetar`, then :mod:`.image` and
+:mod:`.input`), through three hooks: :meth:`TarStream._on_member`
 sees every header, :meth:`TarStream._keep` decides from its first byte whether a member asked
 for is buffered, and :meth:`TarStream._on_content` receives a buffered member whole. Errors are
 :class:`~pink.errors.ImageArchiveError` with a message for a person; after one the reader
@@ -87,15 +88,14 @@ def _checksum_ok(block: bytes) -> bool:
     return stored == signed
 
 
-def _not_a_tar(head: bytes, detail: str) -> ImageArchiveError:
+def _not_a_tar(head: bytes, detail: str, hint: str) -> ImageArchiveError:
     for magic, name, tool in _COMPRESSED_MAGIC:
         if head.startswith(magic):
             return ImageArchiveError(
-                f"not a tar archive: the upload is {name}-compressed (as from "
-                f"`docker save IMAGE | {name}`); decompress it first (`{tool}`) and upload the "
-                f"plain tar, or {SAVE_HINT}"
+                f"not a tar archive: the upload is {name}-compressed; decompress it first "
+                f"(`{tool}`) and upload the plain tar, or {hint}"
             )
-    return ImageArchiveError(f"not a tar archive: {detail}; {SAVE_HINT}")
+    return ImageArchiveError(f"not a tar archive: {detail}; {hint}")
 
 
 def _decode(raw: bytes) -> str:
@@ -136,6 +136,9 @@ class TarStream:
     Call :meth:`feed` with every chunk in order; at the end of the stream the subclass calls
     :meth:`_check_end`, after which :meth:`feed` is refused.
     """
+
+    #: What errors tell the user to send instead (a subclass names its kind of archive).
+    hint = SAVE_HINT
 
     def __init__(self) -> None:
         self._seen = 0
@@ -238,7 +241,7 @@ class TarStream:
                     bad = self._seen + len(rest) - len(rest.lstrip(b"\0"))
                     raise ImageArchiveError(
                         f"unexpected data after the end of the tar archive (offset {bad}); "
-                        f"{SAVE_HINT} and nothing else"
+                        f"{self.hint} and nothing else"
                     )
                 self._seen += len(rest)
                 pos = n
@@ -262,7 +265,7 @@ class TarStream:
                 elif block != _ZERO_BLOCK:
                     raise ImageArchiveError(
                         f"corrupt tar archive: the end-of-archive marker at offset "
-                        f"{offset - BLOCK} is followed by more data; {SAVE_HINT}"
+                        f"{offset - BLOCK} is followed by more data; {self.hint}"
                     )
                 else:
                     self._state = _DONE
@@ -272,13 +275,13 @@ class TarStream:
             if self._pending_ext_offset >= 0:
                 raise ImageArchiveError(
                     f"corrupt tar archive: the extended header at offset "
-                    f"{self._pending_ext_offset} is not followed by a member; {SAVE_HINT}"
+                    f"{self._pending_ext_offset} is not followed by a member; {self.hint}"
                 )
             self._state = _END1
             return
         if not _checksum_ok(block):
             if self._headers_seen == 0:
-                raise _not_a_tar(self._head, "the first 512 bytes are not a tar header")
+                raise _not_a_tar(self._head, "the first 512 bytes are not a tar header", self.hint)
             raise ImageArchiveError(
                 f"corrupt tar archive: bad header checksum at offset {offset} (after member "
                 f"{self._last_member!r}); {TRUNCATED_HINT}"
@@ -296,7 +299,7 @@ class TarStream:
             if size > MAX_EXTENDED_HEADER_BYTES:
                 raise ImageArchiveError(
                     f"tar extended header at offset {offset} is {size} bytes, more than the "
-                    f"{MAX_EXTENDED_HEADER_BYTES} accepted; {SAVE_HINT}"
+                    f"{MAX_EXTENDED_HEADER_BYTES} accepted; {self.hint}"
                 )
             # A global header describes no particular member, so it may precede the end.
             if typeflag != b"g" and self._pending_ext_offset < 0:
@@ -313,12 +316,12 @@ class TarStream:
         if block[257:263] != b"ustar\0" and prefix:
             raise ImageArchiveError(
                 f"corrupt tar archive: the non-ustar header at offset {offset} has data in the "
-                f"ustar name prefix field, which tar readers read differently; {SAVE_HINT}"
+                f"ustar name prefix field, which tar readers read differently; {self.hint}"
             )
         if len(prefix) > 130 and block[508:512] == b"tar\0":
             raise ImageArchiveError(
                 f"corrupt tar archive: the header at offset {offset} is a star header with a "
-                f"name prefix longer than star's 130 bytes; {SAVE_HINT}"
+                f"name prefix longer than star's 130 bytes; {self.hint}"
             )
         if prefix:
             name_raw = prefix + b"/" + name_raw
@@ -332,7 +335,7 @@ class TarStream:
                 raise ImageArchiveError(
                     f"corrupt tar archive: the header at offset {offset} has a GNU long name "
                     f"{gnu!r} and a pax {keyword} {pax[keyword]!r}, and tar readers disagree on "
-                    f"which applies; {SAVE_HINT}"
+                    f"which applies; {self.hint}"
                 )
         if self._long_name is not None:
             name = self._long_name
@@ -360,7 +363,7 @@ class TarStream:
             if size:
                 raise ImageArchiveError(
                     f"corrupt tar archive: {name!r} at offset {offset} is a directory (a V7 "
-                    f"name ending in '/') with {size} bytes of data; {SAVE_HINT}"
+                    f"name ending in '/') with {size} bytes of data; {self.hint}"
                 )
             typeflag = b"5"
         name, buffer = self._on_member(name, link, typeflag, size, offset)
@@ -408,7 +411,7 @@ class TarStream:
             value = _decode(payload.rstrip(b"\0"))
             if not value:  # Go's archive/tar ignores it and keeps the header's own name
                 raise ImageArchiveError(
-                    f"corrupt tar archive: empty GNU long name {where}; {SAVE_HINT}"
+                    f"corrupt tar archive: empty GNU long name {where}; {self.hint}"
                 )
             if typeflag == b"L":
                 self._long_name = value
@@ -418,7 +421,7 @@ class TarStream:
         for key, value in _parse_pax(payload, where):
             if key.startswith("GNU.sparse."):
                 raise ImageArchiveError(
-                    f"unsupported tar feature: sparse file {where}; {SAVE_HINT}"
+                    f"unsupported tar feature: sparse file {where}; {self.hint}"
                 )
             if typeflag == b"g":
                 # Go's archive/tar ignores global headers: one that renamed, relinked or
@@ -426,7 +429,7 @@ class TarStream:
                 if key in _MEMBER_KEYWORDS:
                     raise ImageArchiveError(
                         f"unsupported tar feature: the global pax header {where} sets {key!r} "
-                        f"for every member after it; {SAVE_HINT}"
+                        f"for every member after it; {self.hint}"
                     )
             elif value == "":
                 self._pending_pax.pop(key, None)  # an empty value deletes the keyword (POSIX)
@@ -438,9 +441,9 @@ class TarStream:
     def _check_end(self) -> None:
         """Raise ImageArchiveError unless the stream ended where a tar archive may end."""
         if self._seen == 0:
-            raise ImageArchiveError(f"empty upload: no bytes were received; {SAVE_HINT}")
+            raise ImageArchiveError(f"empty upload: no bytes were received; {self.hint}")
         if self._headers_seen == 0 and self._seen < BLOCK:
-            raise _not_a_tar(self._head, f"only {self._seen} bytes, shorter than one tar header")
+            raise _not_a_tar(self._head, f"only {self._seen} bytes, shorter than one tar header", self.hint)
         after = f"after member {self._last_member!r}" if self._last_member else "at its start"
         if self._state == _HEADER:
             if self._blk:

@@ -87,6 +87,7 @@ function renderSpec() {
     fact("Datasets", (job.datasets || []).length
       ? job.datasets.map((d) => el("span", { class: "block" }, code(d), " at ", code(`/data/${d}`)))
       : "none"),
+    fact("Input", job.input ? el("span", {}, el("code", { class: "break", id: "job-input" }, job.input), " at ", code("/in")) : "none"),
     fact("CPUs", job.cpus ? String(job.cpus) : "no limit"),
     fact("Memory", job.memory_bytes ? fmtBytes(job.memory_bytes, true) : "no limit"),
     fact("Shared memory", job.shm_bytes ? fmtBytes(job.shm_bytes, true) : "64 MiB (docker's default)"),

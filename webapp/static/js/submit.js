@@ -1,14 +1,21 @@
 // Submit page: the tarball goes as the raw body of POST /api/v1/jobs (never multipart: the
 // server streams it straight to a worker), sent with XMLHttpRequest for its progress events;
 // what the job runs with (command, environment, datasets, resources) as the Pink-Job-Spec header.
+// An input (a folder made into a tar here, or a .tar) goes first, as the body of
+// POST /api/v1/inputs; the job then names it with input=.
 import { CSRF, ApiError, alertIn, api, clear, el, fmtBytes, fmtDuration } from "./app.js";
 import { SPEC_HEADER, parseEnv, shellSplit, specHeader } from "./jobspec.js";
+import { folderTar } from "./tarball.js";
 
 const form = document.getElementById("submit-form");
 const input = document.getElementById("file");
 const zone = document.getElementById("dropzone");
 const chosen = document.getElementById("file-chosen");
 const fileError = document.getElementById("file-error");
+const inputFolder = document.getElementById("input-folder");
+const inputTar = document.getElementById("input-tar");
+const inputChosen = document.getElementById("input-chosen");
+const inputError = document.getElementById("input-error");
 const box = document.getElementById("progress-box");
 const bar = document.getElementById("progress");
 const pct = document.getElementById("progress-pct");
@@ -19,10 +26,12 @@ const cancelBtn = document.getElementById("cancel-upload");
 const nameInput = document.getElementById("name");
 const datasetBox = document.getElementById("datasets");
 const MAX = Number(document.body.dataset.maxUpload) || Infinity;
+const MAX_INPUT = Number(document.getElementById("input-card").dataset.maxInput) || Infinity;
 
 let file = null;
 let xhr = null;
 let heldImage = null;  // image id when a worker already holds this tarball's image
+let jobInput = null;  // {blob, id}: the input's tar, and its id once a worker holds it
 
 const MAGIC = [
   [[0x1f, 0x8b], "gzip", "gunzip"],
@@ -31,22 +40,22 @@ const MAGIC = [
   [[0x42, 0x5a, 0x68], "bzip2", "bunzip2"],
 ];
 
-/** Cheap checks before sending anything; the server checks the whole archive as it streams. */
-async function precheck(f) {
-  if (f.size === 0) return "This file is empty. Choose the tarball that `docker save` wrote.";
-  if (f.size > MAX) return `This file is ${fmtBytes(f.size)}; the largest upload this cluster takes is ${fmtBytes(MAX)}.`;
+/** Why a file is not a plain tar archive (null when it looks like one), from its first block. */
+async function notATar(f) {
+  if (f.size === 0) return "This file is empty.";
   const head = new Uint8Array(await f.slice(0, 512).arrayBuffer());
   for (const [magic, name, tool] of MAGIC) {
-    if (magic.every((b, i) => head[i] === b)) {
-      return `This file is ${name}-compressed. Decompress it first (${tool}) and upload the plain .tar, ` +
-        "or write it with `docker save IMAGE -o image.tar`.";
-    }
+    if (magic.every((b, i) => head[i] === b)) return `This file is ${name}-compressed. Decompress it first (${tool}).`;
   }
   const ustar = String.fromCharCode(...head.slice(257, 262));
-  if (head.length < 512 || ustar !== "ustar") {
-    return "This is not a tar archive. Upload the file that `docker save IMAGE -o image.tar` writes.";
-  }
-  return null;
+  return head.length < 512 || ustar !== "ustar" ? "This is not a tar archive." : null;
+}
+
+/** Cheap checks before sending anything; the server checks the whole archive as it streams. */
+async function precheck(f) {
+  if (f.size > MAX) return `This file is ${fmtBytes(f.size)}; the largest upload this cluster takes is ${fmtBytes(MAX)}.`;
+  const problem = await notATar(f);
+  return problem && `${problem} Upload the plain .tar that \`docker save IMAGE -o image.tar\` writes.`;
 }
 
 // ----- the image id, read from the tarball without uploading it --------------------------------
@@ -152,11 +161,58 @@ zone.addEventListener("drop", (ev) => {
 window.addEventListener("dragover", (ev) => ev.preventDefault());
 window.addEventListener("drop", (ev) => ev.preventDefault());
 
+// ----- the job's input: a folder, made into a tar here, or a .tar -------------------------------
+
+function setInput(blob, ...what) {
+  if (blob && blob.size > MAX_INPUT) {
+    alertIn(inputError, "error", `This input is ${fmtBytes(blob.size)} as a tar; the largest this cluster takes is ${fmtBytes(MAX_INPUT)}.`);
+    inputFolder.value = "";
+    inputTar.value = "";
+    blob = null;
+  }
+  jobInput = blob && { blob, id: null };
+  inputChosen.classList.remove("refused");
+  inputChosen.hidden = !blob;
+  if (blob) {
+    clear(inputChosen, ...what, " ", el("button", {
+      type: "button", class: "btn btn-small", id: "input-clear",
+      onclick: () => { inputFolder.value = ""; inputTar.value = ""; setInput(null); inputFolder.focus(); },
+    }, "Remove"));
+  }
+}
+
+inputFolder.addEventListener("change", () => {
+  clear(inputError);
+  inputTar.value = "";
+  const files = [...inputFolder.files];
+  if (!files.length) {
+    setInput(null);
+    return;
+  }
+  const tar = folderTar(files);
+  setInput(tar.blob, el("strong", {}, `${files[0].webkitRelativePath.split("/")[0]}/`),
+    ` · ${tar.files} file${tar.files === 1 ? "" : "s"}, ${fmtBytes(tar.bytes)} · at /in in the container`);
+});
+
+inputTar.addEventListener("change", async () => {
+  clear(inputError);
+  inputFolder.value = "";
+  setInput(null);
+  const f = inputTar.files[0];
+  if (!f) return;
+  const problem = await notATar(f);
+  if (problem) {
+    inputTar.value = "";
+    alertIn(inputError, "error", `${problem} Pick a plain .tar of the input's files, or the folder itself.`);
+    return;
+  }
+  setInput(f, el("strong", {}, f.name), ` · ${fmtBytes(f.size)} · its files at /in in the container`);
+});
+
 function busy(on) {
   submitBtn.disabled = on;
   cancelBtn.hidden = !on;
-  input.disabled = on;
-  for (const field of form.querySelectorAll("input:not([type=file]), select, textarea")) field.disabled = on;
+  for (const field of form.querySelectorAll("input, select, textarea, #input-clear")) field.disabled = on;
 }
 
 // ----- datasets the workers offer ---------------------------------------------------------------
@@ -223,7 +279,7 @@ function params() {
   return { query: p, spec: jobSpec(data) };
 }
 
-function showProgress(loaded, total, started, samples) {
+function showProgress(what, loaded, total, started, samples) {
   const now = performance.now();
   samples.push([now, loaded]);
   while (samples.length > 2 && now - samples[0][0] > 3000) samples.shift();  // last ~3 s
@@ -233,13 +289,87 @@ function showProgress(loaded, total, started, samples) {
   bar.value = percent;
   pct.textContent = `${percent}%`;
   const eta = rate > 0 ? fmtDuration((total - loaded) / rate) : "…";
-  label.textContent = loaded >= total
+  const prefix = what === "input" ? "Input: " : "";
+  label.textContent = prefix + (loaded >= total
     ? `${fmtBytes(total)} sent in ${fmtDuration((now - started) / 1000)}. The server is checking the archive…`
-    : `${fmtBytes(loaded)} of ${fmtBytes(total)} · ${fmtBytes(rate)}/s · ${eta} left`;
-  form.dispatchEvent(new CustomEvent("upload-progress", { detail: { loaded, total, rate } }));
+    : `${fmtBytes(loaded)} of ${fmtBytes(total)} · ${fmtBytes(rate)}/s · ${eta} left`);
+  form.dispatchEvent(new CustomEvent("upload-progress", { detail: { what, loaded, total, rate } }));
 }
 
-form.addEventListener("submit", (ev) => {
+/** POST ``body`` (the image or the input) with XMLHttpRequest, for its upload progress; resolves
+ * to {status, data, seconds}, rejects with an Error named "network" or "abort". */
+function post(path, query, body, headers, what) {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const samples = [];
+    bar.value = 0;
+    pct.textContent = "0%";
+    xhr = new XMLHttpRequest();
+    xhr.open("POST", `/api/v1${path}?${query}`);
+    xhr.setRequestHeader("X-CSRF-Token", CSRF);
+    xhr.setRequestHeader("Content-Type", "application/x-tar");
+    xhr.setRequestHeader("Accept", "application/json");
+    for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+    xhr.responseType = "json";
+    xhr.upload.addEventListener("progress", (e) => showProgress(what, e.loaded, e.lengthComputable ? e.total : body.size, started, samples));
+    xhr.addEventListener("load", () => resolve({ status: xhr.status, data: xhr.response || {}, seconds: (performance.now() - started) / 1000 }));
+    for (const kind of ["error", "abort"]) {
+      xhr.addEventListener(kind, () => reject(Object.assign(new Error(kind), { name: kind === "error" ? "network" : "abort" })));
+    }
+    xhr.send(body);  // null: an empty body
+  });
+}
+
+/** The input on a worker where the job fits (next to its image when one holds it): sent unless
+ * this page sent it before and a worker still holds it. Returns {status, data, sent}. */
+async function sendInput(query, spec) {
+  const placement = new URLSearchParams({ gpus: query.get("gpus") });
+  if (spec.data) placement.set("data", spec.data.join(","));
+  for (const key of ["cpus", "memory"]) if (spec[key] !== undefined) placement.set(key, String(spec[key]));
+  if (heldImage) placement.set("image", heldImage);
+  if (jobInput.id) {
+    try {
+      const { workers } = await api(`/inputs/${encodeURIComponent(jobInput.id)}?${placement}`);
+      if (workers.length) return { status: 200, data: { input: jobInput.id }, sent: 0 };
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;  // the server cannot tell: send it again
+    }
+  }
+  label.textContent = `Starting the upload of the input (${fmtBytes(jobInput.blob.size)})…`;
+  const answer = await post("/inputs", placement, jobInput.blob, {}, "input");
+  if (answer.status === 201 || answer.status === 200) jobInput.id = answer.data.input;
+  return { ...answer, sent: jobInput.blob.size };
+}
+
+/** The job: the tarball, or nothing when a worker holds the image (and the image after all when
+ * it no longer does: 409). */
+async function sendJob(query, spec) {
+  const headers = Object.keys(spec).length ? { [SPEC_HEADER]: specHeader(spec) } : {};
+  for (;;) {
+    const held = heldImage;
+    if (held) query.set("image", held);
+    else query.delete("image");
+    label.textContent = held ? "The worker has the image already: nothing to upload." : `Starting the upload of ${fmtBytes(file.size)}…`;
+    // An empty body + image= is the zero-byte path (docs/api.md).
+    const answer = await post("/jobs", query, held ? null : file, headers, "image");
+    if (answer.status !== 409 || !held) return { ...answer, held };
+    heldImage = null;  // the worker no longer has the image after all: send the file
+    submitBtn.textContent = "Upload and submit";
+    document.getElementById("image-held")?.remove();
+  }
+}
+
+function refused(answer, title, what) {
+  box.hidden = true;
+  if (answer.status === 401) {
+    alertIn(result, "error", "Your session has ended. ", el("a", { href: "/login?next=/submit" }, "Log in again"), " and resubmit.");
+    return;
+  }
+  for (const node of [chosen, inputChosen]) node.classList.toggle("refused", node === what);
+  alertIn(result, "error", title + (answer.data.error || `The server refused it (${answer.status}).`));
+}
+
+form.addEventListener("submit", async (ev) => {
   ev.preventDefault();
   clear(result);
   if (!file) {
@@ -254,73 +384,41 @@ form.addEventListener("submit", (ev) => {
     alertIn(result, "error", e.message);
     return;
   }
-  const started = performance.now();
-  const samples = [];
   box.hidden = false;
-  bar.value = 0;
-  pct.textContent = "0%";
-  label.textContent = `Starting the upload of ${fmtBytes(file.size)}…`;
   busy(true);
-  const sentHeld = heldImage;
-  if (sentHeld) query.set("image", sentHeld);
-  xhr = new XMLHttpRequest();
-  xhr.open("POST", "/api/v1/jobs?" + query.toString());
-  xhr.setRequestHeader("X-CSRF-Token", CSRF);
-  xhr.setRequestHeader("Content-Type", "application/x-tar");
-  xhr.setRequestHeader("Accept", "application/json");
-  if (Object.keys(spec).length) xhr.setRequestHeader(SPEC_HEADER, specHeader(spec));
-  xhr.responseType = "json";
-  xhr.upload.addEventListener("progress", (e) => showProgress(e.loaded, e.lengthComputable ? e.total : file.size, started, samples));
-  xhr.addEventListener("load", () => {
-    busy(false);
-    const data = xhr.response || {};
-    if (xhr.status === 201 || xhr.status === 200) {
-      const job = data.job;
-      box.hidden = true;
-      const seconds = (performance.now() - started) / 1000;
-      const how = sentHeld
-        ? "(the worker had the image: nothing was uploaded). "
-        : `(${fmtBytes(file.size)} in ${fmtDuration(seconds)}, ${fmtBytes(file.size / Math.max(seconds, 0.001))}/s). `;
-      alertIn(result, "ok", `Job ${job.name || job.id} is ${job.state.toLowerCase()} on ${job.worker} `, how,
-        el("a", { href: `/jobs/${encodeURIComponent(job.id)}`, id: "new-job-link" }, "Open the job"));
-      form.dispatchEvent(new CustomEvent("upload-done", { detail: { job } }));
+  try {
+    let inputNote = "";
+    if (jobInput) {
+      const sent = await sendInput(query, spec);
+      if (sent.status !== 201 && sent.status !== 200) {
+        refused(sent, "The input was refused: ", inputChosen);
+        return;
+      }
+      query.set("input", sent.data.input);
+      inputNote = sent.sent ? `Input: ${fmtBytes(sent.sent)} sent. ` : "Input: already on the worker, nothing sent. ";
+    }
+    const answer = await sendJob(query, spec);
+    if (answer.status !== 201 && answer.status !== 200) {
+      // Without a spec or an input a 400 is about the archive; with them it may be about either (it says which).
+      const fileRefused = answer.status === 400 && !Object.keys(spec).length && !jobInput;
+      refused(answer, fileRefused ? "The file was refused: " : "Not submitted: ", fileRefused ? chosen : null);
       return;
     }
-    if (xhr.status === 409 && sentHeld) {
-      // The worker no longer has the image after all: send the file.
-      heldImage = null;
-      submitBtn.textContent = "Upload and submit";
-      document.getElementById("image-held")?.remove();
-      form.requestSubmit();
-      return;
-    }
-    if (xhr.status === 401) {
-      alertIn(result, "error", "Your session has ended. ", el("a", { href: "/login?next=/submit" }, "Log in again"), " and resubmit.");
-      return;
-    }
+    const job = answer.data.job;
     box.hidden = true;
-    const message = data.error || `The server refused the upload (${xhr.status}).`;
-    // Without a spec a 400 is about the archive; with one it may be about either (it says which).
-    const fileRefused = xhr.status === 400 && !Object.keys(spec).length;
-    const title = fileRefused ? "The file was refused: " : "Not submitted: ";
-    chosen.classList.toggle("refused", fileRefused);
-    alertIn(result, "error", title + message);
-  });
-  xhr.addEventListener("error", () => {
+    const how = answer.held
+      ? "(the worker had the image: nothing was uploaded). "
+      : `(${fmtBytes(file.size)} in ${fmtDuration(answer.seconds)}, ${fmtBytes(file.size / Math.max(answer.seconds, 0.001))}/s). `;
+    alertIn(result, "ok", `Job ${job.name || job.id} is ${job.state.toLowerCase()} on ${job.worker} `, how, inputNote,
+      el("a", { href: `/jobs/${encodeURIComponent(job.id)}`, id: "new-job-link" }, "Open the job"));
+    form.dispatchEvent(new CustomEvent("upload-done", { detail: { job } }));
+  } catch (e) {
+    box.hidden = true;
+    if (e.name === "abort") alertIn(result, "info", "Upload cancelled. Nothing was submitted.");
+    else if (e.name === "network") alertIn(result, "error", "The upload broke off (network error or the server went away). Nothing was submitted; try again.");
+    else alertIn(result, "error", `Not submitted: ${e.message}`);
+  } finally {
     busy(false);
-    box.hidden = true;
-    alertIn(result, "error", "The upload broke off (network error or the server went away). Nothing was submitted; try again.");
-  });
-  xhr.addEventListener("abort", () => {
-    busy(false);
-    box.hidden = true;
-    alertIn(result, "info", "Upload cancelled. Nothing was submitted.");
-  });
-  if (sentHeld) {
-    label.textContent = "The worker has the image already: nothing to upload.";
-    xhr.send();  // an empty body + image= is the zero-byte path (docs/api.md)
-  } else {
-    xhr.send(file);
   }
 });
 
