@@ -41,3 +41,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for service in [*item.stash.get(LOGGED_SERVICES, []), *item.session.stash.get(LOGGED_SERVICES, [])]:
             report.sections.append((f"log of {service.name} ({service.log_path})", service.log_tail(40)))
     return report
+
+
+_LAYER_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add up the time of each test layer (the folder under tests/), fixtures included."""
+    layer = report.nodeid.split("/")[1] if report.nodeid.startswith("tests/") else "other"
+    _LAYER_SECONDS[layer] = _LAYER_SECONDS.get(layer, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest's hook
+    if _LAYER_SECONDS:
+        terminalreporter.write_sep("-", "time per test layer")
+        for layer, seconds in sorted(_LAYER_SECONDS.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"{layer:<12} {seconds:7.1f} s")
