@@ -95,9 +95,12 @@ class WorkerDaemon:
         busy = {i for run in self.runs.values() for i in run.gpu_indices}
         disk = shutil.disk_usage(self.wcfg.inbox)
         w = self.wcfg
-        # "No limit" is the host; a default without a value of its own is the maximum.
+        # "No limit" is the host; a default without a value of its own is the maximum. Memory
+        # always has a default: a full worker's jobs fit in its memory, and one that runs out
+        # is killed alone (with a reason) instead of the host's OOM killer picking anything.
         max_cpus = min(w.max_cpus_per_job or self.host_cpus, self.host_cpus)
         max_memory = min(w.max_memory_per_job_bytes or self.host_memory, self.host_memory)
+        default_memory = w.memory_per_job_bytes or w.max_memory_per_job_bytes or self.host_memory // w.max_parallel_jobs
         return WorkerInfo(
             name=self.wcfg.name, ssh_host=self.wcfg.ssh_host, ssh_port=self.wcfg.ssh_port,
             ssh_user=self.wcfg.ssh_user, inbox=self.wcfg.inbox, outbox=self.wcfg.outbox,
@@ -107,7 +110,7 @@ class WorkerDaemon:
             archive_suffix=self.wcfg.archive_suffix, output_retention_s=self.wcfg.output_retention_s,
             registered_at=time.time(), datasets=self._datasets,
             default_cpus=min(w.cpus_per_job or w.max_cpus_per_job, max_cpus),
-            default_memory_bytes=min(w.memory_per_job_bytes or w.max_memory_per_job_bytes, max_memory),
+            default_memory_bytes=min(default_memory, max_memory),
             default_shm_bytes=w.shm_per_job_bytes, max_cpus=max_cpus, max_memory_bytes=max_memory,
             # Rounded down to 256 MiB, so that writing a file is not news for the heartbeat.
             disk_free_bytes=disk.free - disk.free % DISK_FREE_STEP, images=self._images, layers=self._layers,

@@ -8,12 +8,15 @@ Two pipelines, one result (size and sha256 of a ``.tar.zst`` written 0640, fsync
   measured);
 * otherwise docker-py's export stream is fed to the compressor from a thread.
 
-An engine that goes away mid-export raises one of :data:`TRANSIENT_ENGINE_ERRORS`, so the run
-resumes the export later; any other failure is :class:`ExportError`.
+An archive that passes its cap (worker.max_output_bytes) is deleted and raises
+:class:`OutputTooLarge`. An engine that goes away mid-export raises one of
+:data:`TRANSIENT_ENGINE_ERRORS`, so the run resumes the export later; any other failure is
+:class:`ExportError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -38,6 +41,14 @@ class ExportError(RuntimeError):
     """The export failed for a reason other than the engine going away."""
 
 
+class OutputTooLarge(ExportError):
+    """The compressed archive passed its cap; the message is the job's reason."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"the output passed the cap of {cap} bytes (worker.max_output_bytes): "
+                         f"write less, or ask the operators")
+
+
 def docker_cli(docker_url: str) -> str | None:
     """The docker CLI, to export through, when the engine is a local socket it can reach."""
     return shutil.which("docker") if docker_url.startswith("unix://") else None
@@ -52,8 +63,9 @@ def open_for_transfer(path: Path) -> BinaryIO:
 
 
 def export_container(container, engine: docker.DockerClient, docker_url: str, compressor: Sequence[str],
-                     archive: Path) -> tuple[int, str]:
-    """Write ``container``'s filesystem, compressed, to ``archive``; return (size, sha256)."""
+                     archive: Path, max_bytes: int) -> tuple[int, str]:
+    """Write ``container``'s filesystem, compressed, to ``archive``; return (size, sha256).
+    Past ``max_bytes`` of archive, stop, delete it and raise :class:`OutputTooLarge`."""
     part = archive.with_name(archive.name + ".part")
     cli = docker_cli(docker_url)
     if cli:
@@ -61,14 +73,27 @@ def export_container(container, engine: docker.DockerClient, docker_url: str, co
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         proc = subprocess.Popen(list(compressor), stdin=exporter.stdout, stdout=subprocess.PIPE)
         exporter.stdout.close()  # the compressor reads it now
-        size, digest = _write(proc.stdout, part)
-        errors = _cli_errors(exporter, engine)
+        started = [exporter, proc]
     else:
         proc = subprocess.Popen(list(compressor), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         errors: list[BaseException] = []
         feeder = threading.Thread(target=_feed, args=(container, proc.stdin, errors), daemon=True)
         feeder.start()
-        size, digest = _write(proc.stdout, part)
+        started = [proc]  # the feeder stops when the compressor is gone
+    try:
+        with proc.stdout:
+            size, digest = _write(proc.stdout, part, max_bytes)
+    except BaseException:
+        for process in started:
+            process.kill()
+            process.wait()
+        if cli:
+            exporter.stderr.close()
+        part.unlink(missing_ok=True)
+        raise
+    if cli:
+        errors = _cli_errors(exporter, engine)
+    else:
         feeder.join()
     if proc.wait() != 0 or errors:
         part.unlink(missing_ok=True)
@@ -86,7 +111,8 @@ def _feed(container, sink: BinaryIO, errors: list[BaseException]) -> None:
     except BaseException as exc:  # reported by the caller; the reader must not hang
         errors.append(exc)
     finally:
-        sink.close()
+        with contextlib.suppress(BrokenPipeError):  # the compressor was stopped
+            sink.close()
 
 
 def _cli_errors(exporter: subprocess.Popen, engine: docker.DockerClient) -> list[BaseException]:
@@ -103,16 +129,19 @@ def _cli_errors(exporter: subprocess.Popen, engine: docker.DockerClient) -> list
         exporter.stderr.close()
 
 
-def _write(source: BinaryIO, part: Path) -> tuple[int, str]:
-    """Copy the compressor's output to ``part``, hashing it, written back to disk as it goes."""
+def _write(source: BinaryIO, part: Path, max_bytes: int) -> tuple[int, str]:
+    """Copy the compressor's output to ``part``, hashing it, written back to disk as it goes;
+    raise :class:`OutputTooLarge` instead of writing past ``max_bytes``."""
     sha = hashlib.sha256()
     size = 0
     flushing: threading.Thread | None = None
     with open_for_transfer(part) as out:
         while chunk := source.read(CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                break
             sha.update(chunk)
             out.write(chunk)
-            size += len(chunk)
             # Write back as we go, so the fsync below does not wait for the whole archive.
             if size % FLUSH_EVERY < len(chunk) and (flushing is None or not flushing.is_alive()):
                 out.flush()
@@ -121,5 +150,7 @@ def _write(source: BinaryIO, part: Path) -> tuple[int, str]:
         out.flush()
         if flushing is not None:
             flushing.join()
+        if size > max_bytes:
+            raise OutputTooLarge(max_bytes)
         os.fsync(out.fileno())
     return size, sha.hexdigest()

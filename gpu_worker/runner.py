@@ -26,11 +26,11 @@ import requests
 
 from pink.config import WorkerConfig
 from pink.errors import PinkError
-from pink.model import Job, output_expiry
+from pink.model import Job, format_size, output_expiry
 from pink.states import JobState
 from pink.store import Store
 
-from .export import CHUNK, TRANSIENT_ENGINE_ERRORS, export_container, open_for_transfer
+from .export import CHUNK, TRANSIENT_ENGINE_ERRORS, OutputTooLarge, export_container, open_for_transfer
 from .inputs import IN_DIR, InputError, Inputs
 from .untag import without_tags
 
@@ -39,6 +39,24 @@ log = logging.getLogger(__name__)
 NEVER_STARTED = "0001-01-01T00:00:00Z"
 #: Where a job's datasets are mounted (read-only, one folder each).
 DATA_DIR = "/data"
+#: The capabilities a job keeps (all others are dropped), Docker's defaults less those batch
+#: work does not need: NET_RAW, NET_BIND_SERVICE (jobs have no network), MKNOD (no devices),
+#: SYS_CHROOT, SETPCAP, SETFCAP (no changing capabilities) and AUDIT_WRITE.
+JOB_CAPABILITIES = (
+    "CHOWN",         # chown files it made: package installs, tar and cp -a keep owners
+    "DAC_OVERRIDE",  # root reads and writes files whatever their mode, as images expect of root
+    "FOWNER",        # chmod and utime on files of other owners (tar, cp -p, pip)
+    "FSETID",        # keep setuid/setgid bits when root changes a file (package installs)
+    "SETUID",        # drop to another user (su, gosu, images that start as root and step down)
+    "SETGID",        # the same for groups
+    "KILL",          # signal its own processes that run as other users (a process supervisor)
+)
+#: Docker's json-file log of a job may grow to this many times worker.max_log_bytes before it
+#: is rotated. Docker stores each line with ~70 bytes of JSON around it and its log follower
+#: loses lines when the file rotates (6 MB of "y" lines kept 2.8 MB with a 100 MB file), so
+#: the file must not rotate before the job printed max_log_bytes: this covers lines of 10
+#: bytes or more on average. Two files are kept: at most 16 x max_log_bytes per container.
+LOG_FILE_FACTOR = 8
 
 
 def host_cpus() -> int:
@@ -283,9 +301,11 @@ class JobRun:
             network_mode=self.cfg.network,
             privileged=False,
             security_opt=["no-new-privileges"],
-            cap_drop=["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP", "SYS_CHROOT"],
+            cap_drop=["ALL"],
+            cap_add=list(JOB_CAPABILITIES),
             pids_limit=self.cfg.pids_limit,
-            log_config=docker.types.LogConfig(type="json-file", config={"max-size": "100m", "max-file": "1"}),
+            log_config=docker.types.LogConfig(type="json-file", config={
+                "max-size": str(LOG_FILE_FACTOR * self.cfg.max_log_bytes), "max-file": "2"}),
             mounts=[docker.types.Mount(target=f"{DATA_DIR}/{name}", source=self._dataset_path(name), type="bind",
                                        read_only=True) for name in job.datasets] + self._input_mounts(),
         )
@@ -310,9 +330,13 @@ class JobRun:
         # The low-level calls: containers.create() would inspect the new container too, and
         # nothing needs its details before it has started.
         api = self.engine.api
-        host_keys = ("network_mode", "privileged", "security_opt", "cap_drop", "pids_limit", "log_config", "mounts",
-                     "nano_cpus", "mem_limit", "memswap_limit", "shm_size", "device_requests", "runtime")
+        host_keys = ("network_mode", "privileged", "security_opt", "cap_drop", "cap_add", "pids_limit", "log_config",
+                     "mounts", "nano_cpus", "mem_limit", "memswap_limit", "shm_size", "device_requests", "runtime")
         host_config = api.create_host_config(**{k: kwargs.pop(k) for k in host_keys if k in kwargs})
+        if job.gpu_indices:
+            # The NVIDIA container toolkit does not support user namespaces: a GPU job keeps the
+            # host's users on a worker whose engine remaps them (README, "Security model").
+            host_config["UsernsMode"] = "host"
         created = api.create_container(job.image_id, host_config=host_config, **kwargs)
         return self.engine.containers.prepare_model({"Id": created["Id"], "Name": kwargs["name"]})
 
@@ -375,37 +399,61 @@ class JobRun:
                 outcome, reason = JobState.TIMED_OUT, f"stopped after its timeout of {self.job.timeout_s} s"
                 break
             exited.wait(min(0.5, max(deadline - time.time(), 0.01)))
-        logger.join(10)
+        self._wait_for_logs(logger)
         container.reload()
         code = container.attrs["State"].get("ExitCode")
         finished = _docker_time(container.attrs["State"].get("FinishedAt", "")) or time.time()
         if outcome is JobState.SUCCEEDED and code != 0:
             outcome = JobState.FAILED
-            reason = f"the container exited with code {code}"
-            if container.attrs["State"].get("OOMKilled"):
-                reason += " (killed: out of memory)"
+            reason = exit_reason(code, container.attrs["State"].get("OOMKilled", False), self.job.memory_bytes)
         self.update(JobState.EXPORTING, exit_code=code, outcome=outcome.value, reason=reason,
                     finished_at=finished,
                     gpu_seconds=round(len(self.job.gpu_indices) * max(finished - started, 0), 3))
 
+    def _log_bytes(self) -> int:
+        return self.log_file.stat().st_size if self.log_file.exists() else 0
+
+    def _wait_for_logs(self, logger: threading.Thread) -> None:
+        """Let the log copy finish: Docker sends what a stopped container printed at its own
+        pace (some 50,000 lines a second), so wait as long as the copy moves on."""
+        copied = -1
+        while logger.is_alive() and self._log_bytes() > copied:
+            copied = self._log_bytes()
+            logger.join(10)
+        if logger.is_alive():
+            log.warning("job %s: the log copy stopped moving; its log may miss the end", self.job.id)
+
     def _copy_logs(self, container) -> None:
+        """Copy the job's log into the outbox, cut at worker.max_log_bytes."""
         # Rewritten from the engine's log each time, so an adopted job's log file is complete.
+        room, last = self.cfg.max_log_bytes, b""
         with open_for_transfer(self.log_file) as out:
             try:
-                for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                    out.write(chunk)
+                stream = container.logs(stream=True, follow=True, stdout=True, stderr=True)
+                for chunk in stream:
+                    kept = chunk[:room]
+                    out.write(kept)
+                    room -= len(kept)
+                    last = kept[-1:] or last
+                    if len(kept) < len(chunk):  # the job printed more than the cap: stop reading
+                        out.write(log_cut_line(self.cfg.max_log_bytes, last))
+                        stream.close()
+                        break
                     out.flush()
             except (docker.errors.APIError, requests.RequestException):
                 log.warning("job %s: log stream ended early", self.job.id)
 
     def _export_and_finish(self, container) -> None:
         size, digest = 0, ""
+        state, reason = JobState(self.job.outcome or JobState.FAILED.value), self.job.reason
         if self.job.output != "none" and container is not None:
-            size, digest = export_container(container, self.engine, self.cfg.docker_url,
-                                            self.cfg.compressor, self.archive_file)
-        log_bytes = self.log_file.stat().st_size if self.log_file.exists() else 0
-        self.update(JobState(self.job.outcome or JobState.FAILED.value), reason=self.job.reason,
-                    output_bytes=size, output_sha256=digest, log_bytes=log_bytes,
+            try:
+                size, digest = export_container(container, self.engine, self.cfg.docker_url, self.cfg.compressor,
+                                                self.archive_file, self.cfg.max_output_bytes)
+            except OutputTooLarge as exc:
+                state, reason = JobState.FAILED, "; ".join(filter(None, (reason, str(exc))))
+        self.update(state, reason=reason,
+                    output_bytes=size, output_sha256=digest, log_bytes=self._log_bytes(),
                     output_expires_at=output_expiry(time.time(), self.cfg.output_retention_s))
         log.info("job %s: %s (exit %s, archive %d bytes)", self.job.id, self.job.state, self.job.exit_code, size)
 
@@ -448,6 +496,31 @@ class JobRun:
         if not self.job.output_bytes:
             # Cancelled or lost during the export: nobody can download this archive.
             self.archive_file.unlink(missing_ok=True)
+
+
+def exit_reason(code: int, oom_killed: bool, memory_bytes: int) -> str:
+    """Why a job whose container exited with ``code`` (not 0) and that PINK did not stop failed,
+    for its user.
+
+    Docker's ``State.OOMKilled`` says for sure that the kernel killed a process of the job for
+    its memory limit (cgroup v2 hosts). Where docker cannot tell (cgroup v1 on recent kernels,
+    which no longer signal it), a SIGKILL (exit code 137) that PINK did not send is almost
+    always the same thing, and the reason says so.
+    """
+    limit = f"memory limit of {format_size(memory_bytes)}; ask for more with --memory"
+    if oom_killed:
+        return f"out of memory: the job used its whole {limit}" if memory_bytes else \
+            f"out of memory: the kernel killed the job (exit code {code})"
+    if code == 137 and memory_bytes:
+        return f"killed (exit code 137), most likely out of memory: the job used its whole {limit}"
+    return f"the container exited with code {code}"
+
+
+def log_cut_line(cap: int, last: bytes) -> bytes:
+    """The line that ends a log cut at ``cap`` bytes, on a line of its own after ``last``,
+    the last byte kept."""
+    return (b"\n" if last not in (b"", b"\n") else b"") + \
+        f"[PINK: log cut at {cap} bytes: the job printed more]\n".encode()
 
 
 def _docker_time(text: str) -> float | None:

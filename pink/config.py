@@ -91,10 +91,11 @@ class WorkerConfig:
     #: Container runtime for GPU jobs; empty means "nvidia" when the host has GPUs.
     runtime: str = ""
     #: Resources of a job that does not ask (pink.scheduling.job_resources): a CPU-only job
-    #: gets cpus_per_job and memory_per_job (0 / "": no limit, or the maximum where one is set;
-    #: docker's size syntax, e.g. "8g"), a GPU job its share of the host (gpus x host CPUs /
-    #: host GPUs, the same for memory); every job shm_per_job of /dev/shm ("": half of the job's memory, docker's 64 MiB when
-    #: that has no limit).
+    #: gets cpus_per_job (0: no limit, or the maximum where one is set) and memory_per_job
+    #: (docker's size syntax, e.g. "8g"; "": the maximum where one is set, else the host's
+    #: memory / max_parallel_jobs, so that a full worker's jobs fit in its memory), a GPU job
+    #: its share of the host (gpus x host CPUs / host GPUs, the same for memory); every job
+    #: shm_per_job of /dev/shm ("": half of the job's memory).
     cpus_per_job: float = 0.0
     memory_per_job: str = ""
     shm_per_job: str = ""
@@ -104,7 +105,14 @@ class WorkerConfig:
     #: Datasets jobs may mount, read-only at /data/NAME: name -> absolute path on this host.
     #: Environment: PINK_WORKER_DATASETS="imagenet=/srv/imagenet,coco=/srv/coco".
     datasets: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Processes and threads one job may have at once (docker's pids limit; never unlimited).
     pids_limit: int = 4096
+    #: A job's log file keeps the first this many bytes the job printed, then the line
+    #: "[PINK: log cut at N bytes: the job printed more]"; the job runs on.
+    max_log_bytes: int = 100 << 20
+    #: A job's output archive (compressed) may be this large: past it the export stops, the
+    #: partial archive is deleted and the job fails with a reason saying so.
+    max_output_bytes: int = 20 << 30
     network: str = "none"
     stop_grace_s: float = 10.0
     #: Jobs whose start or wait the engine keeps failing are resumed this long, then failed.
@@ -141,7 +149,11 @@ class WorkerConfig:
         return parse_size(self.shm_per_job) if self.shm_per_job else 0
 
     def check_resources(self) -> None:
-        """Per-job resources and datasets: sizes that parse, defaults within the maxima."""
+        """Per-job resources, caps and datasets: sizes that parse, defaults within the maxima."""
+        for key, low in (("max_parallel_jobs", 1), ("pids_limit", 16), ("max_log_bytes", 64 << 10),
+                         ("max_output_bytes", 1 << 20)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"worker.{key} ({getattr(self, key)}) must be at least {low}")
         for key, low in (("memory_per_job", MIN_MEMORY_BYTES), ("max_memory_per_job", MIN_MEMORY_BYTES),
                          ("shm_per_job", 1 << 20)):
             try:

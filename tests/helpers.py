@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import tarfile
 import time
@@ -26,6 +27,13 @@ def track_logs(node: pytest.Item | pytest.Session, *services: dev.Service) -> No
 def submit(api, tar, **params):
     with open(tar, "rb") as body:
         return api.post("/api/v1/jobs", params=params, data=body)
+
+
+def submit_spec(api, tar, spec, **params):
+    """Submit with the spec in the Pink-Job-Spec header (as the CLI sends lists and objects)."""
+    with open(tar, "rb") as body:
+        return api.post("/api/v1/jobs", params=params, data=body,
+                        headers={"Pink-Job-Spec": json.dumps(spec, ensure_ascii=True)})
 
 
 def wait_state(api, job_id, states, timeout=60):

@@ -40,7 +40,7 @@ def check_new_password(password: str) -> None:
 
 
 def create_user(store: Store, name: str, password: str, admin: bool = False) -> User:
-    if not USER_NAME.match(name):
+    if not USER_NAME.fullmatch(name):
         raise ValueError(f"bad user name {name!r}: use lowercase letters, digits, '_', '.', '-'")
     check_new_password(password)
     user = User(name=name, password_hash=hash_password(password), admin=admin, created_at=time.time())
@@ -55,7 +55,7 @@ _NOBODY = hash_password(secrets.token_hex(16))
 
 
 def authenticate(store: Store, name: str, password: str) -> User | None:
-    user = store.get_user(name) if USER_NAME.match(name or "") else None
+    user = store.get_user(name) if USER_NAME.fullmatch(name or "") else None
     if user is None or user.disabled:
         verify_password(password, _NOBODY)
         return None

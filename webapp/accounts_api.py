@@ -35,7 +35,7 @@ def _user_json(user: User) -> dict:
 
 
 def _user(name: str) -> User:
-    user = store().get_user(name) if USER_NAME.match(name) else None
+    user = store().get_user(name) if USER_NAME.fullmatch(name) else None
     if user is None:
         abort(404, f"no user {name}")
     return user
@@ -108,7 +108,7 @@ def list_users():
 def create_user():
     data = _body()
     name = str(data.get("username", ""))
-    if not USER_NAME.match(name):
+    if not USER_NAME.fullmatch(name):
         abort(400, f"bad user name {name!r}: use lowercase letters, digits, '_', '.', '-' (at most 32)")
     if store().get_user(name) is not None:
         abort(409, f"user {name!r} already exists")

@@ -115,7 +115,7 @@ def upload_input():
 @bp.get("/inputs/<input_id>")
 @login_required
 def input_holders(input_id: str):
-    if not INPUT_ID.match(input_id):
+    if not INPUT_ID.fullmatch(input_id):
         abort(400, "input ids look like sha256:<64 hex digits>")
     return jsonify(input=input_id, workers=joblogic.input_workers(store(), g.user, input_id))
 
@@ -274,7 +274,7 @@ def job_output(job_id: str):
 @bp.get("/images/<image_id>")
 @login_required
 def image_holders(image_id: str):
-    if not IMAGE_ID.match(image_id):
+    if not IMAGE_ID.fullmatch(image_id):
         abort(400, "image ids look like sha256:<64 hex digits>")
     workers = [w.name for w in store().workers() if w.alive and not w.drained and image_id in w.images]
     if workers and not joblogic.may_reuse_image(store(), g.user, image_id):
@@ -287,8 +287,8 @@ def image_holders(image_id: str):
 def layer_holders():
     """How many bottom layers of an image each worker holds that the caller may leave out of
     its upload (a thin archive, ``omitted_layers=`` on POST /jobs)."""
-    data = request.get_json(silent=True) or {}
-    diff_ids = data.get("diff_ids")
+    data = request.get_json(silent=True)
+    diff_ids = data.get("diff_ids") if isinstance(data, dict) else None  # a list or a number: 400
     if (not isinstance(diff_ids, list) or len(diff_ids) > MAX_LAYERS
             or not all(isinstance(d, str) and DIFF_ID.match(d) for d in diff_ids)):
         abort(400, f'send {{"diff_ids": [...]}}: the image\'s layer diff_ids, bottom first '

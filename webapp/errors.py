@@ -22,10 +22,16 @@ def error_response(status: int, message: str, headers: dict | None = None):
     return response
 
 
+def http_error_response(exc: HTTPException):
+    """A werkzeug HTTP error as JSON, with the headers it carries (``Allow`` of a 405)."""
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    return error_response(exc.code or 500, exc.description or exc.name, headers)
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        return error_response(exc.code or 500, exc.description or exc.name)
+        return http_error_response(exc)
 
     @app.errorhandler(StoreUnavailable)
     def store_down(exc: StoreUnavailable):

@@ -13,6 +13,13 @@ def _param(name: str, where: str = "query", kind: str = "string", required: bool
 
 
 _ID = _param("job_id", "path", required=True)
+_SHA256 = "^sha256:[0-9a-f]{64}$"
+
+
+def _id_param(name: str) -> dict:
+    """An image or input id in the path: sha256:<64 hex digits> (400 otherwise)."""
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": _SHA256}}
+
 _ARGV = {"type": "array", "items": {"type": "string"}, "maxItems": 1024}
 _SIZE = {"oneOf": [{"type": "integer"}, {"type": "string"}],
          "description": 'bytes, or docker\'s syntax: "512m", "16g" (b/k/m/g/t, powers of 1024)'}
@@ -128,7 +135,8 @@ SPEC = {
             },
             "get": {"summary": "List your jobs, newest first",
                     "parameters": [_param("state"), _param("limit", kind="integer"), _param("all", text="1: everyone's (admins)")],
-                    "responses": {"200": _ok({"type": "object", "properties": {"jobs": {"type": "array", "items": _JOB}}})}},
+                    "responses": {"200": _ok({"type": "object", "properties": {"jobs": {"type": "array", "items": _JOB}}}),
+                                  "400": _ERR}},
         },
         "/jobs/{job_id}": {"get": {"summary": "One job", "parameters": [_ID],
                                    "responses": {"200": _ok({"type": "object", "properties": {"job": _JOB}}), "404": _ERR}}},
@@ -136,19 +144,24 @@ SPEC = {
                                            "responses": {"200": _ok({"type": "object"}), "404": _ERR, "409": _ERR}}},
         "/jobs/{job_id}/logs": {"get": {"summary": "The container's log", "parameters": [
             _ID, _param("offset", kind="integer"), _param("follow", text="1: stream until the job ends")],
-            "responses": {"200": {"description": "log text", "content": {"text/plain": {}}}, "404": _ERR,
-                          "410": _ERR}}},
+            "responses": {"200": {"description": "log text", "content": {"text/plain": {}}}, "400": _ERR,
+                          "404": _ERR, "410": _ERR}}},
         "/jobs/{job_id}/output": {"get": {"summary": "Download the output archive (zstd tar); Range supported",
                                           "parameters": [_ID, _param("Range", "header")],
                                           "responses": {"200": {"description": "archive"}, "206": {"description": "part"},
                                                         "404": _ERR, "409": _ERR, "410": _ERR,
                                                         "416": {"description": "bad range"}}}},
-        "/images/{image_id}": {"get": {"summary": "Which workers hold an image", "parameters": [_param("image_id", "path", required=True)],
-                                       "responses": {"200": _ok({"type": "object"})}}},
+        "/images/{image_id}": {"get": {"summary": "Which workers hold an image", "parameters": [_id_param("image_id")],
+                                       "responses": {"200": _ok({"type": "object", "properties": {
+                                           "image": {"type": "string"},
+                                           "workers": {"type": "array", "items": {"type": "string"}}}}),
+                                           "400": _ERR}}},
         "/layers": {"post": {
             "summary": "How many bottom layers of an image each worker holds that you may leave out of an upload",
-            "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
-                "diff_ids": {"type": "array", "items": {"type": "string"}}}}}}},
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["diff_ids"], "properties": {
+                    "diff_ids": {"type": "array", "maxItems": 500, "items": {"type": "string", "pattern": _SHA256},
+                                 "description": "the image's layer diff_ids, bottom first"}}}}}},
             "responses": {"200": _ok({"type": "object", "properties": {"workers": {"type": "array", "items": {
                 "type": "object", "properties": {"name": {"type": "string"}, "layers": {"type": "integer"}}}}}}),
                 "400": _ERR}}},
@@ -166,7 +179,7 @@ SPEC = {
                 "400": _ERR, "401": _ERR, "411": _ERR, "413": _ERR, "503": _ERR}}},
         "/inputs/{input_id}": {"get": {
             "summary": "Which workers in service hold an input you uploaded (then a job with it sends nothing)",
-            "parameters": [_param("input_id", "path", required=True)],
+            "parameters": [_id_param("input_id")],
             "responses": {"200": _ok({"type": "object", "properties": {
                 "input": {"type": "string"}, "workers": {"type": "array", "items": {"type": "string"}}}}),
                 "400": _ERR}}},
@@ -191,19 +204,22 @@ SPEC = {
             "summary": "Server-sent events: `jobs` ({jobs: [...]}) when your jobs change, or `job` with ?job=ID",
             "parameters": [_param("job", text="one job's events only"), _param("all", text="1: everyone's (admins)"),
                            _param("limit", kind="integer")],
-            "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}, "404": _ERR}}},
+            "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}, "400": _ERR,
+                          "404": _ERR}}},
         "/me/password": {"post": {
             "summary": "Change your password (other browser sessions end; with revoke_tokens, your tokens too)",
             "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
-                "old_password": {"type": "string"}, "new_password": {"type": "string"},
+                "old_password": {"type": "string"}, "new_password": {"type": "string", "minLength": 8},
                 "revoke_tokens": {"type": "boolean"}}}}}},
             "responses": {"200": _ok({"type": "object"}), "400": _ERR, "403": _ERR}}},
         "/users": {
             "get": {"summary": "List users (admins)",
                     "responses": {"200": _ok({"type": "object"}), "403": _ERR}},
             "post": {"summary": "Create a user (admins)",
-                     "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
-                         "username": {"type": "string"}, "password": {"type": "string"}, "admin": {"type": "boolean"}}}}}},
+                     "requestBody": {"content": {"application/json": {"schema": {
+                         "type": "object", "required": ["username", "password"], "properties": {
+                             "username": {"type": "string", "pattern": "^[a-z_][a-z0-9_.-]{0,31}$"},
+                             "password": {"type": "string", "minLength": 8}, "admin": {"type": "boolean"}}}}}},
                      "responses": {"201": _ok({"type": "object"}), "400": _ERR, "403": _ERR, "409": _ERR}},
         },
         "/users/{name}": {
@@ -225,3 +241,28 @@ SPEC = {
             "responses": {"204": {"description": "revoked"}, "403": _ERR, "404": _ERR}}},
     },
 }
+
+_UNSAFE = ("post", "put", "patch", "delete")
+_CSRF = {**_ERR, "description": "a browser session without its X-CSRF-Token (or an operation not allowed)"}
+
+
+def _complete(spec: dict) -> dict:
+    """The answers any operation may give, added to each: 401 without a valid token or session,
+    403 to a session's state-changing request without its CSRF token, 413 for a body over
+    web.max_body_bytes (app-wide), 503 while etcd is unavailable; and HEAD of the output."""
+    for ops in spec["paths"].values():
+        for method, op in list(ops.items()):
+            responses = op["responses"]
+            if op.get("security") != []:
+                responses.setdefault("401", _ERR)
+                if method in _UNSAFE:
+                    responses.setdefault("403", _CSRF)
+            if method in _UNSAFE or "requestBody" in op:
+                responses.setdefault("413", _ERR)
+            responses.setdefault("503", _ERR)
+    output = spec["paths"]["/jobs/{job_id}/output"]
+    output["head"] = {**output["get"], "summary": "The output archive's headers (size, X-Pink-Sha256)"}
+    return spec
+
+
+_complete(SPEC)

@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 from pink.model import JOB_ID
 
 from .auth import LoginThrottled, authenticate, csrf_ok, csrf_token, current_user, login_session, logout_session
-from .errors import error_response
+from .errors import http_error_response
 
 bp = Blueprint("ui", __name__)
 
@@ -145,11 +145,13 @@ def users():
 def _error_page(exc: HTTPException):
     """JSON for the API (as errors.py does), a page for people everywhere else."""
     if request.path.startswith("/api/"):
-        return error_response(exc.code or 500, exc.description or exc.name)
+        return http_error_response(exc)
     current_user()
     messages = {404: "There is no such page.", 405: "That does not work here.",
                 403: exc.description or "You may not do that."}
-    return render("error.html", exc.code or 500, message=messages.get(exc.code or 500, exc.name))
+    body, status = render("error.html", exc.code or 500, message=messages.get(exc.code or 500, exc.name))
+    # Allow of a 405 (RFC 9110: it names the methods the resource has), as the API's answer.
+    return body, status, {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
 
 
 for _code in (403, 404, 405):

@@ -87,8 +87,10 @@ class WorkerHandle:
 class LocalCluster:
     """A whole PINK cluster on loopback: etcd, per-worker sshd (+ dockerd), workers, web, nginx.
 
-    Used by the integration tests' ``cluster`` fixture and by the benchmarks. The first worker
-    uses the system docker engine; others get their own :class:`Dockerd`. ``close()`` stops
+    Used by the integration tests' ``cluster`` fixture and by the benchmarks. Every worker gets
+    its own :class:`Dockerd` with user-namespace remapping, as deployed workers have
+    (``userns_remap=False``: the first worker uses the system engine unless ``own_engines``,
+    and no engine remaps). ``close()`` stops
     everything and removes the containers (labels ``pink.job`` + ``pink.worker=<name>``) and
     the images that appeared on the system engine while the cluster ran.
     """
@@ -111,10 +113,14 @@ class LocalCluster:
         worker_ready_check: str = "etcd",
         start_workers: bool = True,
         own_engines: bool = False,
+        userns_remap: bool = True,
     ) -> None:
         self.base_dir = Path(base_dir).resolve()
+        #: Workers' engines remap containers' users (``"userns-remap": "default"``); the system
+        #: engine does not, so then every worker has an engine of its own.
+        self.userns_remap = userns_remap
         #: Give the first worker its own engine too (fault tests that restart engines).
-        self.own_engines = own_engines
+        self.own_engines = own_engines or userns_remap
         self.n_workers = workers
         self.n_web = web_servers
         self.use_nginx = nginx
@@ -213,7 +219,8 @@ class LocalCluster:
             wdir = self.base_dir / f"worker{i}"
             sshd = Sshd(wdir / "sshd", inbox=wdir / "inbox", outbox=wdir / "outbox", client_key=client_key, user=user)
             sshd.start()
-            dockerd = Dockerd(wdir / "dockerd").start() if i > 0 or self.own_engines else None
+            dockerd = (Dockerd(wdir / "dockerd", userns_remap=self.userns_remap).start()
+                       if i > 0 or self.own_engines else None)
             handles.append((i, f"worker{i}-{self.tag}", wdir, sshd, dockerd))  # type: ignore[arg-type]
         if self.etcd:
             self.etcd.wait_ready()

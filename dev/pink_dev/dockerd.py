@@ -1,7 +1,9 @@
 """Docker engines for the dev cluster: the system one, and extra ones for simulated workers.
 
 An extra engine has its own data root, exec root and socket, no bridge and no iptables, so it
-never fights the system engine; its containers are a simulated worker host's containers.
+never fights the system engine; its containers are a simulated worker host's containers. With
+``userns_remap`` it remaps containers' users as deployed workers do (``"userns-remap":
+"default"``: root in a container is uid 100000 or so on the host, from /etc/subuid).
 """
 
 from __future__ import annotations
@@ -89,6 +91,19 @@ def _mounts_under(path: Path) -> list[str]:
     return [m.split()[1] for m in lines if len(m.split()) > 1 and (m.split()[1] + "/").startswith(prefix)]
 
 
+def _point_at(link: Path, target: Path) -> None:
+    """Make ``link`` a symbolic link to ``target`` (for people reading the folder)."""
+    with contextlib.suppress(OSError):
+        if link.is_symlink() or link.is_file():
+            link.unlink()
+        link.symlink_to(target)
+
+
+def _others_traverse(path: Path) -> bool:
+    """True if every folder above ``path`` lets others through (o+x)."""
+    return all(parent.stat().st_mode & 0o001 for parent in path.parents if parent.exists())
+
+
 class Dockerd(Service):
     """An extra docker engine (one per simulated worker) with its own roots and socket."""
 
@@ -99,9 +114,12 @@ class Dockerd(Service):
     #: levels under the exec root, so a long exec root (pytest's tmp paths) moves to /tmp.
     _MAX_EXEC_ROOT = 50
 
-    def __init__(self, base_dir: str | os.PathLike[str], **kwargs: Any) -> None:
+    def __init__(self, base_dir: str | os.PathLike[str], *, userns_remap: bool = False, **kwargs: Any) -> None:
         super().__init__(base_dir, **kwargs)
+        #: Remap containers' users (``"userns-remap": "default"``), as on deployed workers.
+        self.userns_remap = userns_remap
         self.data_root = self.base_dir / "data"
+        self._own_data: Path | None = None  # a data root moved out of base_dir (see prepare)
         self._short_exec: Path | None = None
         self.exec_root = self.base_dir / "exec"
         self.docker_pidfile = self.base_dir / "dockerd.pid"
@@ -123,21 +141,28 @@ class Dockerd(Service):
 
     def prepare(self) -> None:
         super().prepare()
+        if self.userns_remap and not _others_traverse(self.base_dir / "data"):
+            # dockerd refuses a data root below a folder the remapped root cannot traverse
+            # (pytest's /tmp/pytest-of-USER is 0700): such an engine keeps its data in /tmp.
+            if self._own_data is None or not self._own_data.exists():
+                self._own_data = Path(tempfile.mkdtemp(prefix="pinkd-data-", dir="/tmp"))
+                os.chmod(self._own_data, 0o711)
+            self.data_root = self._own_data
+            _point_at(self.base_dir / "data", self.data_root)
         self.data_root.mkdir(parents=True, exist_ok=True)
         # Its own file, so the host's /etc/docker/daemon.json (a deployed worker's, say) does not
         # apply or clash with the flags here. live-restore, as on deployed workers: running
         # containers outlive a restart of the engine.
-        self.config_file.write_text(json.dumps({"live-restore": True}) + "\n")
+        config: dict[str, Any] = {"live-restore": True}
+        if self.userns_remap:
+            config["userns-remap"] = "default"
+        self.config_file.write_text(json.dumps(config) + "\n")
         if len(str(self.base_dir / "exec")) > self._MAX_EXEC_ROOT:
             if self._short_exec is None or not self._short_exec.exists():
                 self._short_exec = Path(tempfile.mkdtemp(prefix="pinkd-", dir="/tmp"))
             self.exec_root = self._short_exec
-            link = self.base_dir / "exec"
             # A pointer for people reading the folder; the daemon uses the short path.
-            with contextlib.suppress(OSError):
-                if link.is_symlink() or link.exists():
-                    link.unlink()
-                link.symlink_to(self.exec_root)
+            _point_at(self.base_dir / "exec", self.exec_root)
         else:
             self.exec_root.mkdir(parents=True, exist_ok=True)
 
@@ -217,5 +242,7 @@ class Dockerd(Service):
             log.warning("not deleting %s: still mounted: %s", self.data_root, left[:3])
             return
         shutil.rmtree(self.data_root, ignore_errors=True)
+        if self._own_data is not None:
+            (self.base_dir / "data").unlink(missing_ok=True)
         if self._short_exec is not None and not _mounts_under(self._short_exec):
             shutil.rmtree(self._short_exec, ignore_errors=True)

@@ -48,7 +48,7 @@ def ui_cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
             os.environ["PATH"] = old_path
             track_logs(request.session, *cluster.web, *(w.daemon for w in cluster.workers), cluster.nginx)
             cluster.add_users([("root", True), ("alice", False), ("bob", False), ("carol", False),
-                               ("dana", False), ("erin", False), ("gina", False)], PASSWORDS)
+                               ("dana", False), ("erin", False), ("ines", False)], PASSWORDS)
             yield cluster
     finally:
         os.environ["PATH"] = old_path

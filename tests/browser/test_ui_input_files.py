@@ -13,7 +13,7 @@ from tests.browser.ui_helpers import wait_js
 
 pytestmark = pytest.mark.browser
 
-USER = "gina"
+USER = "ines"
 #: The input folder: nested, a name that is not ASCII and one too long for a plain ustar header.
 FILES = {
     "hello.txt": "hello from the input\n",

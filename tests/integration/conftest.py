@@ -16,7 +16,8 @@ under the test's ``tmp_path`` and stops its processes on teardown, pass or fail.
   ``.workers[i]`` (``.name .daemon .docker_url .inbox .outbox .sshd .dockerd``),
   ``.config_path``, ``.stop_worker(i)``, ``.start_worker(i)``. Users ``alice`` and ``bob`` and
   the admin ``root`` exist with tokens. Extra keywords: ``etcd_endpoints``, ``web_overrides``,
-  ``etcd_overrides``, ``users``, ``start_workers``.
+  ``etcd_overrides``, ``users``, ``start_workers``, ``own_engines``, ``userns_remap`` (True: every
+  worker has its own engine that remaps users, as deployed workers do).
 
 When a test fails, the tail of every log of the clusters it made is added to its report.
 """
@@ -159,6 +160,7 @@ def cluster(
         users: tuple[str, ...] = ("alice", "bob"),
         start_workers: bool = True,
         own_engines: bool = False,
+        userns_remap: bool = True,
         **worker_overrides: Any,
     ) -> dev.LocalCluster:
         local = dev.LocalCluster(
@@ -174,6 +176,7 @@ def cluster(
             dev_ca=dev_ca,
             start_workers=start_workers,
             own_engines=own_engines,
+            userns_remap=userns_remap,
         )
         made.append(local)
         try:

@@ -65,6 +65,8 @@ def test_gpu_jobs_get_exclusive_device_requests_and_the_nvidia_runtime(cluster, 
         host = attrs["HostConfig"]
         assert host["Runtime"] == "nvidia"
         assert host["NetworkMode"] == "none" and host["Privileged"] is False
+        # The documented exception to the engine's user-namespace remapping (README).
+        assert host["UsernsMode"] == "host"
         (request,) = host["DeviceRequests"]
         assert request["Driver"] == "nvidia" and request["Capabilities"] == [["gpu"]]
         seen[job_id] = request["DeviceIDs"]

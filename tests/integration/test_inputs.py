@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 #: whether it could write to /in, and the inodes of a file and a hardlink to it.
 SCRIPT = ('cd /in && find . -type f -o -type l | while read -r f; do sha256sum "$f"; done; '
           'echo "input_dir=$PINK_INPUT_DIR"; '
-          'if echo x > /in/probe 2>/dev/null || mkdir /in/new 2>/dev/null; '
+          'if echo x 2>/dev/null >/in/probe || mkdir /in/new 2>/dev/null; '
           'then echo WRITABLE; else echo READ-ONLY; fi; '
           'ls -i data/d0/f0.bin hard/h0')
 

@@ -6,23 +6,15 @@ and the refusals that leave no job behind."""
 from __future__ import annotations
 
 import contextlib
-import json
 
 import docker
 import pytest
 
-from tests.helpers import TERMINAL, submit, wait_state
+from tests.helpers import TERMINAL, submit, submit_spec, wait_state
 
 pytestmark = pytest.mark.integration
 
 MiB = 1 << 20
-
-
-def submit_spec(api, tar, spec, **params):
-    """Submit with the spec in the Pink-Job-Spec header (as the CLI sends lists and objects)."""
-    with open(tar, "rb") as body:
-        return api.post("/api/v1/jobs", params=params, data=body,
-                        headers={"Pink-Job-Spec": json.dumps(spec, ensure_ascii=True)})
 
 
 @pytest.fixture

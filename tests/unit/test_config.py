@@ -62,6 +62,14 @@ def test_worker_defaults_mean_no_limits_and_no_datasets(tmp_path):
     assert w.datasets == {}
     assert (w.cpus_per_job, w.memory_per_job_bytes, w.shm_per_job_bytes) == (0, 0, 0)
     assert (w.max_cpus_per_job, w.max_memory_per_job_bytes) == (0, 0)
+    assert (w.pids_limit, w.max_log_bytes, w.max_output_bytes) == (4096, 100 << 20, 20 << 30)
+
+
+def test_the_caps_are_set_by_file_or_environment(tmp_path):
+    path = tmp_path / "pink.toml"
+    path.write_text("[worker]\nmax_log_bytes = 1048576\nmax_output_bytes = 1073741824\n")
+    w = load(str(path), env={"PINK_WORKER_MAX_OUTPUT_BYTES": "2147483648"}).worker
+    assert (w.max_log_bytes, w.max_output_bytes) == (1 << 20, 2 << 30)
 
 
 @pytest.mark.parametrize("text,message", [
@@ -75,6 +83,11 @@ def test_worker_defaults_mean_no_limits_and_no_datasets(tmp_path):
     ('[worker.datasets]\nimagenet = "srv/imagenet"\n', "the path of imagenet .* must be absolute"),
     ('[worker]\ndatasets = "imagenet"\n', "worker.datasets"),
     ('[worker.datasets]\nimagenet = 3\n', "worker.datasets"),
+    ("[worker]\nmax_log_bytes = 1000\n", r"worker.max_log_bytes \(1000\) must be at least 65536"),
+    ("[worker]\nmax_output_bytes = 0\n", r"worker.max_output_bytes \(0\) must be at least 1048576"),
+    ('[worker]\nmax_output_bytes = "20g"\n', "worker.max_output_bytes: '20g' is not a valid int"),
+    ("[worker]\npids_limit = -1\n", r"worker.pids_limit \(-1\) must be at least 16"),
+    ("[worker]\nmax_parallel_jobs = 0\n", r"worker.max_parallel_jobs \(0\) must be at least 1"),
 ])
 def test_bad_resources_and_datasets_name_the_key(tmp_path, text, message):
     path = tmp_path / "pink.toml"
