@@ -2,9 +2,10 @@
 
 Order, as in docker-py and buildbot: load the image (an open file, never bytes) -> create
 ``pink-<job>`` (datasets and the input bound read-only; an input is extracted for its first
-job on this worker) -> start -> follow logs -> wait with the timeout -> export through the
-compressor -> record -> remove the container in ``finally``. Every state change is a CAS; when
-one loses, the job was cancelled or marked LOST by someone else, and the run stops.
+job on this worker) -> start -> follow logs -> wait with the timeout and the disk cap ->
+export through the compressor -> record -> remove the container in ``finally``. Every state
+change is a CAS; when one loses, the job was cancelled or marked LOST by someone else, and the
+run stops.
 
 The same code adopts a job after a worker restart: it looks at the container first, so a
 container that has started is never started again.
@@ -386,19 +387,36 @@ class JobRun:
             exited.set()
 
         threading.Thread(target=wait, daemon=True).start()
+        # The disk cap: a helper thread asks docker for the writable layer's size, which may
+        # take a while on a large layer, so the loop below keeps watching cancel and timeout.
+        over_disk, stop_watching = threading.Event(), threading.Event()
+        if self.cfg.max_disk_bytes:
+            threading.Thread(target=self._watch_disk, args=(container, over_disk, stop_watching),
+                             name=f"disk-{self.job.id}", daemon=True).start()
         started = self.job.started_at or time.time()
         deadline = started + self.job.timeout_s
         outcome, reason = JobState.SUCCEEDED, ""
-        while not exited.is_set():
-            if self.cancel.is_set():
-                raise Abort("cancelled or lost")
-            if time.time() >= deadline:
-                log.info("job %s: timeout after %ss; stopping", self.job.id, self.job.timeout_s)
-                container.stop(timeout=int(self.cfg.stop_grace_s))
-                exited.wait(30)
-                outcome, reason = JobState.TIMED_OUT, f"stopped after its timeout of {self.job.timeout_s} s"
-                break
-            exited.wait(min(0.5, max(deadline - time.time(), 0.01)))
+        try:
+            while not exited.is_set():
+                if self.cancel.is_set():
+                    raise Abort("cancelled or lost")
+                if time.time() >= deadline:
+                    log.info("job %s: timeout after %ss; stopping", self.job.id, self.job.timeout_s)
+                    container.stop(timeout=int(self.cfg.stop_grace_s))
+                    exited.wait(30)
+                    outcome, reason = JobState.TIMED_OUT, f"stopped after its timeout of {self.job.timeout_s} s"
+                    break
+                if over_disk.is_set():
+                    # As at the timeout: SIGTERM, SIGKILL after the grace; what it wrote is exported.
+                    log.info("job %s: wrote more than %d bytes to its filesystem; stopping", self.job.id,
+                             self.cfg.max_disk_bytes)
+                    container.stop(timeout=int(self.cfg.stop_grace_s))
+                    exited.wait(30)
+                    outcome, reason = JobState.FAILED, disk_reason(self.cfg.max_disk_bytes)
+                    break
+                exited.wait(min(0.5, max(deadline - time.time(), 0.01)))
+        finally:
+            stop_watching.set()
         self._wait_for_logs(logger)
         container.reload()
         code = container.attrs["State"].get("ExitCode")
@@ -409,6 +427,32 @@ class JobRun:
         self.update(JobState.EXPORTING, exit_code=code, outcome=outcome.value, reason=reason,
                     finished_at=finished,
                     gpu_seconds=round(len(self.job.gpu_indices) * max(finished - started, 0), 3))
+
+    def _disk_used(self, container) -> int | None:
+        """The size of the job's writable layer in bytes (docker's SizeRw), or None when docker
+        did not tell: a check that fails is skipped, and never ends or suspends the job."""
+        try:
+            # docker-py's inspect_container() cannot ask for sizes; the list can.
+            found = self.engine.api.containers(all=True, filters={"id": container.id}, size=True)
+        except (docker.errors.APIError, requests.RequestException) as exc:  # the wait sees to those
+            log.info("job %s: could not check its disk use: %s", self.job.id, exc)
+            return None
+        except Exception:  # noqa: BLE001 - a bug here must not end the job either
+            log.exception("job %s: could not check its disk use", self.job.id)
+            return None
+        size = next((c.get("SizeRw") for c in found or () if c.get("Id") == container.id), None)
+        return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+    def _watch_disk(self, container, over: threading.Event, stop: threading.Event) -> None:
+        """Every worker.disk_check_interval_s until ``stop``: set ``over`` once the job's
+        writable layer is larger than worker.max_disk_bytes."""
+        while not stop.wait(self.cfg.disk_check_interval_s):
+            used = self._disk_used(container)
+            if used is not None and used > self.cfg.max_disk_bytes:
+                log.info("job %s: its filesystem holds %d bytes, more than worker.max_disk_bytes (%d)",
+                         self.job.id, used, self.cfg.max_disk_bytes)
+                over.set()
+                return
 
     def _log_bytes(self) -> int:
         return self.log_file.stat().st_size if self.log_file.exists() else 0
@@ -514,6 +558,12 @@ def exit_reason(code: int, oom_killed: bool, memory_bytes: int) -> str:
     if code == 137 and memory_bytes:
         return f"killed (exit code 137), most likely out of memory: the job used its whole {limit}"
     return f"the container exited with code {code}"
+
+
+def disk_reason(cap: int) -> str:
+    """The reason of a job stopped for writing more than ``cap`` bytes to its own filesystem."""
+    return f"the job wrote more than {cap} bytes to its own filesystem (worker.max_disk_bytes): " \
+        f"write less, or ask the operators"
 
 
 def log_cut_line(cap: int, last: bytes) -> bytes:

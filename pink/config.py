@@ -20,6 +20,8 @@ from .errors import ConfigError
 from .model import DATASET_NAME, MIN_MEMORY_BYTES, format_size, parse_size
 
 DEFAULT_PATH = "/etc/pink/pink.toml"
+#: The smallest worker.max_disk_bytes other than 0 (no cap).
+MIN_DISK_BYTES = 64 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +115,15 @@ class WorkerConfig:
     #: A job's output archive (compressed) may be this large: past it the export stops, the
     #: partial archive is deleted and the job fails with a reason saying so.
     max_output_bytes: int = 20 << 30
+    #: What one job may write to its own filesystem (its container's writable layer, which is
+    #: on this worker's disk; 0 = no cap, else at least 64 MiB). The runner asks docker for the
+    #: layer's size (SizeRw) every disk_check_interval_s while the job runs, so a job can pass
+    #: the cap by what it writes in one interval; past it the job is stopped (SIGTERM, then
+    #: SIGKILL after stop_grace_s, as at its timeout) and fails with a reason saying so; what it
+    #: wrote is exported as after a timeout, within max_output_bytes. A poller, not a quota:
+    #: docker's hard quota (--storage-opt size) works only on some storage drivers.
+    max_disk_bytes: int = 50 << 30
+    disk_check_interval_s: float = 30.0
     network: str = "none"
     stop_grace_s: float = 10.0
     #: Jobs whose start or wait the engine keeps failing are resumed this long, then failed.
@@ -154,6 +165,11 @@ class WorkerConfig:
                          ("max_output_bytes", 1 << 20)):
             if getattr(self, key) < low:
                 raise ConfigError(f"worker.{key} ({getattr(self, key)}) must be at least {low}")
+        if self.max_disk_bytes < 0 or 0 < self.max_disk_bytes < MIN_DISK_BYTES:
+            raise ConfigError(f"worker.max_disk_bytes ({self.max_disk_bytes}) must be 0 (no cap) or at least "
+                              f"{MIN_DISK_BYTES}")
+        if not math.isfinite(self.disk_check_interval_s) or self.disk_check_interval_s <= 0:
+            raise ConfigError(f"worker.disk_check_interval_s ({self.disk_check_interval_s}) must be more than 0")
         for key, low in (("memory_per_job", MIN_MEMORY_BYTES), ("max_memory_per_job", MIN_MEMORY_BYTES),
                          ("shm_per_job", 1 << 20)):
             try:

@@ -1,8 +1,9 @@
 """What a job may not do, on real parts (etcd, dockerd, sshd + gate, gunicorn, worker daemon):
 keep more than the batch capabilities, use more than its memory (the kernel kills it, the job
 fails saying so, the worker runs on), print more than worker.max_log_bytes (the log is cut with
-a line saying so) or leave more than worker.max_output_bytes of archive (the job fails saying
-so, no archive). And a log under the cap is whole, even when Docker's JSON copy of it is large."""
+a line saying so), leave more than worker.max_output_bytes of archive (the job fails saying
+so, no archive) or write more than worker.max_disk_bytes to its own filesystem (it is stopped and
+fails saying so). And a log under the cap is whole, even when Docker's JSON copy of it is large."""
 
 from __future__ import annotations
 
@@ -106,3 +107,23 @@ def test_the_log_and_output_caps(cluster, images):
     assert big["output_bytes"] == 0
     assert sorted(p.name for p in outbox.iterdir() if p.name.startswith(big["id"])) == [f"{big['id']}.log"]
     assert api.get(f"/api/v1/jobs/{big['id']}/logs").text == "writing\n"
+
+
+def test_a_job_past_its_disk_cap_is_stopped_fails_saying_so_and_the_worker_runs_on(cluster, images):
+    c = cluster(max_disk_bytes=64 * MiB, disk_check_interval_s=0.5, stop_grace_s=1)
+    api = c.api("alice")
+    # 128 MiB of zeros into /tmp (the writable layer, no tmpfs), then wait to be stopped.
+    r = submit_spec(api, images["writer"], shell("head -c 134217728 /dev/zero > /tmp/big; echo wrote; sleep 120"),
+                    timeout=600)
+    assert r.status_code == 201, r.text
+    job = wait_state(api, r.json()["job"]["id"], TERMINAL, timeout=120)
+    assert job["state"] == "FAILED", job
+    assert job["reason"] == ("the job wrote more than 67108864 bytes to its own filesystem (worker.max_disk_bytes): "
+                             "write less, or ask the operators"), job
+    assert job["exit_code"] in {137, 143}, job  # sh as PID 1 ignores SIGTERM: SIGKILL after the grace
+    assert job["finished_at"] - job["started_at"] < 60, job
+    # As after a timeout, what it wrote is exported (zeros compress to little).
+    assert job["output_bytes"] > 0
+    assert api.get(f"/api/v1/jobs/{job['id']}/logs").text == "wrote\n"
+    r = submit(api, images["writer"])
+    assert wait_state(api, r.json()["job"]["id"], TERMINAL)["state"] == "SUCCEEDED"

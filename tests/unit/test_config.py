@@ -63,6 +63,7 @@ def test_worker_defaults_mean_no_limits_and_no_datasets(tmp_path):
     assert (w.cpus_per_job, w.memory_per_job_bytes, w.shm_per_job_bytes) == (0, 0, 0)
     assert (w.max_cpus_per_job, w.max_memory_per_job_bytes) == (0, 0)
     assert (w.pids_limit, w.max_log_bytes, w.max_output_bytes) == (4096, 100 << 20, 20 << 30)
+    assert (w.max_disk_bytes, w.disk_check_interval_s) == (50 << 30, 30.0)
 
 
 def test_the_caps_are_set_by_file_or_environment(tmp_path):
@@ -70,6 +71,8 @@ def test_the_caps_are_set_by_file_or_environment(tmp_path):
     path.write_text("[worker]\nmax_log_bytes = 1048576\nmax_output_bytes = 1073741824\n")
     w = load(str(path), env={"PINK_WORKER_MAX_OUTPUT_BYTES": "2147483648"}).worker
     assert (w.max_log_bytes, w.max_output_bytes) == (1 << 20, 2 << 30)
+    w = load(str(path), env={"PINK_WORKER_MAX_DISK_BYTES": "0", "PINK_WORKER_DISK_CHECK_INTERVAL_S": "0.5"}).worker
+    assert (w.max_disk_bytes, w.disk_check_interval_s) == (0, 0.5)  # 0: no cap
 
 
 @pytest.mark.parametrize("text,message", [
@@ -86,6 +89,9 @@ def test_the_caps_are_set_by_file_or_environment(tmp_path):
     ("[worker]\nmax_log_bytes = 1000\n", r"worker.max_log_bytes \(1000\) must be at least 65536"),
     ("[worker]\nmax_output_bytes = 0\n", r"worker.max_output_bytes \(0\) must be at least 1048576"),
     ('[worker]\nmax_output_bytes = "20g"\n', "worker.max_output_bytes: '20g' is not a valid int"),
+    ("[worker]\nmax_disk_bytes = 1048576\n", r"worker.max_disk_bytes \(1048576\) must be 0 \(no cap\) or at least 67108864"),
+    ("[worker]\nmax_disk_bytes = -1\n", r"worker.max_disk_bytes \(-1\) must be 0"),
+    ("[worker]\ndisk_check_interval_s = 0\n", r"worker.disk_check_interval_s \(0.0\) must be more than 0"),
     ("[worker]\npids_limit = -1\n", r"worker.pids_limit \(-1\) must be at least 16"),
     ("[worker]\nmax_parallel_jobs = 0\n", r"worker.max_parallel_jobs \(0\) must be at least 1"),
 ])
