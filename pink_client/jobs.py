@@ -254,28 +254,23 @@ def describe(job: dict[str, Any]) -> str:
     """One line about a job's state: queue position, where it runs, or how it ended."""
     state = str(job.get("state", "?"))
     text = f"job {job.get('id')}: {state}"
+    extra: list[str] = []
     if state == JobState.QUEUED.value:
-        extra = []
         if job.get("queue_position") is not None:
             extra.append(f"position {job['queue_position']}")
         if job.get("waiting_reason"):
             extra.append(str(job["waiting_reason"]))
-        if extra:
-            text += f" ({'; '.join(extra)})"
     elif state in (JobState.STARTING.value, JobState.RUNNING.value) and job.get("worker"):
         gpus = job.get("gpu_indices") or []
         text += f" on {job['worker']}" + (
             f", GPUs {','.join(str(g) for g in gpus)}" if gpus else ""
         )
     elif state in TERMINAL_STATES:
-        extra = []
         if job.get("exit_code") is not None:
             extra.append(f"exit code {job['exit_code']}")
         if job.get("reason"):
             extra.append(str(job["reason"]))
-        if extra:
-            text += f" ({'; '.join(extra)})"
-    return text
+    return text + (f" ({'; '.join(extra)})" if extra else "")
 
 
 def wait_for_job(api: Api, job_id: str, ui: Ui) -> dict[str, Any]:
