@@ -401,20 +401,17 @@ class JobRun:
                 if self.cancel.is_set():
                     raise Abort("cancelled or lost")
                 if time.time() >= deadline:
-                    log.info("job %s: timeout after %ss; stopping", self.job.id, self.job.timeout_s)
-                    container.stop(timeout=int(self.cfg.stop_grace_s))
-                    exited.wait(30)
                     outcome, reason = JobState.TIMED_OUT, f"stopped after its timeout of {self.job.timeout_s} s"
-                    break
-                if over_disk.is_set():
-                    # As at the timeout: SIGTERM, SIGKILL after the grace; what it wrote is exported.
-                    log.info("job %s: wrote more than %d bytes to its filesystem; stopping", self.job.id,
-                             self.cfg.max_disk_bytes)
-                    container.stop(timeout=int(self.cfg.stop_grace_s))
-                    exited.wait(30)
+                elif over_disk.is_set():
                     outcome, reason = JobState.FAILED, disk_reason(self.cfg.max_disk_bytes)
-                    break
-                exited.wait(min(0.5, max(deadline - time.time(), 0.01)))
+                else:
+                    exited.wait(min(0.5, max(deadline - time.time(), 0.01)))
+                    continue
+                # SIGTERM, SIGKILL after the grace; what it wrote so far is exported.
+                log.info("job %s: stopping: %s", self.job.id, reason)
+                container.stop(timeout=int(self.cfg.stop_grace_s))
+                exited.wait(30)
+                break
         finally:
             stop_watching.set()
         self._wait_for_logs(logger)
