@@ -8,6 +8,7 @@ from flask import Blueprint, abort, g, jsonify
 from pink import arraystore
 from pink.errors import PinkError
 from pink.model import JOB_ID, Job
+from pink.states import CLAIMED
 
 from . import arrays
 from . import jobs as joblogic
@@ -48,10 +49,11 @@ def get_array(array_id: str):
 @login_required
 def cancel_array(array_id: str):
     """Cancel each job of the array that has not ended, each its own CAS transition (a job
-    that ends meanwhile stays as it ended)."""
+    that ends meanwhile stays as it ended); the waiting ones first, so none of them starts."""
     jobs = own_array(array_id)
     cancelled: list[str] = []
-    for job in jobs:
+    # Waiting jobs first: a claimed job's end frees a run slot another job would take.
+    for job in sorted(jobs, key=lambda j: j.state in CLAIMED):
         for _ in range(10):  # a busy job may change under us; each try re-reads it
             if job.state.terminal:
                 break
