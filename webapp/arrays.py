@@ -12,16 +12,18 @@ the array's ``%N`` limit is kept by run slots taken in the claim transaction.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from typing import Any
 
 from pink import arraystore, scheduling
 from pink.arrays import counts
+from pink.errors import InputUnavailable
 from pink.model import Job, new_job_id
 from pink.states import JobState
 from pink.store import MAX_TXN_OPS, Store
 
-from .spec import JobSpec
+from .spec import JobSpec, SubmitError
 
 
 def first_job_fields(spec: JobSpec, now: float) -> dict[str, Any]:
@@ -51,11 +53,19 @@ def place(views: list[scheduling.WorkerView], first: Job, count: int) -> dict[st
     return placed
 
 
+def job_id_of(array_id: str, index: int) -> str:
+    """The id of the array's job ``index`` (after the first): the array's time, then a hash of
+    the two, so that creating it twice (a retried submission) finds it there instead."""
+    return array_id[:12] + hashlib.sha256(f"{array_id}/{index}".encode()).hexdigest()[:8]
+
+
 def create_rest(store: Store, first: Job, spec: JobSpec, views: list[scheduling.WorkerView]) -> list[Job]:
     """Record the array's other jobs, QUEUED (``first`` is, with its image), spread over
-    ``views`` that hold the image (:func:`place`)."""
+    ``views`` that hold the image (:func:`place`). Those recorded before (by an earlier try of
+    a retried submission) are left as they are."""
     assert spec.array is not None
-    indexes = spec.array.indexes[1:]
+    present = {j.array_index for j in arraystore.array_jobs(store, first.array_id)}
+    indexes = [i for i in spec.array.indexes[1:] if i not in present]
     now = time.time()
     jobs: list[Job] = []
     by_name = {v.name: v for v in views}
@@ -67,7 +77,7 @@ def create_rest(store: Store, first: Job, spec: JobSpec, views: list[scheduling.
         for _ in range(n):
             index = indexes[len(jobs)]
             jobs.append(dataclasses.replace(
-                first, id=new_job_id(now), worker=name, state=JobState.QUEUED, array_index=index,
+                first, id=job_id_of(first.array_id, index), worker=name, state=JobState.QUEUED, array_index=index,
                 command=spec.array_args[index] if spec.array_args else first.command,
                 # A microsecond apart: queues start an array's jobs in the order of their indexes.
                 created_at=now + len(jobs) * 1e-6, updated_at=now, history=({"state": "QUEUED", "at": now},),
@@ -75,7 +85,10 @@ def create_rest(store: Store, first: Job, spec: JobSpec, views: list[scheduling.
                 shm_bytes=resources.shm_bytes, write_id="", mod_revision=0))
     if first.input:
         # Each must find its worker holding the input, as a single job does (Store.create_job).
-        return [store.create_job(j)[0] for j in jobs]
+        try:
+            return [store.create_job(j)[0] for j in jobs]
+        except InputUnavailable as exc:
+            raise SubmitError(409, f"{exc}; the jobs of array {first.array_id} recorded so far stay") from None
     return arraystore.create_jobs(store, jobs, MAX_TXN_OPS)
 
 

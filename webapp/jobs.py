@@ -145,7 +145,10 @@ def submit(
             # The first try's upload broke (the client saw no answer): this retry takes over.
             superseded = existing
         elif existing is not None:
-            # A retry of a request that already made its job: answer it, read nothing.
+            # A retry of a request that already made its job: answer it, read nothing (an
+            # array's jobs that the first try did not get to record are recorded now).
+            if existing.array_id and spec.array is not None and existing.image_id:
+                arrays.create_rest(store, existing, spec, worker_views(store.workers(), store.all_queues()))
             return existing, False
     reuse = spec.image_id and not length
     if not reuse and length is None:

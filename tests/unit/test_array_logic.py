@@ -11,6 +11,7 @@ import pytest
 from pink import arraystore
 from pink.arrays import ArrayRangeError, parse_array
 from pink.config import Config, WebConfig
+from pink.errors import StoreUnavailable
 from pink.model import User
 from pink.scheduling import QueuedJob, plan
 from pink.states import JobState
@@ -163,6 +164,35 @@ def test_array_records_are_created_in_transactions_etcd_accepts(cluster, monkeyp
     # The first job alone (job, queue, user index, array index), then the 99 others, 4 keys
     # each: 32 jobs (128 operations) a transaction.
     assert [n for n in puts if n] == [4, 128, 128, 128, 12]
+
+
+def test_a_retried_submission_records_the_jobs_its_first_try_did_not(cluster, monkeypatch):
+    cluster.add_worker("w1", images=(IMG,))
+    spec = JobSpec.parse({"image": IMG, "array": "0-39"}, ROOT)
+    real = arraystore.create_jobs
+    calls = []
+
+    def flaky(store, jobs_, max_ops):
+        calls.append(len(jobs_))
+        if len(calls) == 1:  # the first try records a batch, then etcd goes away
+            real(store, jobs_[:32], max_ops)
+            raise StoreUnavailable("etcd went away")
+        return real(store, jobs_, max_ops)
+
+    monkeypatch.setattr(arraystore, "create_jobs", flaky)
+    with pytest.raises(StoreUnavailable):
+        jobs.submit(Config(), cluster.store, cluster.links, None, ROOT, spec, body=None, length=None,
+                    idempotency_key="k1")
+    first = cluster.store.job_for_idempotency_key("root", "k1")
+    assert len(arraystore.array_jobs(cluster.store, first.array_id)) == 33
+    again, created = jobs.submit(Config(), cluster.store, cluster.links, None, ROOT, spec, body=None, length=None,
+                                 idempotency_key="k1")
+    assert (again.id, created) == (first.id, False)
+    array = arraystore.array_jobs(cluster.store, first.array_id)
+    assert [j.array_index for j in array] == list(range(40)) and calls == [39, 7]
+    # Once whole, a further retry records nothing.
+    jobs.submit(Config(), cluster.store, cluster.links, None, ROOT, spec, body=None, length=None, idempotency_key="k1")
+    assert len(arraystore.array_jobs(cluster.store, first.array_id)) == 40 and calls == [39, 7, 0]
 
 
 def test_array_limits_refuse_with_clear_messages(cluster):
