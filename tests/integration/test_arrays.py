@@ -102,3 +102,33 @@ def test_an_array_is_listed_as_one_line_and_cancelled_as_a_group(cluster, images
     # A bad range is refused by the CLI before anything is sent.
     r = _cli(c, "alice", "submit", str(images["sleeper"]), "--array", "7-3")
     assert r.returncode == 2 and "goes backwards" in r.stderr
+
+
+def test_an_array_of_a_held_image_sends_nothing_and_spreads_over_the_workers_holding_it(cluster, images):
+    """Both workers hold the image (each engine loaded it for an earlier job: the second upload
+    went to the other worker while the first was drained): the array's jobs go to both, by
+    load, and no byte of the image is sent."""
+    c = cluster(workers=2, max_parallel_jobs=2)
+    api, root = c.api("alice"), c.api("root")
+    tar = images["writer"]
+    image_id = ""
+    for _ in c.workers:
+        with open(tar, "rb") as body:
+            r = api.post("/api/v1/jobs", params={"output": "none"}, data=body)
+        assert r.status_code == 201, r.text
+        job = wait_until(lambda: (j := api.get(f"/api/v1/jobs/{r.json()['job']['id']}").json()["job"])["state"]
+                         == "SUCCEEDED" and j, 60, "the job to succeed")
+        image_id = job["image_id"]
+        assert root.post(f"/api/v1/workers/{job['worker']}/drain").status_code == 200
+    for w in c.workers:
+        assert root.post(f"/api/v1/workers/{w.name}/drain", params={"undo": "1"}).status_code == 200
+    wait_until(lambda: len(api.get(f"/api/v1/images/{image_id}").json()["workers"]) == 2, 30,
+               "both workers to report the image")
+    r = _cli(c, "alice", "submit", str(tar), "--array", "0-9", "--output", "none", "--wait")
+    assert r.returncode == 0, r.stderr
+    assert "0 bytes sent" in r.stderr
+    array = api.get(f"/api/v1/arrays/{r.stdout.split()[0]}").json()["array"]
+    assert array["counts"] == {"SUCCEEDED": 10}
+    per_worker = {w.name: sum(j["worker"] == w.name for j in array["jobs"]) for w in c.workers}
+    assert sorted(per_worker.values()) == [5, 5], per_worker
+    assert all(j["image_bytes"] == 0 for j in array["jobs"])
