@@ -5,6 +5,7 @@ the image, records created in batches etcd accepts, and the API — on the in-me
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -246,3 +247,44 @@ def test_a_bad_array_is_a_400(client, as_user, cluster):
     resp = client.post("/api/v1/jobs", query_string={"image": IMG, "array": "9-1"}, data=b"", headers=as_user("root"))
     assert resp.status_code == 400 and "goes backwards" in resp.json["error"]
     assert not cluster.store.list_jobs("root")
+
+
+# ----- the worker daemons ----------------------------------------------------------------------
+
+def test_two_worker_daemons_start_no_more_of_an_array_than_its_limit(cluster, tmp_path, monkeypatch):
+    """The daemons' own start step (plan, then claim with a run slot) on one store: two workers
+    with room for 4 jobs each start 2 jobs of a %2 array between them, and one more once one
+    of those has ended."""
+    from gpu_worker.daemon import WorkerDaemon
+    from pink.config import WorkerConfig
+
+    daemons = {}
+    for name in ("w1", "w2"):
+        cluster.add_worker(name, images=(IMG,))
+        cfg = Config(worker=WorkerConfig(name=name, gpus="none", max_parallel_jobs=4, inbox=str(tmp_path / name / "in"),
+                                         outbox=str(tmp_path / name / "out"), inputs_dir=str(tmp_path / name / "inp")))
+        daemon = WorkerDaemon(cfg, store=cluster.store)
+        daemon.lease.id = cluster.leases[name]
+        # Launching a run is the runner's part: record the claimed job as a run, as _launch does.
+        monkeypatch.setattr(daemon, "_launch", lambda job, fresh=False, d=daemon: d.runs.__setitem__(
+            job.id, SimpleNamespace(job=job, gpu_indices=job.gpu_indices)))
+        daemons[name] = daemon
+    spec = JobSpec.parse({"image": IMG, "array": "0-5%2"}, ROOT)
+    first, _ = jobs.submit(Config(), cluster.store, cluster.links, None, ROOT, spec, body=None, length=None)
+    assert {j.worker for j in arraystore.array_jobs(cluster.store, first.array_id)} == {"w1", "w2"}
+
+    def start_all() -> list:
+        for name, daemon in daemons.items():
+            daemon._start_queued(cluster.store.queue(name))
+        return [j for j in arraystore.array_jobs(cluster.store, first.array_id) if j.state is JobState.STARTING]
+
+    claimed = start_all()
+    assert len(claimed) == 2 and sorted(j.array_slot for j in claimed) == [0, 1]
+    waiting = [e for name in daemons for e in cluster.store.queue(name) if e.state is JobState.QUEUED]
+    assert len(waiting) == 4
+    assert len(start_all()) == 2, "a second round starts nothing while the limit is reached"
+    ended = cluster.store.transition(claimed[0], JobState.FAILED, reason="test")
+    assert ended is not None
+    now = start_all()
+    assert len(now) == 2 and claimed[0].id not in {j.id for j in now}
+    assert arraystore.taken_slots(cluster.store, first.array_id) == {0, 1}
