@@ -381,8 +381,8 @@ def plan(
         if too_big:
             reason = "needs " + " and ".join(too_big)
         elif at_limit:
-            reason = (f"{in_array[job.array_id]} jobs of its array {job.array_id} are running, "
-                      f"its limit (%{job.array_limit})")
+            reason = (f"its array runs at most {job.array_limit} at once (%{job.array_limit}); "
+                      "waiting for one of them to end")
         elif behind is not None:
             reason = f"behind job {blockers[behind]} which waits for {behind}"
         else:

@@ -23,7 +23,7 @@ def user(ui_cluster) -> str:
 
 
 def test_an_array_is_submitted_listed_as_one_row_and_cancelled_from_the_page(
-        new_page, ui_cluster, fresh_image, user):
+        new_page, ui_cluster, fresh_image, user, screenshot):
     tarball = fresh_image("echo index=$PINK_ARRAY_INDEX; sleep 120", "array")
     page = new_page(user)
     page.goto(f"{ui_cluster.url}/submit")
@@ -61,6 +61,7 @@ def test_an_array_is_submitted_listed_as_one_row_and_cancelled_from_the_page(
     page.wait_for_selector("#array-body tr")
     assert page.locator("#array-body tr").count() == 4
     assert "at most 1 at once" in page.locator("#array-summary").inner_text()
+    screenshot(page, "array")
     page.click("#cancel-array")
     page.click("#confirm-yes")
     wait_js(page, "document.getElementById('array-summary').textContent.startsWith('4 cancelled')", 60)

@@ -88,7 +88,7 @@ def test_the_plan_starts_no_more_of_an_array_than_its_limit_counting_other_worke
     started = [d.job_id for d in decisions if d.starts]
     assert started == ["a0", "other"]
     waiting = {d.job_id: d.reason for d in decisions if not d.starts}
-    assert waiting["a1"] == "3 jobs of its array A are running, its limit (%3)"
+    assert waiting["a1"] == "its array runs at most 3 at once (%3); waiting for one of them to end"
     # Counting the ones this plan starts; with none running, the limit's worth starts.
     assert sum(d.starts for d in plan(queue, {}, [], 10, array_running={})) == 3 + 1
     assert sum(d.starts for d in plan(queue, {}, [], 10, array_running={"A": 3})) == 1
@@ -228,7 +228,7 @@ def test_the_api_creates_shows_and_cancels_an_array(client, as_user, cluster):
     assert [j["array_index"] for j in got["jobs"]] == [0, 1, 2, 3, 4]
     queued = [j for j in got["jobs"] if j["state"] == "QUEUED"]
     assert queued[0]["waiting_reason"] == "starting"  # one slot of %2 is free
-    assert "its limit (%2)" in queued[1]["waiting_reason"]
+    assert "its array runs at most 2 at once (%2)" in queued[1]["waiting_reason"]
     # Nobody else sees it.
     assert client.get(f"/api/v1/arrays/{array['id']}", headers=as_user("alice")).status_code == 404
     assert client.post(f"/api/v1/arrays/{array['id']}/cancel", headers=as_user("alice")).status_code == 404
