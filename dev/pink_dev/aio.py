@@ -29,7 +29,7 @@ from typing import Iterator
 from pink import config as pink_config
 
 from .config import create_token, run_admin, write_config
-from .dockerd import Dockerd, docker_answers, ensure_system_dockerd
+from .dockerd import SYSTEM_DOCKER_URL, Dockerd, docker_answers, ensure_system_dockerd
 from .etcd import EtcdMember
 from .process import Service, ServiceError, current_user, free_port, write_private
 from .sshd import Sshd
@@ -122,7 +122,13 @@ class AllInOne:
 
     def write_config(self) -> None:
         if self.config_path.exists():
-            return  # keep the secret key (sessions) and any edits a person made
+            # Keep the secret key (sessions) and any edits a person made; only move a worker
+            # that an older all-in-one put on the system engine to its own.
+            text = self.config_path.read_text()
+            system = f'docker_url = "{SYSTEM_DOCKER_URL}"'
+            if system in text:
+                self.config_path.write_text(text.replace(system, f'docker_url = "{self.dockerd.url}"'))
+            return
         workdir = self.dir / "worker"
         write_config(
             self.config_path,
