@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 from pink import scheduling
 from pink.config import Config
-from pink.errors import ImageArchiveError, InputUnavailable, PinkError, TransferError
+from pink.errors import ArchiveTooLarge, ImageArchiveError, InputUnavailable, PinkError, TransferError
 from pink.layers import held_prefix, parse_held
 from pink.model import INPUT_ID, InputRecord, Job, User, WorkerInfo, new_job_id
 from pink.lease import Lease
@@ -19,7 +19,7 @@ from pink.store import QueueEntry, Store
 
 from .spec import JobSpec, SubmitError
 from .transfer import WorkerLinks
-from .upload import InputArchiveChecker, ValidatingReader
+from .upload import InputArchiveChecker, Unpacking, ValidatingReader
 
 log = logging.getLogger(__name__)
 
@@ -207,22 +207,25 @@ def submit(
         raise SubmitError(409, str(exc)) from None
     if not created or reuse:
         return job, created
-    return _upload(store, links, worker, job, body, length or 0, omitted), True
+    max_plain = min(cfg.web.max_upload_bytes, cfg.web.quota_upload_bytes)
+    return _upload(store, links, worker, job, body, length or 0, omitted, max_plain), True
 
 
 def _upload(store: Store, links: WorkerLinks, worker: WorkerInfo, job: Job, body: BinaryIO, length: int,
-            omitted: tuple[str, ...] = ()) -> Job:
+            omitted: tuple[str, ...] = (), max_plain: int | None = None) -> Job:
     link = links.get(worker)
     # Layer files may be absent only for the bottom layers the client said it leaves out, which
-    # were checked above to be held by this worker, for this user, as one chain.
-    reader = ValidatingReader(body, length, present_diff_ids=omitted)
+    # were checked above to be held by this worker, for this user, as one chain. A compressed
+    # archive is checked as the plain tar inside it, which may be at most max_plain bytes.
+    reader = ValidatingReader(body, length, checker=Unpacking(max_plain_bytes=max_plain),
+                              present_diff_ids=omitted)
     log.info("job %s: receiving %d bytes for %s (user %s)", job.id, length, worker.name, job.user)
     started = time.monotonic()
     try:
         link.upload(job.id, reader, length)
     except ImageArchiveError as exc:
         _fail_upload(store, link, job, str(exc))
-        raise SubmitError(400, str(exc)) from None
+        raise SubmitError(413 if isinstance(exc, ArchiveTooLarge) else 400, str(exc)) from None
     except TransferError as exc:
         _fail_upload(store, link, job, f"could not copy the image to worker {worker.name}: {exc}")
         raise SubmitError(503, f"{exc}; try again") from None

@@ -109,7 +109,7 @@ SPEC = {
         "/me": {"get": {"summary": "Who am I", "responses": {"200": _ok({"type": "object"}), "401": _ERR}}},
         "/jobs": {
             "post": {
-                "summary": "Submit a job: the body is the raw `docker save` tarball (or empty with image=)",
+                "summary": "Submit a job: the body is the raw `docker save` tarball, plain or gzip/zstd/xz/bzip2-compressed (or empty with image=)",
                 "parameters": [
                     _param("gpus", kind="integer", text="GPUs (0 = CPU only)"),
                     _param("timeout", kind="integer", text="seconds before SIGTERM"),
