@@ -68,3 +68,21 @@ def test_a_site_without_a_relay_refuses_email(client, as_user, app):
     app.extensions["pink.config"] = Config(web=WebConfig(secret_key="unit-test-secret"))
     answer = client.patch("/api/v1/me", json={"email": "root@example.org"}, headers=as_user("root"))
     assert answer.status_code == 409 and "sends no e-mail" in answer.json["error"]
+
+
+def test_the_cli_sends_the_fields_and_shows_the_chain():
+    from pink_client.jobspec import job_spec
+    from pink_client.main import build_parser
+    from pink_client.reactions import status_rows
+
+    args = build_parser().parse_args(["submit", "x.tar", "--retry-lost", "2", "--notify",
+                                      "--webhook", "https://hooks.example.org/ci/"])
+    args.argv = None
+    assert job_spec(args, {}) == {"retry_lost": 2, "notify": True, "webhook": "https://hooks.example.org/ci/"}
+    args = build_parser().parse_args(["submit", "x.tar"])
+    args.argv = None
+    assert job_spec(args, {}) == {}
+    rows = dict(status_rows({"retry_of": "a" * 20, "retried_by": "b" * 20, "retry_lost": 0, "notify": True,
+                             "webhook": "https://hooks.example.org/ci/", "notify_note": ""}))
+    assert rows["retry of"] == "a" * 20 and rows["retried as"] == "b" * 20
+    assert rows["notify"] == "e-mail, https://hooks.example.org/ci/" and rows["retry"] is None
