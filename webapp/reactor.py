@@ -36,14 +36,15 @@ from .transfer import WorkerLinks
 log = logging.getLogger(__name__)
 
 
-def retry_spec(old: Job) -> JobSpec:
-    """The retry of a LOST job: the same job, from the image a worker holds, with one retry less."""
+def retry_spec(old: Job, notify_ok: bool = True, webhook_ok: bool = True) -> JobSpec:
+    """The retry of a LOST job: the same job, from the image a worker holds, with one retry less
+    (and its notifications, where they can still be sent: a retry never waits for them)."""
     return JobSpec(
         gpus=old.gpus, timeout_s=old.timeout_s, output=old.output, name=old.name, priority=old.priority,
         image_id=old.image_id, command=old.command, entrypoint=old.entrypoint, env=old.env,
         workdir=old.workdir, datasets=old.datasets, input=old.input, cpus=old.cpus,
         memory_bytes=old.memory_bytes, shm_bytes=old.shm_bytes, retry_lost=old.retry_lost - 1,
-        retry_of=old.id, notify=old.notify, webhook=old.webhook,
+        retry_of=old.id, notify=old.notify and notify_ok, webhook=old.webhook if webhook_ok else "",
     )
 
 
@@ -64,7 +65,9 @@ def retry(cfg: Config, store: Store, links: WorkerLinks, lease: Lease, old: Job,
         return None
     waited = now - reactions.lost_at(old)
     try:
-        new, created = joblogic.submit(cfg, store, links, lease, user, retry_spec(old), io.BytesIO(b""), 0,
+        spec = retry_spec(old, notify_ok=not notify.check_request(cfg.notify, user, True, ""),
+                          webhook_ok=not notify.check_request(cfg.notify, user, False, old.webhook))
+        new, created = joblogic.submit(cfg, store, links, lease, user, spec, io.BytesIO(b""), 0,
                                        idempotency_key=reactions.RETRY_KEY_PREFIX + old.id, retrying=old)
     except SubmitError as exc:
         if exc.status in (409, 429, 503) and waited < cfg.notify.retry_give_up_s:

@@ -208,9 +208,9 @@ def _flag(given: dict[str, Any], key: str) -> bool:
     raw = given.get(key, "")
     if isinstance(raw, bool):
         return raw
-    if raw in ("", "0", "false"):
+    if raw in ("", "0", "false") or (type(raw) is int and raw == 0):
         return False
-    if raw in ("1", "true"):
+    if raw in ("1", "true") or (type(raw) is int and raw == 1):
         return True
     raise _bad(f"{key} must be 1 or 0 (true or false), not {raw!r}")
 

@@ -245,3 +245,13 @@ def test_the_payload_and_the_mail_say_what_ended():
     mail = notify.message(cfg, job, "alice@example.org")
     assert mail["Subject"] == f"[PINK] job train ({job.id}) FAILED" and mail[notify.DELIVERY_HEADER] == job.id
     assert "Exit code: 3" in mail.get_content() and f"Retried as job {'1' * 20}" in mail.get_content()
+
+
+def test_a_retry_keeps_only_the_notifications_that_can_still_be_sent(cluster):
+    # The owner has no e-mail address any more, and the webhook left the allow-list: the job
+    # is retried all the same, without them.
+    old = lost_job(cluster, retry_lost=1, notify=True, webhook="https://gone.example.org/x")
+    cluster.add_worker("w2", images=(IMG,))
+    react(cluster)
+    new = cluster.store.get_job(cluster.store.get_job(old.id).retried_by)
+    assert (new.notify, new.webhook, new.retry_of) == (False, "", old.id)
