@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +18,7 @@ from aiosmtpd.handlers import Message
 
 import pink_dev as dev
 
-from tests.helpers import submit, wait_state
+from tests.helpers import cli, submit, wait_state
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
@@ -80,7 +81,9 @@ def test_a_job_end_is_mailed_and_posted_once_through_failures(cluster, images, s
     assert refused.status_code == 400 and "set your e-mail address first" in refused.json()["error"]
     refused = submit(api, images["writer"], webhook=f"http://127.0.0.1:{port}@evil.example.com/hooks/")
     assert refused.status_code == 400
-    assert api.patch("/api/v1/me", json={"email": "alice@example.org"}).status_code == 200
+    done = cli(c, "alice", "notify", "--email", "alice@example.org")
+    assert done.returncode == 0 and "job-end e-mail to alice@example.org: for jobs submitted with --notify" in done.stdout
+    assert api.get("/api/v1/me").json()["email"] == "alice@example.org"
     job = submit(api, images["fail"], name="nightly", notify="1", webhook=f"http://127.0.0.1:{port}/hooks/ci?run=7").json()["job"]
     wait_state(api, job["id"], {"FAILED"})
     done = dev.wait_until(lambda: (j := api.get(f"/api/v1/jobs/{job['id']}").json()["job"])["notified_at"] and j,
@@ -96,6 +99,10 @@ def test_a_job_end_is_mailed_and_posted_once_through_failures(cluster, images, s
     mail = box.messages[0]
     assert mail["Subject"] == f"[PINK] job nightly ({job['id']}) FAILED" and mail["Pink-Delivery"] == job["id"]
     assert "Exit code: 3" in mail.get_payload()
+    status = cli(c, "alice", "status", job["id"])
+    assert status.returncode == 0
+    assert f"e-mail, http://127.0.0.1:{port}/hooks/ci?run=7" in status.stdout
+    assert "delivered after 3 attempts" in status.stdout
     time.sleep(1)
     assert len(got) == 3 and len(box.messages) == 1
 
@@ -126,3 +133,5 @@ def test_a_lost_job_with_retry_lost_runs_again_on_its_worker_and_a_failed_one_do
     mine = api.get("/api/v1/jobs").json()["jobs"]
     assert sorted(j["id"] for j in mine) == sorted([failed, job, new["id"]])  # one retry, none of the FAILED job
     assert api.get(f"/api/v1/jobs/{failed}").json()["job"]["retried_by"] == ""
+    assert re.search(rf"^retry of +{job}$", cli(c, "alice", "status", new["id"]).stdout, re.M)
+    assert re.search(rf"^retried as +{new['id']}$", cli(c, "alice", "status", job).stdout, re.M)
