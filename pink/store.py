@@ -156,8 +156,7 @@ class Store:
         A job with an input is created only while its worker holds the input, and marks it
         used there, so the worker's clean-up does not remove it meanwhile
         (:meth:`forget_input`); :class:`~pink.errors.InputUnavailable` otherwise. ``retrying``:
-        the LOST job this one retries, marked ``retried_by`` in the same transaction
-        (:func:`pink.reactions.create_ops`).
+        a LOST job this one retries (:func:`pink.reactions.create_ops`).
         """
         job = dataclasses.replace(job, write_id=uuid.uuid4().hex)
         compare = [tx.version(self.job_key(job.id)) == 0]
@@ -180,9 +179,7 @@ class Store:
             compare.append(tx.version(held) > 0)
             success.append(tx.put(used, json.dumps({"job": job.id, "at": job.created_at})))
         more_compare, more_success = reactions.create_ops(self, job, retrying)
-        compare += more_compare
-        success += more_success
-        ok, revision, _ = self._txn(compare, success, f"create job {job.id}")
+        ok, revision, _ = self._txn(compare + more_compare, success + more_success, f"create job {job.id}")
         if ok:
             return dataclasses.replace(job, mod_revision=revision), True
         if job.idempotency_key:
