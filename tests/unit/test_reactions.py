@@ -255,3 +255,18 @@ def test_a_retry_keeps_only_the_notifications_that_can_still_be_sent(cluster):
     react(cluster)
     new = cluster.store.get_job(cluster.store.get_job(old.id).retried_by)
     assert (new.notify, new.webhook, new.retry_of) == (False, "", old.id)
+
+
+def test_the_notify_config_section(tmp_path):
+    from pink import config
+
+    path = tmp_path / "pink.toml"
+    path.write_text('[web]\nsecret_key = "x"\n[notify]\nsmtp_host = "relay.example.org"\nsmtp_from = "pink@x.org"\n'
+                    'smtp_starttls = true\nwebhook_allow = ["https://hooks.example.org/pink/"]\n')
+    cfg = config.load(str(path), env={"PINK_NOTIFY_SMTP_PORT": "587"}).notify
+    assert (cfg.smtp_host, cfg.smtp_port, cfg.smtp_starttls, cfg.email_enabled) == ("relay.example.org", 587, True, True)
+    assert cfg.webhook_allow == ("https://hooks.example.org/pink/",)
+    assert not config.load(str(path), env={"PINK_NOTIFY_SMTP_FROM": ""}).notify.email_enabled
+    for key, value in (("ATTEMPTS", "0"), ("WEBHOOK_ALLOW", "ftp://files.example.org/")):
+        with pytest.raises(config.ConfigError, match="notify"):
+            config.load(str(path), env={f"PINK_NOTIFY_{key}": value})
