@@ -270,3 +270,12 @@ def test_the_notify_config_section(tmp_path):
     for key, value in (("ATTEMPTS", "0"), ("WEBHOOK_ALLOW", "ftp://files.example.org/")):
         with pytest.raises(config.ConfigError, match="notify"):
             config.load(str(path), env={f"PINK_NOTIFY_{key}": value})
+
+
+@pytest.mark.parametrize("state", [s for s in JobState if s.terminal])
+def test_only_lost_is_retried_and_only_with_retries_left(state):
+    job = Job(id="0" * 20, user="alice", state=state, worker="w1", retry_lost=1)
+    assert reactions.wants_retry(job) is (state is JobState.LOST)
+    assert not reactions.wants_retry(dataclasses.replace(job, retry_lost=0))
+    assert not reactions.wants_retry(dataclasses.replace(job, retried_by="1" * 20))
+    assert not reactions.wants_retry(dataclasses.replace(job, retry_given_up=True))
