@@ -108,7 +108,7 @@ def test_a_job_end_is_mailed_and_posted_once_through_failures(cluster, images, s
 
 
 def test_a_lost_job_with_retry_lost_runs_again_on_its_worker_and_a_failed_one_does_not(cluster, images):
-    c = cluster(**FAST)
+    c = cluster(**FAST, notify_overrides={"interval_s": 0.5})
     api = c.api("alice")
     failed = submit(api, images["fail"], retry_lost="1").json()["job"]["id"]
     wait_state(api, failed, {"FAILED"})
@@ -124,12 +124,14 @@ def test_a_lost_job_with_retry_lost_runs_again_on_its_worker_and_a_failed_one_do
     waiting = dev.wait_until(lambda: (j := api.get(f"/api/v1/jobs/{job}").json()["job"])["retry_note"] and j,
                              15, "a note on the waiting retry", interval=0.2)
     assert waiting["retry_note"].startswith("retry waiting") and not waiting["retried_by"]
+    back = time.time()
     c.workers[0].daemon.start()  # back, with the image in its engine
     old = dev.wait_until(lambda: (j := api.get(f"/api/v1/jobs/{job}").json()["job"])["retried_by"] and j,
                          60, "the LOST job to be retried", interval=0.3)
     new = wait_state(api, old["retried_by"], {"SUCCEEDED"}, timeout=60)
     assert (new["retry_of"], new["retry_lost"], new["name"], new["worker"]) == (job, 0, "safe-twice", c.workers[0].name)
     assert old["retry_note"] == f"retried as job {new['id']}"
+    assert new["created_at"] - back < 15  # placed within seconds of the worker's return
     mine = api.get("/api/v1/jobs").json()["jobs"]
     assert sorted(j["id"] for j in mine) == sorted([failed, job, new["id"]])  # one retry, none of the FAILED job
     assert api.get(f"/api/v1/jobs/{failed}").json()["job"]["retried_by"] == ""
