@@ -14,6 +14,7 @@ from pink.errors import ArchiveTooLarge, ImageArchiveError, InputUnavailable, Pi
 from pink.layers import held_prefix, parse_held
 from pink.model import INPUT_ID, InputRecord, Job, User, WorkerInfo, new_job_id
 from pink.lease import Lease
+from pink.notify import check_request
 from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
 
@@ -126,10 +127,14 @@ def upload_never_completed(job: Job) -> bool:
 
 def submit(
     cfg: Config, store: Store, links: WorkerLinks, lease: Lease, user: User, spec: JobSpec,
-    body: BinaryIO, length: int | None, idempotency_key: str = "",
+    body: BinaryIO, length: int | None, idempotency_key: str = "", retrying: Job | None = None,
 ) -> tuple[Job, bool]:
     """Place, record and upload one job. Returns ``(job, created)``; ``created`` is False when
-    the idempotency key had already created a job (nothing is read or sent then)."""
+    the idempotency key had already created a job (nothing is read or sent then). ``retrying``:
+    the LOST job this one re-runs (webapp.reactor)."""
+    refusal = check_request(cfg.notify, user, spec.notify, spec.webhook)
+    if refusal:
+        raise SubmitError(400, refusal)
     superseded = None
     if idempotency_key:
         if len(idempotency_key) > 200:
@@ -199,10 +204,13 @@ def submit(
         resubmit_of=spec.resubmit_of, idempotency_key=idempotency_key,
         command=spec.command, entrypoint=spec.entrypoint, env=dict(spec.env), workdir=spec.workdir,
         datasets=spec.datasets, input=spec.input, cpus=resources.cpus, memory_bytes=resources.memory_bytes,
-        shm_bytes=resources.shm_bytes,
+        shm_bytes=resources.shm_bytes, retry_lost=spec.retry_lost, retry_of=spec.retry_of,
+        notify=spec.notify or (user.notify_all and bool(user.email) and cfg.notify.email_enabled),
+        webhook=spec.webhook,
     )
     try:
-        job, created = store.create_job(job, upload_lease=0 if reuse else lease.current(), supersede=superseded)
+        job, created = store.create_job(job, upload_lease=0 if reuse else lease.current(), supersede=superseded,
+                                        retrying=retrying)
     except InputUnavailable as exc:
         raise SubmitError(409, str(exc)) from None
     if not created or reuse:

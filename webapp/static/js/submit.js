@@ -274,6 +274,12 @@ function jobSpec(data) {
     const size = String(data.get(key) || "").trim();
     if (size) spec[key] = size;  // the server reads docker's size syntax
   }
+  if (data.get("notify")) spec.notify = true;
+  const webhook = String(data.get("webhook") || "").trim();
+  if (webhook) spec.webhook = webhook;
+  const retries = Number(data.get("retry_lost") || 0);
+  if (!Number.isInteger(retries) || retries < 0 || retries > 10) throw new Error("Retries if lost must be a whole number from 0 to 10.");
+  if (retries) spec.retry_lost = retries;
   return spec;
 }
 
