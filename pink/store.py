@@ -23,6 +23,7 @@ Key layout under the prefix (default ``/pink``)::
     drain/<name>              present while an admin has drained the worker
     arrayjobs/, arrayslots/   job arrays: see pink.arraystore
     down/<name>               when a web server first saw the worker without a lease
+    react/<id>                outbox of a job to retry if LOST or to notify (pink.reactions)
     users/<name>, tokens/<sha256(token)>
 """
 
@@ -37,6 +38,7 @@ import uuid
 from typing import Any, Callable, Iterable
 
 from . import arraystore
+from . import reactions
 from .config import EtcdConfig
 from .errors import InputUnavailable, StoreUnavailable
 from .etcd import EtcdClient, transactions as tx
@@ -148,7 +150,8 @@ class Store:
         return self.etcd.call(run, f"list {prefix}")
 
     # ----- jobs -----------------------------------------------------------------------------
-    def create_job(self, job: Job, upload_lease: int = 0, supersede: Job | None = None) -> tuple[Job, bool]:
+    def create_job(self, job: Job, upload_lease: int = 0, supersede: Job | None = None,
+                   retrying: Job | None = None) -> tuple[Job, bool]:
         """Create ``job`` if absent. With an idempotency key already used by this user, return
         the job that key created instead: ``(job, created)``.
 
@@ -157,7 +160,8 @@ class Store:
         whose upload never completed: its idempotency key is taken over if still unchanged.
         A job with an input is created only while its worker holds the input, and marks it
         used there, so the worker's clean-up does not remove it meanwhile
-        (:meth:`forget_input`); :class:`~pink.errors.InputUnavailable` otherwise.
+        (:meth:`forget_input`); :class:`~pink.errors.InputUnavailable` otherwise. ``retrying``:
+        a LOST job this one retries (:func:`pink.reactions.create_ops`).
         """
         job = dataclasses.replace(job, write_id=uuid.uuid4().hex)
         compare = [tx.version(self.job_key(job.id)) == 0]
@@ -181,7 +185,8 @@ class Store:
             held, used = self._input_keys(job.input, job.worker)
             compare.append(tx.version(held) > 0)
             success.append(tx.put(used, json.dumps({"job": job.id, "at": job.created_at})))
-        ok, revision, _ = self._txn(compare, success, f"create job {job.id}")
+        more_compare, more_success = reactions.create_ops(self, job, retrying)
+        ok, revision, _ = self._txn(compare + more_compare, success + more_success, f"create job {job.id}")
         if ok:
             return dataclasses.replace(job, mod_revision=revision), True
         if job.idempotency_key:

@@ -29,6 +29,7 @@ from .http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, Api, job_of, short_reason
 from .inputs import InputArchive, send_input
 from .jobs import TERMINAL_STATES, backoff, describe, download_output, submit, wait_for_job
 from .jobspec import job_spec, spec_headers
+from .reactions import status_rows
 from .output import (
     Ui, format_time, human_bytes, human_duration, isatty, print_json, print_table,
 )
@@ -328,6 +329,7 @@ def cmd_status(args: argparse.Namespace) -> int:
          format_time(expires) if expires else None),
         ("log size", human_bytes(job.get("log_bytes")) if job.get("log_bytes") else None),
         ("resubmit of", job.get("resubmit_of")),
+        *status_rows(job),
         *_ran_with(job),
     ]
     shown = [(k, str(v)) for k, v in rows if v not in (None, "")]

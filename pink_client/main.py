@@ -19,6 +19,7 @@ from .commands import (
     cmd_submit, cmd_workers,
 )
 from .errors import EXIT_OK, EXIT_USAGE, CliError
+from .reactions import cmd_notify
 
 STATE_NAMES = tuple(s.value for s in JobState)
 
@@ -224,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="one job per line of FILE, each line split like a shell line into its command "
         "(with --array %%N: at most N at once)",
     )
+    end = p.add_argument_group("when the job ends")
+    end.add_argument(
+        "--retry-lost", type=non_negative_int, metavar="N",
+        help="if it ends LOST (its worker vanished), run it again, up to N times: only for "
+             "jobs that are safe to run twice",
+    )
+    end.add_argument("--notify", action="store_true", help="e-mail me when it ends (see `pink notify`)")
+    end.add_argument("--webhook", metavar="URL", help="POST its end as JSON to URL (on the site's allow-list)")
     p.add_argument(
         "--idempotency-key",
         metavar="KEY",
@@ -268,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("workers", cmd_workers, "list the worker servers")
+    _add_format(p)
+
+    p = add("notify", cmd_notify, "show or set where job-end e-mails go")
+    p.add_argument("--email", metavar="ADDR", help="send job-end e-mails to ADDR (jobs with --notify)")
+    p.add_argument("--all", action="store_true", help="with --email: for every job of yours")
+    p.add_argument("--off", action="store_true", help="no job-end e-mails")
     _add_format(p)
 
     p = add("datasets", cmd_datasets, "list the datasets jobs can mount, and their workers")

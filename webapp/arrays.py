@@ -27,7 +27,10 @@ from .spec import JobSpec, SubmitError
 
 
 def first_job_fields(spec: JobSpec, now: float) -> dict[str, Any]:
-    """The array fields of an array's first job (none for a single job)."""
+    """The array fields of an array's first job (none for a single job; those of the array it
+    joins for a retry of a LOST job of an array)."""
+    if spec.joins_array:
+        return dict(zip(("array_id", "array_index", "array_size", "array_limit"), spec.joins_array))
     if spec.array is None:
         return {}
     return dict(array_id=new_job_id(now), array_index=spec.array.indexes[0], array_size=spec.array_size,

@@ -10,17 +10,18 @@ from typing import BinaryIO
 
 from pink import arraystore, scheduling
 from pink.config import Config
-from pink.errors import ImageArchiveError, InputUnavailable, PinkError, TransferError
+from pink.errors import ArchiveTooLarge, ImageArchiveError, InputUnavailable, PinkError, TransferError
 from pink.layers import held_prefix, parse_held
 from pink.model import INPUT_ID, InputRecord, Job, User, WorkerInfo, new_job_id, output_expiry
 from pink.lease import Lease
+from pink.notify import check_request
 from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
 
 from . import arrays
 from .spec import JobSpec, SubmitError
 from .transfer import WorkerLinks
-from .upload import InputArchiveChecker, ValidatingReader
+from .upload import InputArchiveChecker, Unpacking, ValidatingReader
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +131,14 @@ def upload_never_completed(job: Job) -> bool:
 
 def submit(
     cfg: Config, store: Store, links: WorkerLinks, lease: Lease, user: User, spec: JobSpec,
-    body: BinaryIO, length: int | None, idempotency_key: str = "",
+    body: BinaryIO, length: int | None, idempotency_key: str = "", retrying: Job | None = None,
 ) -> tuple[Job, bool]:
     """Place, record and upload one job. Returns ``(job, created)``; ``created`` is False when
-    the idempotency key had already created a job (nothing is read or sent then)."""
+    the idempotency key had already created a job (nothing is read or sent then). ``retrying``:
+    the LOST job this one re-runs (webapp.reactor)."""
+    refusal = check_request(cfg.notify, user, spec.notify, spec.webhook)
+    if refusal:
+        raise SubmitError(400, refusal)
     superseded = None
     if idempotency_key:
         if len(idempotency_key) > 200:
@@ -209,16 +214,20 @@ def submit(
         resubmit_of=spec.resubmit_of, idempotency_key=idempotency_key,
         command=spec.array_args[0] if spec.array_args else spec.command, entrypoint=spec.entrypoint, env=dict(spec.env), workdir=spec.workdir,
         datasets=spec.datasets, input=spec.input, cpus=resources.cpus, memory_bytes=resources.memory_bytes,
-        shm_bytes=resources.shm_bytes, **arrays.first_job_fields(spec, now),
+        shm_bytes=resources.shm_bytes, retry_lost=spec.retry_lost, retry_of=spec.retry_of,
+        notify=spec.notify or (user.notify_all and bool(user.email) and cfg.notify.email_enabled),
+        webhook=spec.webhook, **arrays.first_job_fields(spec, now),
     )
     try:
-        job, created = store.create_job(job, upload_lease=0 if reuse else lease.current(), supersede=superseded)
+        job, created = store.create_job(job, upload_lease=0 if reuse else lease.current(), supersede=superseded,
+                                        retrying=retrying)
     except InputUnavailable as exc:
         raise SubmitError(409, str(exc)) from None
     if not created:
         return job, created
     if not reuse:
-        job = _upload(store, links, worker, job, body, length or 0, omitted)
+        max_plain = min(cfg.web.max_upload_bytes, cfg.web.quota_upload_bytes)
+        job = _upload(store, links, worker, job, body, length or 0, omitted, max_plain)
     if spec.array is not None and job.state is JobState.QUEUED:
         # The image is on the job's worker now: place the rest there or where it is held too.
         allowed = {v.name for v in views}
@@ -228,18 +237,20 @@ def submit(
 
 
 def _upload(store: Store, links: WorkerLinks, worker: WorkerInfo, job: Job, body: BinaryIO, length: int,
-            omitted: tuple[str, ...] = ()) -> Job:
+            omitted: tuple[str, ...] = (), max_plain: int | None = None) -> Job:
     link = links.get(worker)
     # Layer files may be absent only for the bottom layers the client said it leaves out, which
-    # were checked above to be held by this worker, for this user, as one chain.
-    reader = ValidatingReader(body, length, present_diff_ids=omitted)
+    # were checked above to be held by this worker, for this user, as one chain. A compressed
+    # archive is checked as the plain tar inside it, which may be at most max_plain bytes.
+    reader = ValidatingReader(body, length, checker=Unpacking(max_plain_bytes=max_plain),
+                              present_diff_ids=omitted)
     log.info("job %s: receiving %d bytes for %s (user %s)", job.id, length, worker.name, job.user)
     started = time.monotonic()
     try:
         link.upload(job.array_id or job.id, reader, length)
     except ImageArchiveError as exc:
         _fail_upload(store, link, job, str(exc))
-        raise SubmitError(400, str(exc)) from None
+        raise SubmitError(413 if isinstance(exc, ArchiveTooLarge) else 400, str(exc)) from None
     except TransferError as exc:
         _fail_upload(store, link, job, f"could not copy the image to worker {worker.name}: {exc}")
         raise SubmitError(503, f"{exc}; try again") from None

@@ -23,7 +23,7 @@ SPEC_HEADER = "Pink-Job-Spec"
 MAX_HEADER_BYTES = 32 << 10
 #: Fields that may come either way (``data`` as a query parameter is comma-separated).
 EITHER_WAY = ("gpus", "timeout", "output", "name", "priority", "cpus", "memory", "shm_size",
-              "workdir", "data", "input", "array", "array_args")
+              "workdir", "data", "input", "retry_lost", "notify", "webhook", "array", "array_args")
 #: Fields only the header carries (lists and objects do not fit a query parameter).
 HEADER_ONLY = ("command", "entrypoint", "env")
 HEADER_FIELDS = EITHER_WAY + HEADER_ONLY
@@ -42,6 +42,9 @@ MAX_CPUS = 4096
 MIN_SHM = 1 << 20
 #: Most jobs the parser expands an array to; web.max_array_size is the operator's (lower) limit.
 MAX_ARRAY_JOBS = 100_000
+#: The most re-runs of a LOST job one submission may ask for (retry_lost=N).
+MAX_RETRY_LOST = 10
+MAX_URL = 2000
 
 
 class SubmitError(PinkError):
@@ -84,10 +87,20 @@ class JobSpec:
     #: job (the indexes are then 0..N-1). None: a single job.
     array: ArraySpec | None = None
     array_args: tuple[tuple[str, ...], ...] = ()
+    #: (array id, index, size, limit) of an existing array this one job joins: the retry of
+    #: a LOST job of an array (webapp.reactor). Never from a request.
+    joins_array: tuple = ()
 
     @property
     def array_size(self) -> int:
         return len(self.array.indexes) if self.array else 0
+    #: Re-run the job if it ends LOST, at most this many times; the LOST job it retries.
+    retry_lost: int = 0
+    retry_of: str = ""
+    #: E-mail the owner when the job ends; POST the end to this URL (checked against the
+    #: operator's allow-list by webapp.jobs.submit).
+    notify: bool = False
+    webhook: str = ""
 
     @classmethod
     def parse(cls, args, user: User, header: str = "") -> "JobSpec":
@@ -139,6 +152,9 @@ class JobSpec:
             shm_bytes=_size(given, "shm_size", MIN_SHM),
             array=array,
             array_args=array_args,
+            retry_lost=_whole(given, "retry_lost", 0, 0, MAX_RETRY_LOST),
+            notify=_flag(given, "notify"),
+            webhook=_webhook(given),
         )
 
 
@@ -206,6 +222,25 @@ def _whole(given: dict[str, Any], key: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise _bad(f"{key} must be between {low} and {high}")
     return value
+
+
+def _flag(given: dict[str, Any], key: str) -> bool:
+    raw = given.get(key, "")
+    if isinstance(raw, bool):
+        return raw
+    if raw in ("", "0", "false") or (type(raw) is int and raw == 0):
+        return False
+    if raw in ("1", "true") or (type(raw) is int and raw == 1):
+        return True
+    raise _bad(f"{key} must be 1 or 0 (true or false), not {raw!r}")
+
+
+def _webhook(given: dict[str, Any]) -> str:
+    url = _text(given, "webhook")
+    if url and (len(url) > MAX_URL or not url.isascii() or not url.isprintable() or " " in url
+                or not url.startswith(("http://", "https://"))):
+        raise _bad(f"webhook must be an http:// or https:// URL of at most {MAX_URL} printable ASCII characters")
+    return url
 
 
 def _cpus(raw: Any) -> float:

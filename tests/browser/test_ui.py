@@ -6,6 +6,7 @@ Screenshots of the main pages go to docs/screenshots/ (shown in the README).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import re
@@ -225,6 +226,25 @@ def test_an_image_a_worker_holds_is_not_uploaded_again(new_page, ui_cluster, ima
     job = wait_state(api, job_id, TERMINAL)
     assert job["state"] == "SUCCEEDED" and job["image_id"] == first["image_id"]
     assert job["history"][0]["state"] == "QUEUED" and not job["image_bytes"]
+
+
+def test_a_gzip_image_is_uploaded_from_the_page_and_runs(new_page, ui_cluster, images, tmp_path):
+    gz = tmp_path / "writer.tar.gz"
+    gz.write_bytes(gzip.compress(images["writer"].read_bytes(), 1))
+    page = new_page("alice")
+    page.goto(f"{ui_cluster.url}/submit")
+    page.set_input_files("#file", str(gz))
+    page.locator("#file-chosen").wait_for()
+    # No error; no held-image check for a compressed file (the server reads its id): it goes up.
+    assert not page.locator("#file-error .alert-error").count()
+    assert not page.locator("#image-held").count()
+    assert page.locator("#submit-btn").inner_text() == "Upload and submit"
+    page.fill("#name", "gzip-from-page")
+    page.click("#submit-btn")
+    page.wait_for_selector("#new-job-link", timeout=60_000)
+    job_id = page.get_attribute("#new-job-link", "href").rsplit("/", 1)[1]
+    job = wait_state(ui_cluster.api("alice"), job_id, TERMINAL)
+    assert job["state"] == "SUCCEEDED" and job["image_bytes"] == gz.stat().st_size
 
 
 # --------------------------------------------------------------------------- isolation, escaping, bad files, CSRF

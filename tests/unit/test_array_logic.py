@@ -288,3 +288,25 @@ def test_two_worker_daemons_start_no_more_of_an_array_than_its_limit(cluster, tm
     now = start_all()
     assert len(now) == 2 and claimed[0].id not in {j.id for j in now}
     assert arraystore.taken_slots(cluster.store, first.array_id) == {0, 1}
+
+
+def test_a_lost_job_of_an_array_is_retried_as_a_job_of_the_array_with_its_index(cluster):
+    """With --retry-lost, the re-run of a LOST array job keeps its place in the array (its
+    index, told as PINK_ARRAY_INDEX) and the array's %N limit."""
+    from webapp import janitor, reactor
+
+    cluster.store.create_user(ROOT)
+    cluster.add_worker("w1", images=(IMG,))
+    spec = JobSpec.parse({"image": IMG, "array": "3-5%2", "retry_lost": "1"}, ROOT)
+    first, _ = jobs.submit(Config(), cluster.store, cluster.links, None, ROOT, spec, body=None, length=None)
+    job = arraystore.array_jobs(cluster.store, first.array_id)[1]
+    job = cluster.store.claim(job, "w1", cluster.leases["w1"], (), 0)
+    cluster.worker_dies("w1")
+    janitor.sweep(cluster.store, Config().web)
+    lost = cluster.store.get_job(job.id)
+    assert lost.state is JobState.LOST and arraystore.taken_slots(cluster.store, first.array_id) == set()
+    cluster.add_worker("w2", images=(IMG,))
+    new = reactor.retry(Config(), cluster.store, cluster.links, None, lost, now=lost.updated_at)
+    assert new is not None and new.retry_of == lost.id and new.worker == "w2"
+    assert (new.array_id, new.array_index, new.array_size, new.array_limit) == (first.array_id, 4, 3, 2)
+    assert new.id in [j.id for j in arraystore.array_jobs(cluster.store, first.array_id)]

@@ -63,7 +63,24 @@ function renderFacts() {
   if (job.resubmit_of) {
     rows.push(fact("Resubmit of", el("a", { href: `/jobs/${encodeURIComponent(job.resubmit_of)}`, class: "mono" }, job.resubmit_of)));
   }
+  rows.push(...endFacts(job));
   clear(facts, ...rows.flat());
+}
+
+/** What happens when the job ends: its retry chain (retry of X, retried as Y) and notifications. */
+function endFacts(job) {
+  const link = (id) => el("a", { href: `/jobs/${encodeURIComponent(id)}`, class: "mono" }, id);
+  const rows = [];
+  if (job.retry_of) rows.push(fact("Retry of", link(job.retry_of)));
+  if (job.retried_by) rows.push(fact("Retried as", link(job.retried_by)));
+  else if (job.retry_note) rows.push(fact("Retry", job.retry_note));
+  if (job.retry_lost) rows.push(fact("Retries if lost", String(job.retry_lost)));
+  const wants = [job.notify ? "e-mail" : "", job.webhook || ""].filter(Boolean);
+  if (wants.length) {
+    const when = job.notified_at ? `sent ${fmtTime(job.notified_at)}` : "when it ends";
+    rows.push(fact("Notify", `${wants.join(", ")} (${when})${job.notify_note ? ": " + job.notify_note : ""}`));
+  }
+  return rows;
 }
 
 /** The job's variables: names, and the values to its owner on request (the API shows others "***"). */
