@@ -217,3 +217,26 @@ def test_the_worker_removes_the_files_of_its_deleted_jobs(cluster, tmp_path):
     assert deletions.sweep(cluster.store, busy=()) == [busy.id]  # once its run let go
     assert not any(p.exists() for p in files[busy.id])
     assert deletions.sweep(cluster.store, busy=()) == []
+
+
+def test_deleting_the_upload_keeps_the_right_to_reuse_the_image_through_later_jobs(client, as_user, cluster):
+    from webapp import jobs as joblogic
+
+    upload = _ended(cluster)
+    again = _resubmit(client, as_user, upload.id, {}).get_json()["job"]
+    ended = cluster.rewrite(cluster.store.get_job(again["id"]), state=JobState.FAILED)
+    assert client.delete(f"/api/v1/jobs/{upload.id}", headers=as_user("alice")).status_code == 200
+    joblogic._uploaded.clear()  # another web server process: nothing remembered
+    resp = _resubmit(client, as_user, ended.id, {"command": ["true"]})
+    assert resp.status_code == 201, resp.get_json()
+
+
+def test_an_upload_that_failed_does_not_grant_the_image_it_claimed(client, as_user, cluster):
+    from webapp import jobs as joblogic
+
+    cluster.add_worker(images=(IMAGE,))
+    claimed = cluster.add_job(user="bob", state=JobState.UPLOADING, image_id=IMAGE)  # the client's word only
+    cluster.store.transition(claimed, JobState.FAILED, reason="upload interrupted")
+    joblogic._uploaded.clear()
+    refused = client.post("/api/v1/jobs", query_string={"image": IMAGE}, data=b"", headers=as_user("bob"))
+    assert refused.status_code == 409 and "upload the tarball" in refused.get_json()["error"]
