@@ -250,6 +250,8 @@ class WorkerDaemon:
         for job_id, run in list(self.runs.items()):
             if run.done.is_set():
                 del self.runs[job_id]
+                if self.store.tombstone(job_id) is not None:
+                    self.deleted.set()  # deleted while it ran: its files could not go then
                 if run.engine_trouble:
                     self._engine_trouble.setdefault(job_id, time.monotonic())
                 else:
