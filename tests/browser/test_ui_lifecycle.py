@@ -27,6 +27,7 @@ def _ended_job(api, image: Path, name: str) -> dict:
 def test_resubmit_with_a_changed_command_and_environment(new_page, ui_cluster, images, screenshot):
     api = ui_cluster.api("alice")
     old = _ended_job(api, images["writer"], "to-change")
+    before = len(api.get("/api/v1/jobs").json()["jobs"])
     page = new_page("alice")
     page.goto(f"{ui_cluster.url}/jobs/{old['id']}")
     page.click("#resubmit")
@@ -34,8 +35,11 @@ def test_resubmit_with_a_changed_command_and_environment(new_page, ui_cluster, i
     # Prefilled with what it ran with: the image's own command, no variables, 0 GPUs, its limit.
     assert page.input_value("#rs-command") == "" and page.input_value("#rs-env") == ""
     assert (page.input_value("#rs-gpus"), page.input_value("#rs-timeout")) == ("0", str(old["timeout_s"]))
+    page.click("#rs-cancel")  # changed my mind: nothing is sent
+    assert page.locator("#resubmit-dialog[open]").count() == 0
+    page.click("#resubmit")
     page.fill("#rs-command", "sh -c 'echo $GREETING")  # a quote left open
-    page.click("#rs-submit")
+    page.press("#rs-command", "Enter")  # Enter submits the form
     assert "quote that is not closed" in page.locator("#resubmit-error").inner_text()
     assert page.locator("#resubmit-dialog[open]").count() == 1  # still open, to fix it
     page.fill("#rs-command", "sh -c 'echo $GREETING from the page'")
@@ -48,6 +52,7 @@ def test_resubmit_with_a_changed_command_and_environment(new_page, ui_cluster, i
     page.wait_for_selector("#job-state .badge[data-state=SUCCEEDED]", timeout=60_000)
     wait_js(page, "document.getElementById('log').textContent.includes('hello from the page')")
     new = api.get(f"/api/v1/jobs/{new_id}").json()["job"]
+    assert len(api.get("/api/v1/jobs").json()["jobs"]) == before + 1  # one resubmit, the cancelled form sent none
     assert new["command"] == ["sh", "-c", "echo $GREETING from the page"] and new["env"] == {"GREETING": "hello"}
     assert (new["timeout_s"], new["resubmit_of"], new["image_bytes"]) == (120, old["id"], 0)
     assert "nothing (its worker held the image)" in page.locator("#facts").inner_text()

@@ -272,8 +272,10 @@ function resubmitChanges() {
   };
 }
 
+document.getElementById("rs-cancel").addEventListener("click", () => resubmitDialog.close());
+
+// Enter in a field submits too (the Resubmit button is the form's only submit button).
 resubmitForm.addEventListener("submit", async (e) => {
-  if (e.submitter?.id !== "rs-submit") return;  // "Keep it" closes the dialog
   e.preventDefault();
   const box = document.getElementById("resubmit-error");
   const button = document.getElementById("rs-submit");
