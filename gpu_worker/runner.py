@@ -291,7 +291,8 @@ class JobRun:
         else:
             log.info("job %s: adopting container %s that already started", self.job.id, container.short_id)
         started = _docker_time(container.attrs["State"]["StartedAt"])
-        self.update(JobState.RUNNING, started_at=started)
+        size = self.engine.api.inspect_image(self.job.image_id).get("Size") or 0  # the image's, not the upload's
+        self.update(JobState.RUNNING, started_at=started, image_size=int(size))
         return container
 
     def _create(self):

@@ -75,7 +75,11 @@ class Job:
     priority: int = 0
     name: str = ""
     image_id: str = ""
+    #: Bytes of the image uploaded for this job (0: it ran from an image its worker held).
     image_bytes: int = 0
+    #: The image's size as its worker's docker counts it (its layers, unpacked), recorded
+    #: when the job starts (0: not started yet, or a record from before this field).
+    image_size: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
     history: tuple[dict, ...] = ()

@@ -24,6 +24,7 @@ Key layout under the prefix (default ``/pink``)::
     arrayjobs/, arrayslots/   job arrays: see pink.arraystore
     down/<name>               when a web server first saw the worker without a lease
     react/<id>                outbox of a job to retry if LOST or to notify (pink.reactions)
+    deleted/<id>              tombstone of a deleted job (pink/store_deletes.py); on a lease
     users/<name>, tokens/<sha256(token)>
 """
 
@@ -44,6 +45,7 @@ from .errors import InputUnavailable, StoreUnavailable
 from .etcd import EtcdClient, transactions as tx
 from .model import InputRecord, Job, Token, User, WorkerInfo
 from .scheduling import QueuedJob
+from .store_deletes import DeletesMixin
 from .states import CLAIMED, JobState, can_transition
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,7 @@ class QueueEntry:
                          self.cpus, self.memory_bytes, self.array_id, self.array_limit)
 
 
-class Store:
+class Store(DeletesMixin):
     def __init__(self, cfg: EtcdConfig, client: EtcdClient | None = None) -> None:
         self.prefix = cfg.prefix.rstrip("/")
         self.etcd = client or EtcdClient(cfg)

@@ -70,7 +70,7 @@ def counts_text(by_state: dict[str, int]) -> str:
 
 def fold_rows(jobs: list[dict[str, Any]], job_row, now: float) -> list[list[str]]:
     """Rows of ``pink ls``: one per single job, one per array (where its newest job is) with
-    its counts per state in the STATE column."""
+    its counts per state in the STATE column and its limit (%N) in the QUEUE column."""
     rows: list[list[str]] = []
     arrays: dict[str, list[dict[str, Any]]] = {}
     for job in jobs:
@@ -89,9 +89,11 @@ def fold_rows(jobs: list[dict[str, Any]], job_row, now: float) -> list[list[str]
             shown = f"{len(members)} of {first.get('array_size', len(members))}"
             workers = sorted({str(j.get("worker") or "-") for j in members})
             created = min(j.get("created_at") or now for j in members)
+            limit = first.get("array_limit")
             row[:] = [row[0], f"{first.get('name') or '-'} [array, {shown}]",
                       counts_text(counts(str(j.get("state", "?")) for j in members)),
-                      ",".join(workers), str(first.get("gpus", 0)), human_duration(now - created), "-", "-"]
+                      f"%{limit}" if limit else "-", ",".join(workers), str(first.get("gpus", 0)),
+                      human_duration(now - created), "-", "-"]
     return rows
 
 

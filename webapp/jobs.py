@@ -72,7 +72,10 @@ _uploaded_lock = threading.Lock()
 
 
 def uploaded_images(store: Store, user: User, fresh: bool = False) -> frozenset[str]:
-    """Ids of the images ``user`` has uploaded (jobs of theirs that received image bytes).
+    """Ids of the images ``user`` has uploaded: those of their jobs that received image bytes,
+    and of their jobs that ran an image a worker held (a resubmit, a submit by reference), which
+    were placed only because the user had uploaded it before; so deleting the job that carried
+    the upload (``pink rm``) does not take the right away while later jobs of it remain.
 
     Remembered per process: the set only grows (an upload stays an upload), so an image found
     in it is always right; callers ask again with ``fresh`` when an image is not there, which
@@ -83,10 +86,16 @@ def uploaded_images(store: Store, user: User, fresh: bool = False) -> frozenset[
         known = _uploaded.get(user.name)
     if known is not None and not fresh:
         return known
-    found = frozenset(j.image_id for j in store.list_jobs(user.name, limit=1000) if j.image_id and j.image_bytes)
+    found = frozenset(j.image_id for j in store.list_jobs(user.name, limit=1000) if j.image_id and _was_queued(j))
     with _uploaded_lock:
         merged = _uploaded[user.name] = found | _uploaded.get(user.name, frozenset())
     return merged
+
+
+def _was_queued(job: Job) -> bool:
+    """The job got its image: a checked upload, or an image the user was allowed to reuse (an
+    upload that failed may carry an image id the client only claimed)."""
+    return any(h.get("state") == JobState.QUEUED.value for h in job.history)
 
 
 def may_reuse_image(store: Store, user: User, image_id: str) -> bool:

@@ -95,7 +95,11 @@ SPEC = {
                     "worker": {"type": "string"}, "gpus": {"type": "integer"},
                     "gpu_indices": {"type": "array", "items": {"type": "integer"}},
                     "timeout_s": {"type": "integer"}, "output": {"type": "string"}, "priority": {"type": "integer"},
-                    "image_id": {"type": "string"}, "image_bytes": {"type": "integer"},
+                    "image_id": {"type": "string"},
+                    "image_bytes": {"type": "integer", "description": "bytes uploaded for this job (0: its worker "
+                                                                      "held the image)"},
+                    "image_size": {"type": "integer", "description": "the image's size (its layers, unpacked) as "
+                                                                     "its worker counts it when the job starts"},
                     "created_at": {"type": "number"}, "updated_at": {"type": "number"},
                     "history": {"type": "array", "items": {"type": "object"}},
                     "exit_code": {"type": "integer", "nullable": True}, "reason": {"type": "string"},
@@ -202,10 +206,23 @@ SPEC = {
             "responses": {"200": _ok({"type": "object", "properties": {
                 "array": _ARRAY, "cancelled": {"type": "array", "items": {"type": "string"}}}}),
                 "404": _ERR, "503": _ERR}}},
-        "/jobs/{job_id}": {"get": {"summary": "One job", "parameters": [_ID],
-                                   "responses": {"200": _ok({"type": "object", "properties": {"job": _JOB}}), "404": _ERR}}},
+        "/jobs/{job_id}": {
+            "get": {"summary": "One job (410 once deleted, saying by whom and when)", "parameters": [_ID],
+                    "responses": {"200": _ok({"type": "object", "properties": {"job": _JOB}}), "404": _ERR,
+                                  "410": _ERR}},
+            "delete": {"summary": "Delete an ended job (the owner or an admin): its record now, its archive and log "
+                                  "on the worker soon after; reads of it then answer 410",
+                       "parameters": [_ID],
+                       "responses": {"200": _ok({"type": "object", "properties": {"deleted": {
+                           "type": "object", "properties": {
+                               "id": {"type": "string"}, "user": {"type": "string"}, "by": {"type": "string"},
+                               "at": {"type": "number"}, "worker": {"type": "string"}}}}}),
+                           "404": _ERR, "409": {**_ERR, "description": "the job has not ended: cancel it first"},
+                           "410": _ERR}},
+        },
         "/jobs/{job_id}/cancel": {"post": {"summary": "Cancel a job", "parameters": [_ID],
-                                           "responses": {"200": _ok({"type": "object"}), "404": _ERR, "409": _ERR}}},
+                                           "responses": {"200": _ok({"type": "object"}), "404": _ERR, "409": _ERR,
+                                                         "410": _ERR}}},
         "/jobs/{job_id}/logs": {"get": {"summary": "The container's log", "parameters": [
             _ID, _param("offset", kind="integer"), _param("follow", text="1: stream until the job ends")],
             "responses": {"200": {"description": "log text", "content": {"text/plain": {}}}, "400": _ERR,
@@ -258,12 +275,15 @@ SPEC = {
                                            "parameters": [_param("name", "path", required=True), _param("undo")],
                                            "responses": {"200": _ok({"type": "object"}), "403": _ERR}}},
         "/jobs/{job_id}/resubmit": {"post": {
-            "summary": "Run an ended job again as a new job (resubmit_of) with what it ran with, from the image a "
-                       "worker holds",
+            "summary": "Run an ended job again as a new job (resubmit_of) from the image a worker holds, with what "
+                       "it ran with but the fields the optional body changes (non-admins may not raise priority "
+                       "above 0)",
             "parameters": [_ID, _param("Idempotency-Key", "header")],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/JobSpec"}}}},
             "responses": {"201": _ok({"type": "object", "properties": {"job": _JOB}}),
                           "200": _ok({"type": "object", "properties": {"job": _JOB}}, "same Idempotency-Key"),
-                          "403": _ERR, "404": _ERR, "409": _ERR, "503": _ERR}}},
+                          "400": _ERR, "403": _ERR, "404": _ERR, "409": _ERR, "410": _ERR, "503": _ERR}}},
         "/events": {"get": {
             "summary": "Server-sent events: `jobs` ({jobs: [...]}) when your jobs change, or `job` with ?job=ID",
             "parameters": [_param("job", text="one job's events only"), _param("all", text="1: everyone's (admins)"),

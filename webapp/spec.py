@@ -132,13 +132,19 @@ class JobSpec:
         array, array_args = _array(given)
         if array_args and command is not None:
             raise _bad("array_args gives each job its command: leave command out")
+        # Only admins may jump the queue (it is the worker's, shared by everyone); anyone may
+        # politely go last.
+        priority = _whole(given, "priority", 0, -100, 100)
+        if priority > 0 and not user.admin:
+            raise _bad(f"priority {priority}: only admins may raise a job's priority above 0 (it would run "
+                       "before other users' jobs); you may lower it, down to -100, to let your other "
+                       "jobs go first")
         return cls(
             gpus=_whole(given, "gpus", 0, 0, 64),
             timeout_s=_whole(given, "timeout", 3600, 1, 7 * 24 * 3600),
             output=output,
             name=name,
-            # Only admins may jump the queue; anyone may politely go last.
-            priority=_whole(given, "priority", 0, -100, 100 if user.admin else 0),
+            priority=priority,
             image_id=image_id,
             omitted_layers=omitted,
             command=command,

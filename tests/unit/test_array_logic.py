@@ -310,3 +310,15 @@ def test_a_lost_job_of_an_array_is_retried_as_a_job_of_the_array_with_its_index(
     assert new is not None and new.retry_of == lost.id and new.worker == "w2"
     assert (new.array_id, new.array_index, new.array_size, new.array_limit) == (first.array_id, 4, 3, 2)
     assert new.id in [j.id for j in arraystore.array_jobs(cluster.store, first.array_id)]
+
+
+def test_a_deleted_job_leaves_its_array_and_a_cancelled_array_can_be_deleted_job_by_job(cluster):
+    cluster.add_worker("w1", images=(IMG,))
+    spec = JobSpec.parse({"image": IMG, "array": "0-2"}, ROOT)
+    first, _ = jobs.submit(Config(), cluster.store, cluster.links, None, ROOT, spec, body=None, length=None)
+    for job in arraystore.array_jobs(cluster.store, first.array_id):
+        cluster.store.transition(job, JobState.CANCELLED, reason="test")
+    ended = arraystore.array_jobs(cluster.store, first.array_id)
+    assert cluster.store.delete_job(ended[0], "root", 3600) is not None
+    assert [j.array_index for j in arraystore.array_jobs(cluster.store, first.array_id)] == [1, 2]
+    assert not cluster.store._get_prefix(arraystore.index_key(cluster.store, first.array_id, ended[0].id))

@@ -53,8 +53,10 @@ def test_ls_folds_an_array_into_one_row_with_its_counts():
                 "gpus": 0, "created_at": 100.0 + i, "array_id": array, "array_index": index, "array_size": 3}
 
     jobs = [job(5, "QUEUED", "A", 2), job(4, "SUCCEEDED"), job(3, "RUNNING", "A", 1), job(2, "RUNNING", "A", 0)]
+    for j in jobs:
+        j["array_limit"] = 2 if j["array_id"] else 0
     rows = fold_rows(jobs, lambda j, now: [j["id"], j["name"], j["state"]], now=200.0)
-    assert rows[0][:4] == ["A", "sweep [array, 3 of 3]", "1 QUEUED, 2 RUNNING", "w1"]
+    assert rows[0][:5] == ["A", "sweep [array, 3 of 3]", "1 QUEUED, 2 RUNNING", "%2", "w1"]
     assert rows[1] == ["j4", "single", "SUCCEEDED"]
     assert len(rows) == 2
     assert counts_text({"FAILED": 1, "QUEUED": 2}) == "2 QUEUED, 1 FAILED"

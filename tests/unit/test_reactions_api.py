@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pink.config import Config, NotifyConfig, WebConfig
+from pink.states import JobState
 from webapp import accounts as auth
 from webapp import create_app
 
@@ -86,3 +87,18 @@ def test_the_cli_sends_the_fields_and_shows_the_chain():
                              "webhook": "https://hooks.example.org/ci/", "notify_note": ""}))
     assert rows["retry of"] == "a" * 20 and rows["retried as"] == "b" * 20
     assert rows["notify"] == "e-mail, https://hooks.example.org/ci/" and rows["retry"] is None
+
+
+def test_a_resubmit_keeps_notifications_but_not_retries(client, as_user, cluster):
+    me = as_user("root")
+    cluster.add_worker("w1", images=(IMG,))
+    client.patch("/api/v1/me", json={"email": "root@example.org"}, headers=me)
+    first = submit(client, me, notify="1", retry_lost="2", webhook="https://hooks.example.org/ci/run")
+    old = cluster.store.get_job(first.json["job"]["id"])
+    cluster.rewrite(old, state=JobState.FAILED)
+    again = client.post(f"/api/v1/jobs/{old.id}/resubmit", headers=me)
+    assert again.status_code == 201, again.json
+    job = again.json["job"]
+    assert (job["notify"], job["webhook"], job["retry_lost"]) == (True, "https://hooks.example.org/ci/run", 0)
+    changed = client.post(f"/api/v1/jobs/{old.id}/resubmit", json={"webhook": ""}, headers=me)
+    assert changed.status_code == 201 and changed.json["job"]["webhook"] == ""
