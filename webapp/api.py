@@ -98,9 +98,16 @@ def submit_job():
         return _refuse_upload(body, exc)
     if not created:
         drain_body(body)  # a retry: the client is sending the image again, whole
-    if job.array_id:  # an array: its first job, and the array with its job ids
-        return jsonify(job=job_json(job), array=array_json(job.array_id)), 201 if created else 200
-    return jsonify(job=job_json(job)), 201 if created else 200
+    return submitted(job, created)
+
+
+def submitted(job: Job, created: bool):
+    """The answer to a submission: 201 (200 for a retry) with the job, and with the array it
+    made, if any (its first job is ``job``)."""
+    body = {"job": job_json(job)}
+    if job.array_id:
+        body["array"] = array_json(job.array_id)
+    return jsonify(body), 201 if created else 200
 
 
 @bp.post("/inputs")

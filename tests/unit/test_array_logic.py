@@ -322,3 +322,14 @@ def test_a_deleted_job_leaves_its_array_and_a_cancelled_array_can_be_deleted_job
     assert cluster.store.delete_job(ended[0], "root", 3600) is not None
     assert [j.array_index for j in arraystore.array_jobs(cluster.store, first.array_id)] == [1, 2]
     assert not cluster.store._get_prefix(arraystore.index_key(cluster.store, first.array_id, ended[0].id))
+
+
+def test_a_resubmit_may_ask_for_an_array_from_the_held_image(client, as_user, cluster):
+    cluster.add_worker("w1", images=(IMG,))
+    old = cluster.add_job(user="alice", state=JobState.SUCCEEDED, image_id=IMG, image_bytes=1000)
+    resp = client.post(f"/api/v1/jobs/{old.id}/resubmit", json={"array": "0-2%1"}, headers=as_user("alice"))
+    assert resp.status_code == 201, resp.json
+    array = resp.json["array"]
+    assert (array["size"], array["limit"], len(array["job_ids"])) == (3, 1, 3)
+    made = arraystore.array_jobs(cluster.store, array["id"])
+    assert all(j.resubmit_of == old.id and j.image_bytes == 0 for j in made)
