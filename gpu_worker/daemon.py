@@ -23,7 +23,7 @@ import docker.errors
 import requests
 
 from pink import config as pink_config
-from pink import scheduling
+from pink import arraystore, scheduling
 from pink.errors import PinkError
 from gpu_worker.gpus import Gpu, discover_gpus
 from pink.layers import held_entry
@@ -286,14 +286,23 @@ class WorkerDaemon:
         cpus = scheduling.Pool(self.host_cpus - sum(run.job.cpus for run in self.runs.values()), self.host_cpus)
         memory = scheduling.Pool(self.host_memory - sum(run.job.memory_bytes for run in self.runs.values()),
                                  self.host_memory)
+        # Arrays with a %N limit: their jobs claimed on every worker (the taken run slots).
+        taken = arraystore.running_per_array(self.store, {q.array_id: q.array_limit for q in queued})
         for decision in scheduling.plan(queued, running, free, slots, total_gpus=len(self.gpus),
-                                        cpus=cpus, memory=memory):
+                                        cpus=cpus, memory=memory,
+                                        array_running={a: len(s) for a, s in taken.items()}):
             if not decision.starts:
                 continue
             job = self.store.get_job(decision.job_id)
             if job is None or job.state is not JobState.QUEUED:
                 continue
-            claimed = self.store.claim(job, self.wcfg.name, self.lease.id, decision.gpu_indices)
+            slot = -1
+            if job.array_limit:
+                slot = arraystore.free_slot(taken.setdefault(job.array_id, set()), job.array_limit)
+                if slot is None:
+                    continue
+                taken[job.array_id].add(slot)  # a lost race leaves it taken until the next cycle
+            claimed = self.store.claim(job, self.wcfg.name, self.lease.id, decision.gpu_indices, slot)
             if claimed is not None:
                 log.info("job %s: claimed (user %s, GPUs %s)", job.id, job.user, list(decision.gpu_indices) or "none")
                 self._launch(claimed, fresh=True)
@@ -308,7 +317,8 @@ class WorkerDaemon:
         for job_id, entry in by_id.items():
             if entry.state is JobState.UPLOADING and job_id not in self.preloads and JOB_ID.match(job_id) \
                     and len(self.preloads) < MAX_PRELOADS:
-                self.preloads[job_id] = Preload(job_id, Path(self.wcfg.inbox) / f"{job_id}.tar", self.engine).start()
+                inbox_file = Path(self.wcfg.inbox) / f"{entry.array_id or job_id}.tar"
+                self.preloads[job_id] = Preload(job_id, inbox_file, self.engine).start()
 
     def _launch(self, job, fresh: bool = False) -> None:
         since = self._engine_trouble.get(job.id)
@@ -330,7 +340,9 @@ class WorkerDaemon:
     # ----- housekeeping ----------------------------------------------------------------------------
     def sweep_orphans(self) -> None:
         """Remove containers and inbox files whose job is over or unknown (never a live one)."""
-        live = {e.job_id for e in self.store.queue(self.wcfg.name)}
+        entries = self.store.queue(self.wcfg.name)
+        # An array's upload is named after the array; its jobs here that have not ended need it.
+        live = {e.job_id for e in entries} | {e.array_id for e in entries if e.array_id}
         # sparse: no inspect per container, which races with runs removing their containers.
         for container in self.engine.containers.list(all=True, sparse=True,
                                                      filters={"label": f"pink.worker={self.wcfg.name}"}):

@@ -193,7 +193,8 @@ class JobRun:
     # ----- paths -------------------------------------------------------------------------------
     @property
     def inbox_file(self) -> Path:
-        return Path(self.cfg.inbox) / f"{self.job.id}.tar"
+        # The jobs of an array share one upload, named after the array (the daemon's sweep removes it).
+        return Path(self.cfg.inbox) / f"{self.job.array_id or self.job.id}.tar"
 
     @property
     def archive_file(self) -> Path:
@@ -356,6 +357,8 @@ class JobRun:
             "PINK_DATA_DIR": DATA_DIR,
             "PINK_DATASETS": ",".join(job.datasets),
             "PINK_INPUT_DIR": IN_DIR,
+            **({"PINK_ARRAY_ID": job.array_id, "PINK_ARRAY_INDEX": str(job.array_index),
+                "PINK_ARRAY_SIZE": str(job.array_size)} if job.array_id else {}),
         }
 
     def _dataset_path(self, name: str) -> str:
@@ -534,7 +537,8 @@ class JobRun:
                 # Gone or being removed already (a race), or the engine is away: the daemon's
                 # sweep removes containers of finished jobs later.
                 log.info("job %s: container not removed now: %s", self.job.id, exc)
-        self.inbox_file.unlink(missing_ok=True)
+        if not self.job.array_id:
+            self.inbox_file.unlink(missing_ok=True)
         if not self.job.output_bytes:
             # Cancelled or lost during the export: nobody can download this archive.
             self.archive_file.unlink(missing_ok=True)

@@ -53,6 +53,8 @@ class WebConfig:
     quota_upload_bytes: int = 64 << 30
     #: The largest input (a job's files at /in, POST /api/v1/inputs) one upload may carry.
     quota_input_bytes: int = 64 << 30
+    #: The most jobs one job array may have (``array=``; each also counts against quota_queued_jobs).
+    max_array_size: int = 1000
     #: How often each web server sweeps for jobs of dead workers.
     janitor_interval_s: float = 5.0
     #: QUEUED jobs of a worker that is down wait this long for it, then fail.
@@ -268,6 +270,8 @@ class Config:
         if not 1024 <= self.web.max_body_bytes <= self.web.max_upload_bytes:
             raise ConfigError(f"web.max_body_bytes ({self.web.max_body_bytes}) must be between 1024 and "
                               f"web.max_upload_bytes ({self.web.max_upload_bytes})")
+        if self.web.max_array_size < 1:
+            raise ConfigError(f"web.max_array_size ({self.web.max_array_size}) must be at least 1")
         if not self.etcd.endpoints:
             raise ConfigError("etcd.endpoints is empty: list at least one host:port")
         w.check_resources()

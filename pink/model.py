@@ -112,6 +112,15 @@ class Job:
     cpus: float = 0.0
     memory_bytes: int = 0
     shm_bytes: int = 0
+    #: Job arrays (pink.arrays): the array's id ("": not in one), this job's index (told as
+    #: PINK_ARRAY_INDEX), how many jobs the array has, and how many of them may be claimed
+    #: at once (0: no limit).
+    array_id: str = ""
+    array_index: int | None = None
+    array_size: int = 0
+    array_limit: int = 0
+    #: The array's run slot this job holds while claimed (-1: none; pink.arraystore).
+    array_slot: int = -1
     #: Random id of the write that produced this version; lets a retried CAS recognise itself.
     write_id: str = ""
     #: Opt-in re-run of a LOST job (pink.reactions): retries left, the LOST job this one

@@ -233,6 +233,9 @@ class QueuedJob:
     #: As resolved at placement; 0 (no limit) reserves nothing.
     cpus: float = 0.0
     memory_bytes: int = 0
+    #: The job's array and how many of its jobs may be claimed at once (pink.arrays; 0: no limit).
+    array_id: str = ""
+    array_limit: int = 0
 
 
 @dataclass(frozen=True)
@@ -325,6 +328,7 @@ def plan(
     total_gpus: int | None = None,
     cpus: Pool | None = None,
     memory: Pool | None = None,
+    array_running: Mapping[str, int] | None = None,
 ) -> list[Decision]:
     """Decide which queued jobs of one worker start now, in start order.
 
@@ -341,6 +345,11 @@ def plan(
     forever); jobs that ask for none of what it waits for still may, as they take nothing from
     it. A job asking for more than the worker has in all (``total_gpus``, the pools' totals)
     never reserves anything: it could wait forever and block everyone.
+
+    ``array_running`` counts the claimed jobs of each job array on every worker (the array's
+    taken run slots, :mod:`pink.arraystore`): a job of an array with a limit (``%N``) waits
+    while N of its array's jobs are claimed, counting those this plan starts, and takes
+    nothing from the jobs behind it.
     """
     ids = [job.job_id for job in queue]
     if len(set(ids)) != len(ids):
@@ -355,6 +364,7 @@ def plan(
     slots = max(free_slots, 0)
     running_total = sum(running_per_user.values())
     started: set[str] = set()
+    in_array = dict(array_running or {})
     #: What the first job left waiting for each resource waits for: resource -> its job id.
     blockers: dict[str, str] = {}
     decisions: list[Decision] = []
@@ -367,8 +377,12 @@ def plan(
         if total_gpus is not None and job.gpus > total_gpus:
             too_big.insert(0, f"{_gpus_word(job.gpus)} but this worker has only {total_gpus}")
         behind = next((what for what in blockers if asks[what]), None)
+        at_limit = job.array_limit and in_array.get(job.array_id, 0) >= job.array_limit
         if too_big:
             reason = "needs " + " and ".join(too_big)
+        elif at_limit:
+            reason = (f"its array runs at most {job.array_limit} at once (%{job.array_limit}); "
+                      "waiting for one of them to end")
         elif behind is not None:
             reason = f"behind job {blockers[behind]} which waits for {behind}"
         else:
@@ -393,6 +407,8 @@ def plan(
         slots -= 1
         running_total += 1
         started.add(job.job_id)
+        if job.array_id:
+            in_array[job.array_id] = in_array.get(job.array_id, 0) + 1
         decisions.append(Decision(job.job_id, position, indices, ""))
     return decisions
 

@@ -21,6 +21,7 @@ Key layout under the prefix (default ``/pink``)::
     inputuse/<hex>/<worker>   the last job placed there with it: {"job", "at"}
     workers/<name>            static registration; alive/<name> heartbeat on the lease
     drain/<name>              present while an admin has drained the worker
+    arrayjobs/, arrayslots/   job arrays: see pink.arraystore
     down/<name>               when a web server first saw the worker without a lease
     react/<id>                outbox of a job to retry if LOST or to notify (pink.reactions)
     deleted/<id>              tombstone of a deleted job (pink/store_deletes.py); on a lease
@@ -37,6 +38,7 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 
+from . import arraystore
 from . import reactions
 from .config import EtcdConfig
 from .errors import InputUnavailable, StoreUnavailable
@@ -75,6 +77,9 @@ class QueueEntry:
     #: Resources resolved at placement (entries of older versions: 0, no limit).
     cpus: float = 0.0
     memory_bytes: int = 0
+    #: The job's array and its limit of claimed jobs at once (pink.arrays; "" and 0: none).
+    array_id: str = ""
+    array_limit: int = 0
 
     def to_json(self) -> bytes:
         data = dataclasses.asdict(self)
@@ -90,12 +95,12 @@ class QueueEntry:
     @classmethod
     def of(cls, job: Job) -> "QueueEntry":
         return cls(job.id, job.user, job.state, job.gpus, job.timeout_s, job.priority,
-                   job.created_at, job.image_id, job.cpus, job.memory_bytes)
+                   job.created_at, job.image_id, job.cpus, job.memory_bytes, job.array_id, job.array_limit)
 
     def queued_job(self) -> QueuedJob:
         """The entry as :func:`pink.scheduling.plan` takes it."""
         return QueuedJob(self.job_id, self.user, self.priority, self.created_at, self.gpus,
-                         self.cpus, self.memory_bytes)
+                         self.cpus, self.memory_bytes, self.array_id, self.array_limit)
 
 
 class Store(DeletesMixin):
@@ -169,6 +174,8 @@ class Store(DeletesMixin):
         ]
         if job.state is JobState.UPLOADING:
             success.append(tx.put(self.upload_key(job.id), job.worker, lease=upload_lease))
+        if job.array_id:
+            success.append(tx.put(arraystore.index_key(self, job.array_id, job.id), b""))
         if job.idempotency_key:
             idem_key = self._k("idem", job.user, _hash(job.idempotency_key))
             if supersede is None:
@@ -267,6 +274,8 @@ class Store(DeletesMixin):
             success.append(tx.delete(self.upload_key(job.id)))
         if new.terminal:
             success += [tx.delete(self.queue_key(job.worker, job.id)), tx.delete(self.claim_key(job.id))]
+            if job.array_slot >= 0:  # give the array's run slot back
+                success.append(tx.delete(arraystore.slot_key(self, job.array_id, job.array_slot)))
         else:
             success.append(tx.put(self.queue_key(job.worker, job.id), QueueEntry.of(updated).to_json()))
         all_compare = [tx.mod(key) == job.mod_revision, *compare]
@@ -283,15 +292,19 @@ class Store(DeletesMixin):
             return current
         return None
 
-    def claim(self, job: Job, worker: str, lease_id: int, gpu_indices: tuple[int, ...]) -> Job | None:
-        """QUEUED -> STARTING for ``worker``, with a claim key on its lease (at most once)."""
+    def claim(self, job: Job, worker: str, lease_id: int, gpu_indices: tuple[int, ...],
+              array_slot: int = -1) -> Job | None:
+        """QUEUED -> STARTING for ``worker``, with a claim key on its lease (at most once).
+        A job of an array with a limit takes the free run slot ``array_slot`` in the same
+        transaction (None, a lost race, when another job took it first)."""
         claim = self.claim_key(job.id)
-        return self._move(
-            job, JobState.STARTING,
-            compare=[tx.version(claim) == 0],
-            ops=[tx.put(claim, worker, lease=lease_id)],
-            gpu_indices=tuple(gpu_indices),
-        )
+        compare, ops = [tx.version(claim) == 0], [tx.put(claim, worker, lease=lease_id)]
+        if array_slot >= 0:
+            slot = arraystore.slot_key(self, job.array_id, array_slot)
+            compare.append(tx.version(slot) == 0)
+            ops.append(tx.put(slot, job.id))
+        return self._move(job, JobState.STARTING, compare=compare, ops=ops,
+                          gpu_indices=tuple(gpu_indices), array_slot=array_slot)
 
     def mark_lost_if_unclaimed(self, job: Job, reason: str, now: float, output_expires_at: float) -> Job | None:
         """A claimed job -> LOST, only while its claim key is gone (its worker's lease ended).

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import time
 
+from . import arraystore
 from .etcd import transactions as tx
 from .model import Job
 
@@ -68,6 +69,8 @@ class DeletesMixin:
             tx.delete(self._k("userjobs", job.user, job.id)),
             tx.put(self.tombstone_key(job.id), stone.to_json(), lease=lease),
         ]
+        if job.array_id:  # out of its array's index too
+            success.append(tx.delete(arraystore.index_key(self, job.array_id, job.id)))
         if job.idempotency_key:
             from .store import _hash  # the store's one way of naming idempotency keys
 

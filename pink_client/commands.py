@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 from pink.states import JobState
 
 from .archive import ImageArchive, docker_image_id, read_image_archive
+from .arrays import array_request, cancel_array, counts_text, fold_rows, get_array, job_or_array, print_array, wait_for_array
 from .errors import (
     EXIT_AUTH, EXIT_JOB_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, CliError, HttpError,
 )
@@ -57,8 +58,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.download:
         args.wait = True
     key = args.idempotency_key or str(uuid.uuid4())
-    headers = spec_headers(job_spec(args))
+    spec = job_spec(args)
     params: dict[str, Any] = {}
+    array_request(args, params, spec)
+    headers = spec_headers(spec)
     for field, value in (
         ("gpus", args.gpus),
         ("timeout", args.timeout),
@@ -91,6 +94,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
         job = submit(api, params, headers, key, ui, image_id=image_id, archive=archive,
                      image=args.image)
+        if job.get("array_id"):
+            return _submitted_array(api, args, ui, job)
         ui.info(f"submitted job {job['id']} ({job.get('state', '?')})")
         if args.fmt == "json" and not args.wait:
             print_json(job)
@@ -123,6 +128,26 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if args.fmt == "json":
             print_json(job)
         return rc
+
+
+def _submitted_array(api: Api, args: argparse.Namespace, ui: Ui, first: dict[str, Any]) -> int:
+    """Say which array was made (its id on stdout); with --wait, wait for all of its jobs."""
+    array = get_array(api, str(first["array_id"]))
+    ui.info(f"submitted array {array['id']}: {array['size']} jobs"
+            + (f", at most {array['limit']} at once" if array.get("limit") else ""))
+    if args.fmt != "json":
+        print(array["id"], flush=True)
+    if args.wait:
+        try:
+            array = wait_for_array(api, array["id"], ui)
+        except KeyboardInterrupt:
+            raise CliError(130, f"stopped waiting; array {array['id']} keeps running: "
+                                f"`pink status {array['id']}`, `pink cancel {array['id']}`") from None
+    if args.fmt == "json":
+        print_json(array)
+    if not args.wait:
+        return EXIT_OK
+    return EXIT_OK if set(array["counts"]) == {JobState.SUCCEEDED.value} else EXIT_JOB_FAILED
 
 
 def cmd_login(args: argparse.Namespace) -> int:
@@ -247,14 +272,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
     now = time.time()
     print_table(
         ["ID", "NAME", "STATE", "QUEUE", "WORKER", "GPUS", "AGE", "RUNTIME", "OUTPUT"],
-        [_job_row(j, now) for j in jobs],
+        [_job_row(j, now) for j in jobs] if args.expand else fold_rows(jobs, _job_row, now),
     )
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     with _api(args) as api:
-        job = api.job(args.job)
+        kind, job = job_or_array(lambda: api.job(args.job), lambda: get_array(api, args.job))
+    if kind == "array":
+        print_json(job) if args.fmt == "json" else print_array(job)
+        return EXIT_OK
     if args.fmt == "json":
         print_json(job)
         return EXIT_OK
@@ -361,7 +389,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     ui = _ui(args)
     with _api(args) as api:
-        job = job_of(api.json("POST", f"/jobs/{quote(args.job, safe='')}/cancel"))
+        kind, answer = job_or_array(lambda: job_of(api.json("POST", f"/jobs/{quote(args.job, safe='')}/cancel")),
+                                    lambda: cancel_array(api, args.job))
+    if kind == "array":
+        if args.fmt == "json":
+            print_json(answer)
+        else:
+            print(f"{args.job}  {counts_text(answer['array']['counts'])}")
+            ui.info(f"array {args.job}: cancelled {len(answer['cancelled'])} jobs that had not ended")
+        return EXIT_OK
+    job = answer
     if args.fmt == "json":
         print_json(job)
     else:

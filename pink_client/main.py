@@ -225,6 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="a file or folder the job sees read-only at /in (sent only if no worker has it)",
     )
+    arr = p.add_argument_group("job arrays: one upload, many jobs (docs/jobs.md)")
+    arr.add_argument(
+        "--array",
+        metavar="RANGE",
+        help="run the image once per index: 0-99, 1,3,5-7; %%N at the end: at most N at once "
+        "(each job gets PINK_ARRAY_INDEX; use it with -- sh -c '... $PINK_ARRAY_INDEX')",
+    )
+    arr.add_argument(
+        "--array-file",
+        metavar="FILE",
+        help="one job per line of FILE, each line split like a shell line into its command "
+        "(with --array %%N: at most N at once)",
+    )
     end = p.add_argument_group("when the job ends")
     end.add_argument(
         "--retry-lost", type=non_negative_int, metavar="N",
@@ -270,11 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", type=str.upper, choices=STATE_NAMES, help="only jobs in this state")
     p.add_argument("--all", action="store_true", help="everyone's jobs (admins)")
     p.add_argument(
+        "-x", "--expand", action="store_true",
+        help="a line per job of an array too (default: one line per array with its counts)",
+    )
+    p.add_argument(
         "-n", "--limit", type=positive_int, default=50, help="at most this many (default 50)"
     )
     _add_format(p)
 
-    p = add("status", cmd_status, "show everything about a job")
+    p = add("status", cmd_status, "show everything about a job, or an array and its jobs")
     p.add_argument("job", metavar="ID")
     _add_format(p)
 
@@ -282,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", metavar="ID")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
 
-    p = add("cancel", cmd_cancel, "cancel a job")
+    p = add("cancel", cmd_cancel, "cancel a job, or every job of an array that has not ended")
     p.add_argument("job", metavar="ID")
     _add_format(p)
 

@@ -11,13 +11,14 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, request, 
 
 from pink.errors import PinkError, TransferError
 from pink.layers import DIFF_ID
-from pink.model import IMAGE_ID, INPUT_ID, JOB_ID, Job, output_expiry
-from pink.states import CLAIMED, JobState
+from pink.model import IMAGE_ID, INPUT_ID, JOB_ID, Job
+from pink.states import JobState
 
 from . import jobs as joblogic
 from .auth import admin_required, current_user, login_required, store
 from .errors import error_response
 from .events import JobChanges
+from .arrays_api import array_json
 from .openapi import SPEC
 from .spec import MAX_LAYERS, SPEC_HEADER, JobSpec, SubmitError
 from .upload import SocketBody, drain_body
@@ -97,7 +98,16 @@ def submit_job():
         return _refuse_upload(body, exc)
     if not created:
         drain_body(body)  # a retry: the client is sending the image again, whole
-    return jsonify(job=job_json(job)), 201 if created else 200
+    return submitted(job, created)
+
+
+def submitted(job: Job, created: bool):
+    """The answer to a submission: 201 (200 for a retry) with the job, and with the array it
+    made, if any (its first job is ``job``)."""
+    body = {"job": job_json(job)}
+    if job.array_id:
+        body["array"] = array_json(job.array_id)
+    return jsonify(body), 201 if created else 200
 
 
 @bp.post("/inputs")
@@ -152,12 +162,7 @@ def cancel_job(job_id: str):
         job = own_job(job_id)
         if job.state.terminal:
             return error_response(409, f"job {job_id} already ended ({job.state})")
-        expires = None
-        if job.state in CLAIMED:  # it has a log on the worker, kept as long as its retention says
-            worker = store().get_worker(job.worker)
-            expires = output_expiry(time.time(), worker.output_retention_s if worker else 0)
-        done = store().transition(job, JobState.CANCELLED, reason=f"cancelled by {g.user.name}",
-                                  output_expires_at=expires)
+        done = joblogic.cancel(store(), job, g.user.name)
         if done is not None:
             return jsonify(job=job_json(done))
     return error_response(503, "the job changed too often to cancel it; try again")

@@ -15,7 +15,7 @@ from pink.model import Job
 from pink.store_deletes import DEFAULT_TOMBSTONE_S
 
 from . import jobs as joblogic
-from .api import _cfg, _links, job_json, own_job
+from .api import _cfg, _links, own_job, submitted
 from .auth import login_required, store
 from .errors import error_response
 from .spec import HEADER_FIELDS, MAX_HEADER_BYTES, SPEC_HEADER, JobSpec, SubmitError
@@ -96,7 +96,7 @@ def resubmit_job(job_id: str):
                                        f"try again in a few seconds, or submit the tarball if it lasts",
                                   {"Retry-After": "5"})
         return error_response(exc.status, str(exc))
-    return jsonify(job=job_json(job)), 201 if created else 200
+    return submitted(job, created)
 
 
 @bp.delete("/jobs/<job_id>")

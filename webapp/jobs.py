@@ -8,16 +8,17 @@ import threading
 import time
 from typing import BinaryIO
 
-from pink import scheduling
+from pink import arraystore, scheduling
 from pink.config import Config
 from pink.errors import ArchiveTooLarge, ImageArchiveError, InputUnavailable, PinkError, TransferError
 from pink.layers import held_prefix, parse_held
-from pink.model import INPUT_ID, InputRecord, Job, User, WorkerInfo, new_job_id
+from pink.model import INPUT_ID, InputRecord, Job, User, WorkerInfo, new_job_id, output_expiry
 from pink.lease import Lease
 from pink.notify import check_request
 from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
 
+from . import arrays
 from .spec import JobSpec, SubmitError
 from .transfer import WorkerLinks
 from .upload import InputArchiveChecker, Unpacking, ValidatingReader
@@ -51,12 +52,15 @@ def list_datasets(workers: list[WorkerInfo]) -> list[dict]:
             for name in names]
 
 
-def check_quota(cfg: Config, user: User, queues: dict[str, list[QueueEntry]], upload_bytes: int) -> None:
+def check_quota(cfg: Config, user: User, queues: dict[str, list[QueueEntry]], upload_bytes: int,
+                jobs: int = 1) -> None:
+    """Refuse ``jobs`` more waiting jobs over the user's quota, and an upload over its quota."""
     mine = [e for entries in queues.values() for e in entries if e.user == user.name]
     waiting = sum(1 for e in mine if e.state in (JobState.UPLOADING, JobState.QUEUED))
-    if waiting >= cfg.web.quota_queued_jobs:
+    if waiting + jobs > cfg.web.quota_queued_jobs:
+        more = f"; this array adds {jobs}" if jobs > 1 else ""
         raise SubmitError(429, f"you already have {waiting} jobs waiting (quota "
-                               f"{cfg.web.quota_queued_jobs}); wait for some to start or cancel them")
+                               f"{cfg.web.quota_queued_jobs}{more}); wait for some to start or cancel them")
     if upload_bytes > cfg.web.quota_upload_bytes:
         raise SubmitError(413, f"the image is {upload_bytes} bytes; the per-upload quota is "
                                f"{cfg.web.quota_upload_bytes} bytes")
@@ -155,7 +159,10 @@ def submit(
             # The first try's upload broke (the client saw no answer): this retry takes over.
             superseded = existing
         elif existing is not None:
-            # A retry of a request that already made its job: answer it, read nothing.
+            # A retry of a request that already made its job: answer it, read nothing (an
+            # array's jobs that the first try did not get to record are recorded now).
+            if existing.array_id and spec.array is not None and existing.image_id:
+                arrays.create_rest(store, existing, spec, worker_views(store.workers(), store.all_queues()))
             return existing, False
     reuse = spec.image_id and not length
     if not reuse and length is None:
@@ -164,8 +171,11 @@ def submit(
     if not reuse and not length:
         raise SubmitError(400, "the request has no image: send the `docker save` tarball as the body, "
                                "or image=sha256:... for an image a worker holds")
+    if spec.array_size > cfg.web.max_array_size:
+        raise SubmitError(400, f"the array has {spec.array_size} jobs; at most {cfg.web.max_array_size} "
+                               "(web.max_array_size)")
     queues = store.all_queues()
-    check_quota(cfg, user, queues, length or 0)
+    check_quota(cfg, user, queues, length or 0, max(spec.array_size, 1))
     workers = store.workers()
     views = worker_views(workers, queues)
     asks = dict(datasets=spec.datasets, cpus=spec.cpus, memory_bytes=spec.memory_bytes)
@@ -211,21 +221,28 @@ def submit(
         name=spec.name, image_id=spec.image_id, created_at=now, updated_at=now,
         history=({"state": "QUEUED" if reuse else "UPLOADING", "at": now},),
         resubmit_of=spec.resubmit_of, idempotency_key=idempotency_key,
-        command=spec.command, entrypoint=spec.entrypoint, env=dict(spec.env), workdir=spec.workdir,
+        command=spec.array_args[0] if spec.array_args else spec.command, entrypoint=spec.entrypoint, env=dict(spec.env), workdir=spec.workdir,
         datasets=spec.datasets, input=spec.input, cpus=resources.cpus, memory_bytes=resources.memory_bytes,
         shm_bytes=resources.shm_bytes, retry_lost=spec.retry_lost, retry_of=spec.retry_of,
         notify=spec.notify or (user.notify_all and bool(user.email) and cfg.notify.email_enabled),
-        webhook=spec.webhook,
+        webhook=spec.webhook, **arrays.first_job_fields(spec, now),
     )
     try:
         job, created = store.create_job(job, upload_lease=0 if reuse else lease.current(), supersede=superseded,
                                         retrying=retrying)
     except InputUnavailable as exc:
         raise SubmitError(409, str(exc)) from None
-    if not created or reuse:
+    if not created:
         return job, created
-    max_plain = min(cfg.web.max_upload_bytes, cfg.web.quota_upload_bytes)
-    return _upload(store, links, worker, job, body, length or 0, omitted, max_plain), True
+    if not reuse:
+        max_plain = min(cfg.web.max_upload_bytes, cfg.web.quota_upload_bytes)
+        job = _upload(store, links, worker, job, body, length or 0, omitted, max_plain)
+    if spec.array is not None and job.state is JobState.QUEUED:
+        # The image is on the job's worker now: place the rest there or where it is held too.
+        allowed = {v.name for v in views}
+        fresh = [v for v in worker_views(store.workers(), store.all_queues()) if v.name in allowed]
+        arrays.create_rest(store, job, spec, fresh)
+    return job, True
 
 
 def _upload(store: Store, links: WorkerLinks, worker: WorkerInfo, job: Job, body: BinaryIO, length: int,
@@ -239,7 +256,7 @@ def _upload(store: Store, links: WorkerLinks, worker: WorkerInfo, job: Job, body
     log.info("job %s: receiving %d bytes for %s (user %s)", job.id, length, worker.name, job.user)
     started = time.monotonic()
     try:
-        link.upload(job.id, reader, length)
+        link.upload(job.array_id or job.id, reader, length)
     except ImageArchiveError as exc:
         _fail_upload(store, link, job, str(exc))
         raise SubmitError(413 if isinstance(exc, ArchiveTooLarge) else 400, str(exc)) from None
@@ -262,13 +279,13 @@ def _upload(store: Store, links: WorkerLinks, worker: WorkerInfo, job: Job, body
     queued = store.transition(job, JobState.QUEUED, image_id=info.config_digest, image_bytes=length)
     if queued is None:  # cancelled while uploading
         current = store.get_job(job.id) or job
-        _remove_quietly(lambda: link.remove_upload(job.id), f"job {job.id}")
+        _remove_quietly(lambda: link.remove_upload(job.array_id or job.id), f"job {job.id}")
         return current
     return queued
 
 
 def _fail_upload(store: Store, link, job: Job, reason: str) -> None:
-    _remove_quietly(lambda: link.remove_upload(job.id), f"job {job.id}")
+    _remove_quietly(lambda: link.remove_upload(job.array_id or job.id), f"job {job.id}")
     try:
         store.transition(job, JobState.FAILED, reason=reason)
     except PinkError:
@@ -364,10 +381,21 @@ def queue_info(store: Store, jobs: list[Job]) -> dict[str, tuple[int, str]]:
             reason_all = f"worker {name} is drained; the job waits until it is undrained"
         else:
             reason_all = ""
+        taken = arraystore.running_per_array(store, {e.array_id: e.array_limit for e in entries})
         for d in scheduling.plan(queued, running, worker.gpus_free, slots, total_gpus=len(worker.gpus),
-                                 cpus=cpus, memory=memory):
+                                 cpus=cpus, memory=memory, array_running={a: len(t) for a, t in taken.items()}):
             out[d.job_id] = (d.position, reason_all or d.reason or "starting")
     return out
+
+
+def cancel(store: Store, job: Job, by: str) -> Job | None:
+    """Cancel ``job`` (as read; not ended) for user ``by``: the CANCELLED job, or None when it
+    changed first (re-read it and try again)."""
+    expires = None
+    if job.state in CLAIMED:  # it has a log on the worker, kept as long as its retention says
+        worker = store.get_worker(job.worker)
+        expires = output_expiry(time.time(), worker.output_retention_s if worker else 0)
+    return store.transition(job, JobState.CANCELLED, reason=f"cancelled by {by}", output_expires_at=expires)
 
 
 def public_jobs(store: Store, jobs: list[Job]) -> list[dict]:

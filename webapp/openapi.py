@@ -13,6 +13,10 @@ def _param(name: str, where: str = "query", kind: str = "string", required: bool
 
 
 _ID = _param("job_id", "path", required=True)
+_ARRAY_ID = _param("array_id", "path", required=True)
+_ARRAY = {"$ref": "#/components/schemas/Array"}
+_ARRAY_TEXT = ("a job array: indexes (0-99, 1,3,5-7), optionally %N at the end: at most N of its jobs at once "
+               "(at most web.max_array_size jobs); each job gets PINK_ARRAY_ID, PINK_ARRAY_INDEX, PINK_ARRAY_SIZE")
 _SHA256 = "^sha256:[0-9a-f]{64}$"
 
 
@@ -62,6 +66,24 @@ SPEC = {
                     "notify": {"type": "boolean", "description": "e-mail its end to your address (PATCH /me)"},
                     "webhook": {"type": "string", "maxLength": 2000,
                                 "description": "POST its end here (a URL on the operator's notify.webhook_allow)"},
+                    "array": {"type": "string", "description": _ARRAY_TEXT},
+                    "array_args": {"type": "array", "items": {**_ARGV, "minItems": 1}, "minItems": 1,
+                                   "description": "a job array, one job per argv (its command), indexes 0..N-1; "
+                                                  "array may then only be %N"},
+                },
+            },
+            "Array": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"}, "user": {"type": "string"}, "name": {"type": "string"},
+                    "size": {"type": "integer"}, "limit": {"type": "integer", "description": "0: no limit"},
+                    "image_id": {"type": "string"}, "created_at": {"type": "number"},
+                    "counts": {"type": "object", "additionalProperties": {"type": "integer"},
+                               "description": "state -> how many of its jobs are in it"},
+                    "ended": {"type": "boolean", "description": "every job has ended"},
+                    "workers": {"type": "array", "items": {"type": "string"}},
+                    "job_ids": {"type": "array", "items": {"type": "string"}, "description": "by index"},
+                    "jobs": {"type": "array", "items": _JOB, "description": "GET /arrays/{array_id} only"},
                 },
             },
             "Job": {
@@ -107,6 +129,11 @@ SPEC = {
                     "notified_at": {"type": "number", "nullable": True,
                                     "description": "when its end was announced (e-mail, webhook)"},
                     "notify_note": {"type": "string", "description": "what failed announcing it"},
+                    "array_id": {"type": "string", "description": "its job array; empty: none"},
+                    "array_index": {"type": "integer", "nullable": True, "description": "PINK_ARRAY_INDEX"},
+                    "array_size": {"type": "integer"},
+                    "array_limit": {"type": "integer", "description": "most of the array's jobs at once; 0: no limit"},
+                    "array_slot": {"type": "integer", "description": "the run slot it holds while claimed; -1: none"},
                 },
             },
         },
@@ -151,14 +178,18 @@ SPEC = {
                     _param("retry_lost", kind="integer", text="re-run the job up to N (0-10) times if it ends LOST"),
                     _param("notify", text="1: e-mail the job's end to your address (PATCH /me)"),
                     _param("webhook", text="POST the job's end (JSON) to this URL, on the operator's allow-list"),
+                    _param("array", text=_ARRAY_TEXT),
+                    _param("array_args", text="a job array: JSON list of argv lists, one job each"),
                     {"name": "Pink-Job-Spec", "in": "header", "required": False,
                      "description": "the job spec as JSON: command, entrypoint, env and any other field",
                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}}},
                     _param("Idempotency-Key", "header", text="retries with the same key return the same job"),
                 ],
                 "requestBody": {"content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},
-                "responses": {"201": _ok({"type": "object", "properties": {"job": _JOB}}),
-                              "200": _ok({"type": "object", "properties": {"job": _JOB}}, "same Idempotency-Key"),
+                "responses": {"201": _ok({"type": "object", "properties": {"job": _JOB, "array": _ARRAY},
+                                          "description": "array: with array= or array_args= (job is its first)"}),
+                              "200": _ok({"type": "object", "properties": {"job": _JOB, "array": _ARRAY}},
+                                         "same Idempotency-Key"),
                               "400": _ERR, "401": _ERR, "409": _ERR, "411": _ERR, "413": _ERR, "429": _ERR, "503": _ERR},
             },
             "get": {"summary": "List your jobs, newest first",
@@ -166,6 +197,15 @@ SPEC = {
                     "responses": {"200": _ok({"type": "object", "properties": {"jobs": {"type": "array", "items": _JOB}}}),
                                   "400": _ERR}},
         },
+        "/arrays/{array_id}": {"get": {
+            "summary": "A job array: its counts per state and its jobs", "parameters": [_ARRAY_ID],
+            "responses": {"200": _ok({"type": "object", "properties": {"array": _ARRAY}}), "404": _ERR}}},
+        "/arrays/{array_id}/cancel": {"post": {
+            "summary": "Cancel every job of the array that has not ended (the waiting ones first)",
+            "parameters": [_ARRAY_ID],
+            "responses": {"200": _ok({"type": "object", "properties": {
+                "array": _ARRAY, "cancelled": {"type": "array", "items": {"type": "string"}}}}),
+                "404": _ERR, "503": _ERR}}},
         "/jobs/{job_id}": {
             "get": {"summary": "One job (410 once deleted, saying by whom and when)", "parameters": [_ID],
                     "responses": {"200": _ok({"type": "object", "properties": {"job": _JOB}}), "404": _ERR,

@@ -45,6 +45,8 @@ def retry_spec(old: Job, notify_ok: bool = True, webhook_ok: bool = True) -> Job
         workdir=old.workdir, datasets=old.datasets, input=old.input, cpus=old.cpus,
         memory_bytes=old.memory_bytes, shm_bytes=old.shm_bytes, retry_lost=old.retry_lost - 1,
         retry_of=old.id, notify=old.notify and notify_ok, webhook=old.webhook if webhook_ok else "",
+        # A job of an array is retried as a job of the same array, with the same index.
+        joins_array=(old.array_id, old.array_index, old.array_size, old.array_limit) if old.array_id else (),
     )
 
 

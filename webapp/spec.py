@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pink.arrays import ArrayRangeError, ArraySpec, parse_array
 from pink.errors import PinkError
 from pink.layers import DIFF_ID
 from pink.model import DATASET_NAME, IMAGE_ID, INPUT_ID, MIN_MEMORY_BYTES, OUTPUT_MODES, User, format_size, parse_size
@@ -22,7 +23,7 @@ SPEC_HEADER = "Pink-Job-Spec"
 MAX_HEADER_BYTES = 32 << 10
 #: Fields that may come either way (``data`` as a query parameter is comma-separated).
 EITHER_WAY = ("gpus", "timeout", "output", "name", "priority", "cpus", "memory", "shm_size",
-              "workdir", "data", "input", "retry_lost", "notify", "webhook")
+              "workdir", "data", "input", "retry_lost", "notify", "webhook", "array", "array_args")
 #: Fields only the header carries (lists and objects do not fit a query parameter).
 HEADER_ONLY = ("command", "entrypoint", "env")
 HEADER_FIELDS = EITHER_WAY + HEADER_ONLY
@@ -39,6 +40,8 @@ MAX_WORKDIR = 4096
 MAX_DATASETS = 32
 MAX_CPUS = 4096
 MIN_SHM = 1 << 20
+#: Most jobs the parser expands an array to; web.max_array_size is the operator's (lower) limit.
+MAX_ARRAY_JOBS = 100_000
 #: The most re-runs of a LOST job one submission may ask for (retry_lost=N).
 MAX_RETRY_LOST = 10
 MAX_URL = 2000
@@ -80,6 +83,17 @@ class JobSpec:
     cpus: float = 0.0
     memory_bytes: int = 0
     shm_bytes: int = 0
+    #: A job array (pink.arrays): its indexes and limit, and with ``array_args`` one command per
+    #: job (the indexes are then 0..N-1). None: a single job.
+    array: ArraySpec | None = None
+    array_args: tuple[tuple[str, ...], ...] = ()
+    #: (array id, index, size, limit) of an existing array this one job joins: the retry of
+    #: a LOST job of an array (webapp.reactor). Never from a request.
+    joins_array: tuple = ()
+
+    @property
+    def array_size(self) -> int:
+        return len(self.array.indexes) if self.array else 0
     #: Re-run the job if it ends LOST, at most this many times; the LOST job it retries.
     retry_lost: int = 0
     retry_of: str = ""
@@ -114,6 +128,10 @@ class JobSpec:
         if workdir and (not workdir.startswith("/") or "\0" in workdir or len(workdir) > MAX_WORKDIR):
             raise _bad(f"workdir must be an absolute path (starting with /) of at most {MAX_WORKDIR} "
                        "characters, without NUL")
+        command = _argv(given, "command", may_be_empty=False)
+        array, array_args = _array(given)
+        if array_args and command is not None:
+            raise _bad("array_args gives each job its command: leave command out")
         # Only admins may jump the queue (it is the worker's, shared by everyone); anyone may
         # politely go last.
         priority = _whole(given, "priority", 0, -100, 100)
@@ -129,7 +147,7 @@ class JobSpec:
             priority=priority,
             image_id=image_id,
             omitted_layers=omitted,
-            command=_argv(given, "command", may_be_empty=False),
+            command=command,
             entrypoint=_argv(given, "entrypoint", may_be_empty=True),
             env=_env(given.get("env", {})),
             workdir=workdir,
@@ -138,6 +156,8 @@ class JobSpec:
             cpus=_cpus(given.get("cpus", "")),
             memory_bytes=_size(given, "memory", MIN_MEMORY_BYTES),
             shm_bytes=_size(given, "shm_size", MIN_SHM),
+            array=array,
+            array_args=array_args,
             retry_lost=_whole(given, "retry_lost", 0, 0, MAX_RETRY_LOST),
             notify=_flag(given, "notify"),
             webhook=_webhook(given),
@@ -271,6 +291,36 @@ def _argv(given: dict[str, Any], key: str, may_be_empty: bool) -> tuple[str, ...
     if any("\0" in a for a in raw):
         raise _bad(f"{key} must not contain NUL characters")
     return tuple(raw)
+
+
+def _array(given: dict[str, Any]) -> tuple[ArraySpec | None, tuple[tuple[str, ...], ...]]:
+    """``array=`` (indexes, ``%N``) or ``array_args=`` (a JSON list of argv lists, one job each,
+    indexes 0..N-1; then ``array=`` may only be ``%N``, the limit)."""
+    text = _text(given, "array")
+    raw = given.get("array_args")
+    if raw is None:
+        try:
+            return (parse_array(text, MAX_ARRAY_JOBS) if text else None), ()
+        except ArrayRangeError as exc:
+            raise _bad(str(exc)) from None
+    if isinstance(raw, str):  # the query parameter: JSON text
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise _bad("array_args must be a JSON list of argv lists (lists of strings)") from None
+    if not isinstance(raw, list) or not raw:
+        raise _bad("array_args must be a non-empty JSON list of argv lists (lists of strings), one per job")
+    if len(raw) > MAX_ARRAY_JOBS:
+        raise _bad(f"array_args has {len(raw)} jobs; at most {MAX_ARRAY_JOBS}")
+    if not all(isinstance(argv, list) for argv in raw):
+        raise _bad("array_args must be a list of argv lists: each item a list of strings")
+    argvs = tuple(_argv({"array_args item": argv}, "array_args item", may_be_empty=False) or () for argv in raw)
+    limit = 0
+    if text:
+        if not (text.startswith("%") and text[1:].isdigit() and int(text[1:]) >= 1):
+            raise _bad("with array_args, array may only be %N: how many of its jobs may run at once")
+        limit = int(text[1:])
+    return ArraySpec(tuple(range(len(argvs))), limit), argvs  # type: ignore[misc]
 
 
 def _env(raw: Any) -> dict[str, str]:

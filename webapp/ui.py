@@ -115,6 +115,14 @@ def job(job_id: str):
     return render("job.html", nav="jobs", job_id=job_id)
 
 
+@bp.get("/arrays/<array_id>")
+@page
+def array(array_id: str):
+    if not JOB_ID.match(array_id):
+        return render("error.html", 404, message=f"There is no array {array_id}.")
+    return render("array.html", nav="jobs", array_id=array_id)
+
+
 @bp.get("/submit")
 @page
 def submit():

@@ -62,6 +62,10 @@ function renderFacts() {
     fact("Ended", fmtTime(job.finished_at || (TERMINAL.has(job.state) ? endedAt(job) : null))),
   ];
   if (job.state === "QUEUED" || job.state === "UPLOADING") rows.splice(2, 0, fact("Queue", queueText(job)));
+  if (job.array_id) {
+    rows.push(fact("Array", el("span", {}, `index ${job.array_index} of ${job.array_size} in `,
+      el("a", { href: `/arrays/${encodeURIComponent(job.array_id)}`, class: "mono", id: "job-array-link" }, job.array_id))));
+  }
   if (job.resubmit_of) {
     rows.push(fact("Resubmit of", el("a", { href: `/jobs/${encodeURIComponent(job.resubmit_of)}`, class: "mono" }, job.resubmit_of)));
   }

@@ -3,6 +3,7 @@ import {
   IS_ADMIN, TERMINAL, badge, clear, el, fmtAgo, fmtBytes, fmtDuration, fmtTime, gpuText,
   jobTitle, liveEvents, queueText, runtimeOf,
 } from "./app.js";
+import { countsText, foldArrays } from "./arrays.js";
 
 const body = document.getElementById("jobs-body");
 const table = document.getElementById("jobs-table");
@@ -43,12 +44,36 @@ function row(job, showUser) {
   return tr;
 }
 
+/** One row for the listed jobs of an array, with its counts per state and a link to its page. */
+function arrayRow(array, showUser) {
+  const submitted = array.created_at;
+  const workers = [...new Set(array.jobs.map((j) => j.worker).filter(Boolean))].sort();
+  const sent = array.jobs.reduce((n, j) => n + (j.image_bytes || 0), 0);
+  const shown = array.jobs.length === array.size ? `${array.size} jobs` : `${array.jobs.length} of ${array.size} jobs`;
+  return el("tr", { dataset: { id: `array:${array.id}`, array: array.id }, class: "array-row" },
+    el("th", { scope: "row", "data-label": "Job" },
+      el("a", { href: `/arrays/${encodeURIComponent(array.id)}`, class: "job-link array-link" },
+        `${array.name || "Job array"} [array, ${shown}]`),
+      el("span", { class: "mono muted small block" }, array.id)),
+    showUser ? cell("User", array.user) : null,
+    cell("State", countsText(array.counts), "array-counts"),
+    cell("GPUs", gpuText(array.jobs[0]), "num"),
+    cell("Worker", workers.join(", ") || "—", "mono small"),
+    cell("Queue", array.limit ? `at most ${array.limit} at once` : "—", "queue"),
+    cell("Runtime", "—", "num"),
+    cell("Image", fmtBytes(sent || null), "num"),
+    cell("Output", "—", "num"),
+    cell("Submitted", el("time", { datetime: new Date(submitted * 1000).toISOString(), title: fmtTime(submitted) },
+      fmtAgo(submitted))),
+  );
+}
+
 function visible(job) {
   const want = filterState.value;
   if (want === "active" && TERMINAL.has(job.state)) return false;
   if (want && want !== "active" && job.state !== want) return false;
   const text = filterText.value.trim().toLowerCase();
-  if (text && ![job.name, job.id, job.worker, job.user].some((v) => (v || "").toLowerCase().includes(text))) return false;
+  if (text && ![job.name, job.id, job.worker, job.user, job.array_id].some((v) => (v || "").toLowerCase().includes(text))) return false;
   return true;
 }
 
@@ -58,11 +83,12 @@ function render() {
   const shown = jobs.filter(visible);
   // Keep rows whose job did not change, so focus and selection survive updates.
   const old = new Map([...body.children].map((tr) => [tr.dataset.id, tr]));
-  const rows = shown.map((job) => {
-    const sig = JSON.stringify(job) + showUser;
-    const existing = old.get(job.id);
+  // The jobs of an array fold into one row (its page lists them).
+  const rows = foldArrays(shown).map(({ job, array }) => {
+    const sig = JSON.stringify(job || array) + showUser;
+    const existing = old.get(job ? job.id : `array:${array.id}`);
     if (existing && existing.dataset.sig === sig) return existing;
-    const tr = row(job, showUser);
+    const tr = job ? row(job, showUser) : arrayRow(array, showUser);
     tr.dataset.sig = sig;
     return tr;
   });

@@ -296,6 +296,11 @@ function params() {
   p.set("name", (data.get("name") || "").trim() || file.name.replace(/\.tar$/i, ""));
   const priority = Number(data.get("priority") || 0);
   if (priority) p.set("priority", String(priority));
+  const array = String(data.get("array") || "").trim();
+  if (array) {
+    if (!/^[\d,\s-]+(%\d+)?$/.test(array)) throw new Error("Job array: give indexes like 0-99, 1,3,5-7, with %N at the end to run at most N at once.");
+    p.set("array", array);  // the server says exactly what is wrong with a range
+  }
   return { query: p, spec: jobSpec(data) };
 }
 
@@ -429,8 +434,14 @@ form.addEventListener("submit", async (ev) => {
     const how = answer.held
       ? "(the worker had the image: nothing was uploaded). "
       : `(${fmtBytes(file.size)} in ${fmtDuration(answer.seconds)}, ${fmtBytes(file.size / Math.max(answer.seconds, 0.001))}/s). `;
-    alertIn(result, "ok", `Job ${job.name || job.id} is ${job.state.toLowerCase()} on ${job.worker} `, how, inputNote,
-      el("a", { href: `/jobs/${encodeURIComponent(job.id)}`, id: "new-job-link" }, "Open the job"));
+    const made = answer.data.array;
+    if (made) {
+      alertIn(result, "ok", `Array ${job.name || made.id} of ${made.size} jobs is queued `, how, inputNote,
+        el("a", { href: `/arrays/${encodeURIComponent(made.id)}`, id: "new-array-link" }, "Open the array"));
+    } else {
+      alertIn(result, "ok", `Job ${job.name || job.id} is ${job.state.toLowerCase()} on ${job.worker} `, how, inputNote,
+        el("a", { href: `/jobs/${encodeURIComponent(job.id)}`, id: "new-job-link" }, "Open the job"));
+    }
     form.dispatchEvent(new CustomEvent("upload-done", { detail: { job } }));
   } catch (e) {
     box.hidden = true;

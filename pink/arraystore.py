@@ -1,0 +1,81 @@
+"""The store's keys for job arrays (see :mod:`pink.arrays`), kept out of :mod:`pink.store`::
+
+    arrayjobs/<array_id>/<job_id>     index of an array's jobs (empty value)
+    arrayslots/<array_id>/<slot>      job id holding one of the array's ``%N`` run slots
+
+A job of an array with a limit takes a free slot in the same transaction that claims it
+(:meth:`pink.store.Store.claim`, compare: the slot key is absent) and gives it back in the
+transaction that makes it terminal. So however many workers claim at once, at most N jobs of
+the array are claimed (STARTING, RUNNING, EXPORTING) at any time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from .errors import StoreUnavailable
+from .etcd import transactions as tx
+from .model import Job
+
+if TYPE_CHECKING:
+    from .store import Store
+
+#: Keys one array job's creation writes: job, queue entry, user index, array index.
+OPS_PER_JOB = 4
+
+
+def index_key(store: "Store", array_id: str, job_id: str = "") -> str:
+    return store._k("arrayjobs", array_id, job_id)
+
+
+def slot_key(store: "Store", array_id: str, slot: int | str = "") -> str:
+    return store._k("arrayslots", array_id, str(slot))
+
+
+def create_jobs(store: "Store", jobs: Sequence[Job], max_txn_ops: int) -> list[Job]:
+    """Create QUEUED jobs of an array (whose image a worker holds) in as few transactions as
+    etcd allows (``max_txn_ops`` operations each), each job create-if-absent. Returns them as
+    stored. Raises :class:`~pink.errors.StoreUnavailable` if etcd is away or an id is taken."""
+    from .store import QueueEntry  # pink.store imports this module
+
+    per_txn = max(max_txn_ops // OPS_PER_JOB, 1)
+    created: list[Job] = []
+    for start in range(0, len(jobs), per_txn):
+        batch = [dataclasses.replace(j, write_id=uuid.uuid4().hex) for j in jobs[start:start + per_txn]]
+        compare = [tx.version(store.job_key(j.id)) == 0 for j in batch]
+        success = []
+        for j in batch:
+            success += [tx.put(store.job_key(j.id), j.to_json()),
+                        tx.put(store.queue_key(j.worker, j.id), QueueEntry.of(j).to_json()),
+                        tx.put(store._k("userjobs", j.user, j.id), b""),
+                        tx.put(index_key(store, j.array_id, j.id), b"")]
+        ok, revision, _ = store._txn(compare, success, f"create {len(batch)} jobs of array {batch[0].array_id}")
+        if not ok:
+            raise StoreUnavailable(f"a job id of array {batch[0].array_id} already exists; retry the submission")
+        created += [dataclasses.replace(j, mod_revision=revision) for j in batch]
+    return created
+
+
+def array_jobs(store: "Store", array_id: str) -> list[Job]:
+    """The array's jobs, by index."""
+    keys = store._get_prefix(index_key(store, array_id, ""), keys_only=True)
+    jobs = store.get_jobs(k.rsplit("/", 1)[1] for k, _, _ in keys)
+    return sorted(jobs, key=lambda j: (j.array_index if j.array_index is not None else -1, j.id))
+
+
+def taken_slots(store: "Store", array_id: str) -> set[int]:
+    """The array's run slots held by claimed jobs."""
+    rows = store._get_prefix(slot_key(store, array_id, ""), keys_only=True)
+    return {int(k.rsplit("/", 1)[1]) for k, _, _ in rows}
+
+
+def running_per_array(store: "Store", limits: Mapping[str, int]) -> dict[str, set[int]]:
+    """Taken slots of each array in ``limits`` (array id -> its limit; those of 0 are skipped)."""
+    return {array_id: taken_slots(store, array_id) for array_id, limit in limits.items() if limit}
+
+
+def free_slot(taken: set[int], limit: int) -> int | None:
+    """The lowest free slot of an array with ``limit``, or None when all are taken."""
+    return next((s for s in range(limit) if s not in taken), None)
