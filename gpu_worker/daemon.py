@@ -245,6 +245,8 @@ class WorkerDaemon:
                     self._engine_trouble.pop(job_id, None)
             elif job_id not in by_id or by_id[job_id].state not in CLAIMED:
                 run.cancel.set()
+            elif by_id[job_id].state is JobState.EXPORTING:
+                run.stop.set()  # cancelled while it ran: stop it and export (a no-op once it exited)
         # Claimed jobs nobody here runs: after a restart, adopt them.
         for entry in entries:
             if entry.state in CLAIMED and entry.job_id not in self.runs:
@@ -325,7 +327,7 @@ class WorkerDaemon:
             if job is None or job.state.terminal:
                 log.info("removing container of finished job %s", job_id)
                 try:
-                    container.remove(force=True)
+                    container.remove(force=True, v=True)
                 except docker.errors.APIError as exc:
                     if exc.status_code not in (404, 409):  # gone, or being removed: a race
                         raise

@@ -11,11 +11,12 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, request, 
 
 from pink.errors import PinkError, TransferError
 from pink.layers import DIFF_ID
-from pink.model import IMAGE_ID, INPUT_ID, JOB_ID, Job, output_expiry
-from pink.states import CLAIMED, JobState
+from pink.model import IMAGE_ID, INPUT_ID, JOB_ID, Job
+from pink.states import JobState
 
 from . import jobs as joblogic
 from .auth import admin_required, current_user, login_required, store
+from .cancel import CannotCancel, cancel
 from .errors import error_response
 from .events import JobChanges
 from .openapi import SPEC
@@ -144,16 +145,14 @@ def get_job(job_id: str):
 @bp.post("/jobs/<job_id>/cancel")
 @login_required
 def cancel_job(job_id: str):
+    discard = request.args.get("discard", "0")
+    if discard not in ("0", "1", "true", "false"):
+        abort(400, "discard must be 1 (throw away what the job wrote) or 0")
     for _ in range(10):  # a busy job may change under us; each try re-reads it
-        job = own_job(job_id)
-        if job.state.terminal:
-            return error_response(409, f"job {job_id} already ended ({job.state})")
-        expires = None
-        if job.state in CLAIMED:  # it has a log on the worker, kept as long as its retention says
-            worker = store().get_worker(job.worker)
-            expires = output_expiry(time.time(), worker.output_retention_s if worker else 0)
-        done = store().transition(job, JobState.CANCELLED, reason=f"cancelled by {g.user.name}",
-                                  output_expires_at=expires)
+        try:
+            done = cancel(store(), own_job(job_id), g.user.name, discard=discard in ("1", "true"))
+        except CannotCancel as exc:
+            return error_response(409, str(exc))
         if done is not None:
             return jsonify(job=job_json(done))
     return error_response(503, "the job changed too often to cancel it; try again")

@@ -1,0 +1,189 @@
+"""What a finished job leaves behind, by its output mode (docs/jobs.md, "Output modes").
+
+* ``full``: the container's filesystem (:func:`gpu_worker.export.export_container`).
+* ``changes``: what the job added or changed, from ``docker diff``, plus ``.pink-deleted`` at
+  the archive's root listing what it deleted. On overlay2 the engine computes the diff from the
+  container's own writable layer, and each changed path is read with the archive API, so the
+  cost follows what the job wrote, not the image's size.
+* ``path:/DIR``: DIR is an empty volume of the container's own (``nocopy``: the image's files
+  there are hidden), writable by the job's root whether the engine remaps users or not; the
+  archive holds DIR alone.
+* ``none``: no archive.
+
+Both new modes read through the engine's API, not the engine's storage directory: the worker
+daemon runs as an unprivileged user of the docker group (roles/pink_worker), which cannot read
+/var/lib/docker, and the engine maps the owners of a remapped container back to the job's
+own (uid 0 is root, as in ``docker export``).
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import tarfile
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+import docker
+import docker.types
+
+from pink.model import MAX_OUTPUT_ENTRIES, output_dir
+
+from .export import CHUNK, export_container, export_stream
+
+#: The file at the root of a ``changes`` archive that lists the paths the job deleted.
+DELETED_LIST = ".pink-deleted"
+#: ``docker diff`` kinds.
+MODIFIED, ADDED, DELETED = 0, 1, 2
+#: Go's os.ModeDir in the mode the archive API reports.
+_GO_MODE_DIR = 1 << 31
+
+
+class ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (docker-py's archive streams)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self.chunks: Iterator[bytes] = iter(chunks)
+        self.left = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.left:
+            self.left = next(self.chunks, b"")
+            if not self.left:
+                return 0
+        n = min(len(buffer), len(self.left))
+        buffer[:n] = self.left[:n]
+        self.left = self.left[n:]
+        return n
+
+
+def plan_changes(diff: Iterable[dict] | None) -> tuple[list[tuple[str, bool]], list[str]]:
+    """From ``docker diff`` (``[{"Path", "Kind"}]``): the paths to read, each with whether only
+    the entry itself is wanted (a changed directory whose changes are listed on their own), and
+    the deleted paths, sorted.
+
+    An added path inside an added directory comes with its directory; a changed directory with
+    changes listed below it needs nothing of its own (its listed children are read); a changed
+    path without any is a file, or a directory whose own metadata changed (its entry only).
+    A deleted path that the job made again (an overlay "opaque" directory) is both deleted and
+    read: the archive holds all it contains now."""
+    kinds = {c["Path"]: c["Kind"] for c in diff or ()}
+    parents = {posixpath.dirname(p) for p in kinds}
+    parents |= {a for p in parents for a in _ancestors(p)}
+    reads = []
+    for path, kind in sorted(kinds.items()):
+        if kind == DELETED or any(kinds.get(a) == ADDED for a in _ancestors(path)):
+            continue
+        if kind == MODIFIED and path in parents:
+            continue
+        reads.append((path, kind == MODIFIED))
+    return reads, sorted(p for p, k in kinds.items() if k == DELETED)
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    while path not in ("/", ""):
+        path = posixpath.dirname(path)
+        yield path
+
+
+class Entries:
+    """The archive's top entries (by the first ``depth`` components of each name), with sizes."""
+
+    def __init__(self, depth: int = 1) -> None:
+        self.depth = depth
+        self.found: dict[str, dict] = {}
+
+    def add(self, member: tarfile.TarInfo) -> None:
+        parts = member.name.strip("/").split("/")
+        if len(parts) < self.depth:
+            return  # the output directory itself
+        name = "/" + "/".join(parts[:self.depth])
+        kind = "file" if len(parts) == self.depth and member.isfile() else \
+            "link" if len(parts) == self.depth and (member.issym() or member.islnk()) else "dir"
+        entry = self.found.setdefault(name, {"name": name, "bytes": 0, "type": kind})
+        entry["bytes"] += member.size if member.isfile() else 0
+
+    def deleted(self, path: str) -> None:
+        self.found.setdefault(path, {"name": path, "bytes": 0, "type": "deleted"})
+
+    def top(self) -> tuple[dict, ...]:
+        ranked = sorted(self.found.values(), key=lambda e: (e["type"] == "deleted", -e["bytes"], e["name"]))
+        return tuple(ranked[:MAX_OUTPUT_ENTRIES])
+
+
+def copy_path(container, path: str, out: tarfile.TarFile, entries: Entries, entry_only: bool = False) -> None:
+    """Add ``path`` of ``container`` to ``out`` under its own name (less the leading /), read
+    with the engine's archive API; just the entry itself if it is a directory and
+    ``entry_only``."""
+    chunks, stat = container.get_archive(path, chunk_size=CHUNK)
+    prefix = posixpath.dirname(path).strip("/")
+    entry_only = entry_only and bool(stat.get("mode", 0) & _GO_MODE_DIR)
+    with tarfile.open(fileobj=io.BufferedReader(ChunkReader(chunks), CHUNK), mode="r|") as tar:
+        for member in tar:
+            member.name = posixpath.join(prefix, member.name) if prefix else member.name
+            if member.islnk():  # hard links name their target from the archive's root
+                member.linkname = posixpath.join(prefix, member.linkname) if prefix else member.linkname
+            entries.add(member)
+            out.addfile(member, tar.extractfile(member) if member.isfile() else None)
+            if entry_only:
+                break
+    if hasattr(chunks, "close"):
+        chunks.close()
+
+
+def deleted_list(paths: list[str]) -> bytes:
+    """``.pink-deleted``: one deleted path a line, absolute, as the job saw it."""
+    return "".join(f"{p}\n" for p in paths).encode()
+
+
+def write_changes(container, sink: BinaryIO, entries: Entries) -> None:
+    """The ``changes`` archive of ``container`` as an uncompressed tar into ``sink``."""
+    reads, deleted = plan_changes(container.diff())
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as out:
+        for path, entry_only in reads:
+            copy_path(container, path, out, entries, entry_only)
+        listing = deleted_list(deleted)
+        info = tarfile.TarInfo(DELETED_LIST)
+        info.size, info.mode, info.mtime = len(listing), 0o644, int(time.time())
+        out.addfile(info, io.BytesIO(listing))
+    for path in deleted:
+        entries.deleted(path)
+
+
+def write_dir(container, folder: str, sink: BinaryIO, entries: Entries) -> None:
+    """The ``path:`` archive: ``folder`` of ``container``, as an uncompressed tar into ``sink``."""
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as out:
+        copy_path(container, folder, out, entries)
+
+
+def output_mounts(mode: str) -> list[docker.types.Mount]:
+    """The mount a job of output ``mode`` gets: for ``path:/DIR`` an empty anonymous volume at
+    DIR (removed with the container), none otherwise."""
+    folder = output_dir(mode)
+    if not folder:
+        return []
+    return [docker.types.Mount(target=folder, source=None, type="volume", no_copy=True)]
+
+
+def export_output(mode: str, container, engine: docker.DockerClient, docker_url: str, compressor,
+                  archive: Path, max_bytes: int) -> tuple[int, str, tuple[dict, ...]]:
+    """Write the archive of a job of output ``mode`` (not ``none``); return (size, sha256,
+    top entries). Raises what :func:`~gpu_worker.export.export_container` raises."""
+    if mode == "full":
+        size, digest = export_container(container, engine, docker_url, compressor, archive, max_bytes)
+        return size, digest, ()
+    folder = output_dir(mode)
+    entries = Entries(depth=len(folder.strip("/").split("/")) + 1 if folder else 1)
+    if folder:
+        size, digest = export_stream(lambda sink: write_dir(container, folder, sink, entries),
+                                     compressor, archive, max_bytes)
+    elif mode == "changes":
+        size, digest = export_stream(lambda sink: write_changes(container, sink, entries),
+                                     compressor, archive, max_bytes)
+    else:
+        raise ValueError(f"unknown output mode {mode!r}")
+    return size, digest, entries.top()
