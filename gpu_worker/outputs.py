@@ -12,14 +12,16 @@
 
 Both new modes read through the engine's API, not the engine's storage directory: the worker
 daemon runs as an unprivileged user of the docker group (roles/pink_worker), which cannot read
-/var/lib/docker, and the engine maps the owners of a remapped container back to the job's
-own (uid 0 is root, as in ``docker export``).
+/var/lib/docker. The archive API gives the host's owners of a container whose users the engine
+remaps (docker export gives the container's): they are mapped back, so uid 0 is the job's root
+in every mode.
 """
 
 from __future__ import annotations
 
 import io
 import posixpath
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -38,6 +40,19 @@ DELETED_LIST = ".pink-deleted"
 MODIFIED, ADDED, DELETED = 0, 1, 2
 #: Go's os.ModeDir in the mode the archive API reports.
 _GO_MODE_DIR = 1 << 31
+#: An engine that remaps users keeps its storage under ``<data-root>/<uid>.<gid>/`` (docker's
+#: userns-remap layout), its containers' root being that uid and gid on the host.
+_REMAPPED_ROOT = re.compile(r"/(\d+)\.(\d+)/")
+
+
+def remapped_root(attrs: dict) -> tuple[int, int]:
+    """The host's (uid, gid) of the container's root, from its ``docker inspect``: (0, 0) when
+    its engine does not remap users, or the container opted out (UsernsMode host, GPU jobs)."""
+    if (attrs.get("HostConfig") or {}).get("UsernsMode") == "host":
+        return 0, 0
+    data = (attrs.get("GraphDriver") or {}).get("Data") or {}
+    found = _REMAPPED_ROOT.search(data.get("UpperDir") or data.get("MergedDir") or "")
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
 
 class ChunkReader(io.RawIOBase):
@@ -115,10 +130,12 @@ class Entries:
         return tuple(ranked[:MAX_OUTPUT_ENTRIES])
 
 
-def copy_path(container, path: str, out: tarfile.TarFile, entries: Entries, entry_only: bool = False) -> None:
+def copy_path(container, path: str, out: tarfile.TarFile, entries: Entries, entry_only: bool = False,
+              root: tuple[int, int] = (0, 0)) -> None:
     """Add ``path`` of ``container`` to ``out`` under its own name (less the leading /), read
     with the engine's archive API; just the entry itself if it is a directory and
-    ``entry_only``."""
+    ``entry_only``. Owners from ``root`` (the host's ids of the container's root) on are mapped
+    back to the container's."""
     chunks, stat = container.get_archive(path, chunk_size=CHUNK)
     prefix = posixpath.dirname(path).strip("/")
     entry_only = entry_only and bool(stat.get("mode", 0) & _GO_MODE_DIR)
@@ -127,6 +144,10 @@ def copy_path(container, path: str, out: tarfile.TarFile, entries: Entries, entr
             member.name = posixpath.join(prefix, member.name) if prefix else member.name
             if member.islnk():  # hard links name their target from the archive's root
                 member.linkname = posixpath.join(prefix, member.linkname) if prefix else member.linkname
+            if member.uid >= root[0]:
+                member.uid -= root[0]
+            if member.gid >= root[1]:
+                member.gid -= root[1]
             entries.add(member)
             out.addfile(member, tar.extractfile(member) if member.isfile() else None)
             if entry_only:
@@ -143,9 +164,10 @@ def deleted_list(paths: list[str]) -> bytes:
 def write_changes(container, sink: BinaryIO, entries: Entries) -> None:
     """The ``changes`` archive of ``container`` as an uncompressed tar into ``sink``."""
     reads, deleted = plan_changes(container.diff())
+    root = remapped_root(container.attrs)
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as out:
         for path, entry_only in reads:
-            copy_path(container, path, out, entries, entry_only)
+            copy_path(container, path, out, entries, entry_only, root)
         listing = deleted_list(deleted)
         info = tarfile.TarInfo(DELETED_LIST)
         info.size, info.mode, info.mtime = len(listing), 0o644, int(time.time())
@@ -157,7 +179,7 @@ def write_changes(container, sink: BinaryIO, entries: Entries) -> None:
 def write_dir(container, folder: str, sink: BinaryIO, entries: Entries) -> None:
     """The ``path:`` archive: ``folder`` of ``container``, as an uncompressed tar into ``sink``."""
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as out:
-        copy_path(container, folder, out, entries)
+        copy_path(container, folder, out, entries, root=remapped_root(container.attrs))
 
 
 def output_mounts(mode: str) -> list[docker.types.Mount]:
