@@ -11,7 +11,8 @@ import threading
 import pytest
 
 from gpu_worker.export import OutputTooLarge, export_stream
-from gpu_worker.outputs import DELETED_LIST, Entries, copy_path, deleted_list, plan_changes, write_changes
+from gpu_worker.outputs import (DELETED_LIST, Entries, copy_path, deleted_list, plan_changes, remapped_root,
+                                write_changes)
 from gpu_worker.runner import Abort
 from pink.config import WebConfig
 from pink.model import MAX_OUTPUT_ENTRIES, Job, User, output_dir, valid_output
@@ -84,12 +85,13 @@ def test_plan_changes_reads_each_change_once_and_lists_deletions():
 
 
 # ----- archive streams ---------------------------------------------------------------------------
-def tar_of(*members: tuple[str, bytes | None]) -> bytes:
+def tar_of(*members: tuple[str, bytes | None], owner: int = 0) -> bytes:
     """An uncompressed tar; a member with None is a directory, one starting with '->' a hard link."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
+            info.uid = info.gid = owner
             if data is None:
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(info)
@@ -105,8 +107,9 @@ def tar_of(*members: tuple[str, bytes | None]) -> bytes:
 class ArchiveContainer:
     """A stopped container's archive API and diff (docker-py's get_archive: chunks and a stat)."""
 
-    def __init__(self, archives: dict[str, tuple[bytes, bool]], diff=()):
+    def __init__(self, archives: dict[str, tuple[bytes, bool]], diff=(), upper: str = "/var/lib/docker/overlay2/x/diff"):
         self.archives, self.changes, self.asked = archives, list(diff), []
+        self.attrs = {"GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": upper}}, "HostConfig": {}}
 
     def get_archive(self, path, chunk_size):
         self.asked.append(path)
@@ -136,6 +139,23 @@ def test_copy_path_roots_members_at_their_path_and_keeps_a_directory_entry_alone
         copy_path(container, "/var", out, entries, entry_only=True)
     assert read_tar(sink.getvalue()) == {"home/x": None, "home/x/f": b"new", "home/x/g": "->home/x/f", "var": None}
     assert entries.top() == ({"name": "/home", "bytes": 3, "type": "dir"}, {"name": "/var", "bytes": 0, "type": "dir"})
+
+
+def test_remapped_root_from_the_storage_layout():
+    remapped = ArchiveContainer({}, upper="/var/lib/docker/100000.100000/overlay2/x/diff").attrs
+    assert remapped_root(remapped) == (100000, 100000)
+    assert remapped_root(ArchiveContainer({}).attrs) == (0, 0)
+    assert remapped_root({**remapped, "HostConfig": {"UsernsMode": "host"}}) == (0, 0)  # a GPU job
+    assert remapped_root({}) == (0, 0)
+
+
+def test_owners_of_a_remapped_container_are_mapped_back():
+    container = ArchiveContainer({"/out": (tar_of(("out", None), ("out/r", b"x"), owner=101000), True)})
+    sink = io.BytesIO()
+    with tarfile.open(fileobj=sink, mode="w|") as out:
+        copy_path(container, "/out", out, Entries(), root=(100000, 100000))
+    with tarfile.open(fileobj=io.BytesIO(sink.getvalue())) as tar:
+        assert {(m.name, m.uid, m.gid) for m in tar} == {("out", 1000, 1000), ("out/r", 1000, 1000)}
 
 
 def test_write_changes_holds_the_changes_and_the_deleted_list():
