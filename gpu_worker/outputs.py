@@ -182,13 +182,19 @@ def write_dir(container, folder: str, sink: BinaryIO, entries: Entries) -> None:
         copy_path(container, folder, out, entries, root=remapped_root(container.attrs))
 
 
-def output_mounts(mode: str) -> list[docker.types.Mount]:
-    """The mount a job of output ``mode`` gets: for ``path:/DIR`` an empty anonymous volume at
-    DIR (removed with the container), none otherwise."""
+def output_mounts(mode: str, image: dict) -> list[docker.types.Mount]:
+    """The mount a job of output ``mode`` gets: for ``path:/DIR`` an anonymous volume at DIR
+    (removed with the container), none otherwise.
+
+    The volume is empty and owned by the job's root. An image whose USER (``image``: its
+    ``docker inspect``) is not root could not write there: for it, docker copies the image's DIR
+    into the volume, with its owner, as for any volume; so such an image should have DIR, owned
+    by its user (and it starts with what the image has there)."""
     folder = output_dir(mode)
     if not folder:
         return []
-    return [docker.types.Mount(target=folder, source=None, type="volume", no_copy=True)]
+    user = ((image.get("Config") or {}).get("User") or "").split(":")[0]
+    return [docker.types.Mount(target=folder, source=None, type="volume", no_copy=user in ("", "0", "root"))]
 
 
 def export_output(mode: str, container, engine: docker.DockerClient, docker_url: str, compressor,

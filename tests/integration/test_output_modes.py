@@ -35,17 +35,30 @@ def shell(script):
     return {"entrypoint": ["sh", "-c"], "command": [script]}
 
 
+def build(folder: Path, tag: str, dockerfile: str) -> Path:
+    """`docker save` of an image built locally with docker build (no registry)."""
+    folder.mkdir()
+    (folder / "Dockerfile").write_text(dockerfile)
+    subprocess.run(["docker", "build", "-q", "--network", "none", "-t", tag, str(folder)], check=True,
+                   capture_output=True)
+    out = folder / "image.tar"
+    subprocess.run(["docker", "save", "-o", str(out), tag], check=True)
+    return out
+
+
 @pytest.fixture(scope="module")
 def layered(images, tmp_path_factory) -> Path:
-    """A `docker save` of pink-test-writer plus the LAYERS (built locally with docker build)."""
-    folder = tmp_path_factory.mktemp("layered")
+    """pink-test-writer plus the LAYERS."""
     runs = "".join(f"RUN {step}\n" for step in LAYERS)
-    (folder / "Dockerfile").write_text(f"FROM pink-test-writer:latest\n{runs}")
-    subprocess.run(["docker", "build", "-q", "--network", "none", "-t", "pink-test-layered:latest", str(folder)],
-                   check=True, capture_output=True)
-    out = folder / "layered.tar"
-    subprocess.run(["docker", "save", "-o", str(out), "pink-test-layered:latest"], check=True)
-    return out
+    return build(tmp_path_factory.mktemp("layered") / "root", "pink-test-layered:latest",
+                 f"FROM pink-test-writer:latest\n{runs}")
+
+
+@pytest.fixture(scope="module")
+def as_user_1000(layered, tmp_path_factory) -> Path:
+    """The layered image running as uid 1000, with /out its own."""
+    return build(tmp_path_factory.mktemp("layered") / "user", "pink-test-layered-user:latest",
+                 "FROM pink-test-layered:latest\nRUN mkdir -p /out && chown 1000:1000 /out\nUSER 1000:1000\n")
 
 
 class Member(tarfile.TarInfo):
@@ -86,14 +99,18 @@ def ended(api, job_id):
     return job, out
 
 
-def test_every_output_mode_on_a_multi_layer_image(cluster, layered, tmp_path):
-    c = cluster(max_parallel_jobs=4)
+def test_every_output_mode_on_a_multi_layer_image(cluster, layered, as_user_1000, tmp_path):
+    c = cluster(max_parallel_jobs=5)
     api = c.api("alice")
     ids = {}
     for mode in ("full", "changes", "path:/out", "none"):
         r = submit_spec(api, layered, shell(JOB), output=mode, name=mode)
         assert r.status_code == 201, r.text
         ids[mode] = r.json()["job"]["id"]
+    # An image whose USER is not root writes its own output directory too.
+    r = submit_spec(api, as_user_1000, shell("id -u > /out/uid; echo done"), output="path:/out", name="uid 1000")
+    assert r.status_code == 201, r.text
+    ids["as 1000"] = r.json()["job"]["id"]
     results = {mode: ended(api, job_id) for mode, job_id in ids.items()}
     for mode, (job, _) in results.items():
         assert job["state"] == "SUCCEEDED", (mode, job)
@@ -135,6 +152,10 @@ def test_every_output_mode_on_a_multi_layer_image(cluster, layered, tmp_path):
         "out": "dir", "out/r.txt": b"result\n", "out/sub": "dir", "out/sub/d": b"deep\n", "out/link": "-> r.txt"}
     assert sorted(p.name for p in (tmp_path / "path").iterdir()) == ["out"]
     assert [e["name"] for e in job["output_entries"]] == ["/out/r.txt", "/out/sub", "/out/link"]
+
+    job, out = results["as 1000"]
+    got = members(out.content)
+    assert got["out/uid"].data == b"1000\n" and got["out/uid"].uid == 1000
 
     # none: no archive.
     job, out = results["none"]

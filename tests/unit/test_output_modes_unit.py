@@ -11,8 +11,8 @@ import threading
 import pytest
 
 from gpu_worker.export import OutputTooLarge, export_stream
-from gpu_worker.outputs import (DELETED_LIST, Entries, copy_path, deleted_list, plan_changes, remapped_root,
-                                write_changes)
+from gpu_worker.outputs import (DELETED_LIST, Entries, copy_path, deleted_list, output_mounts, plan_changes,
+                                remapped_root, write_changes)
 from gpu_worker.runner import Abort
 from pink.config import WebConfig
 from pink.model import MAX_OUTPUT_ENTRIES, Job, User, output_dir, valid_output
@@ -139,6 +139,15 @@ def test_copy_path_roots_members_at_their_path_and_keeps_a_directory_entry_alone
         copy_path(container, "/var", out, entries, entry_only=True)
     assert read_tar(sink.getvalue()) == {"home/x": None, "home/x/f": b"new", "home/x/g": "->home/x/f", "var": None}
     assert entries.top() == ({"name": "/home", "bytes": 3, "type": "dir"}, {"name": "/var", "bytes": 0, "type": "dir"})
+
+
+@pytest.mark.parametrize("user, empty", [("", True), ("root", True), ("0:0", True), ("1000", False),
+                                         ("trainer:users", False)])
+def test_the_output_volume_is_empty_unless_the_image_runs_as_another_user(user, empty):
+    (mount,) = output_mounts("path:/out", {"Config": {"User": user}})
+    assert (mount["Target"], mount["Type"], mount["Source"]) == ("/out", "volume", None)
+    assert mount.get("VolumeOptions", {}).get("NoCopy", False) is empty
+    assert output_mounts("changes", {}) == [] and output_mounts("full", {}) == []
 
 
 def test_remapped_root_from_the_storage_layout():
