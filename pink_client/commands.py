@@ -430,6 +430,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     else:
         print(f"{job['id']}  {job.get('state', '?')}")
         ui.info(describe(job))
+        if job.get("state") == JobState.EXPORTING.value:
+            ui.info(f"its worker stops it and keeps what it wrote as its output; `pink status {job['id']}` "
+                    f"shows when it is CANCELLED")
     return EXIT_OK
 
 

@@ -30,12 +30,20 @@ def test_submit_refuses_a_bad_output_mode_before_sending(logged_in: Fake, tmp_pa
     assert not logged_in.uploads
 
 
-def test_cancel_discard_asks_the_server_to_keep_nothing(logged_in: Fake) -> None:
+def test_cancel_discard_asks_the_server_to_keep_nothing(logged_in: Fake, capsys: pytest.CaptureFixture[str]) -> None:
     kept, dropped = logged_in.add_job(state="RUNNING"), logged_in.add_job(state="RUNNING")
     assert cli.main(["cancel", kept["id"]]) == 0
+    assert "keeps what it wrote" not in capsys.readouterr().err  # the fake cancels at once
+    exporting = logged_in.add_job(state="RUNNING")
+    logged_in.cancel_to = "EXPORTING"
+    assert cli.main(["cancel", exporting["id"]]) == 0
+    out, err = capsys.readouterr()
+    assert "EXPORTING" in out and "its worker stops it and keeps what it wrote" in err
+    logged_in.cancel_to = "CANCELLED"
     assert cli.main(["cancel", dropped["id"], "--discard"]) == 0
     paths = [p for method, p, _ in logged_in.requests if method == "POST" and p.endswith(("cancel", "discard=1"))]
-    assert paths == [f"/api/v1/jobs/{kept['id']}/cancel", f"/api/v1/jobs/{dropped['id']}/cancel?discard=1"]
+    assert paths == [f"/api/v1/jobs/{kept['id']}/cancel", f"/api/v1/jobs/{exporting['id']}/cancel",
+                     f"/api/v1/jobs/{dropped['id']}/cancel?discard=1"]
 
 
 def test_status_says_what_a_job_kept(logged_in: Fake, capsys: pytest.CaptureFixture[str]) -> None:
