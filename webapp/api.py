@@ -223,7 +223,9 @@ _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 def job_output(job_id: str):
     job = own_job(job_id)
     if not job.state.terminal or not job.output_bytes:
-        why = "has no output archive" if job.state.terminal else f"is {job.state}; the archive comes when it ends"
+        why = f"is {job.state}; the archive comes when it ends" if not job.state.terminal else \
+            "has no output archive: its cancel threw what it wrote away" if job.discard_output else \
+            "has no output archive (--output none)" if job.output == "none" else "has no output archive"
         return error_response(409, f"job {job_id} {why}")
     size = job.output_bytes
     start, end = 0, size - 1
