@@ -11,8 +11,8 @@ import threading
 import pytest
 
 from gpu_worker.export import OutputTooLarge, export_stream
-from gpu_worker.outputs import (DELETED_LIST, Entries, copy_path, deleted_list, output_mounts, plan_changes,
-                                remapped_root, write_changes)
+from gpu_worker.outputs import (DELETED_LIST, GROUP_AT, Entries, copy_path, deleted_list, group_reads,
+                                output_mounts, plan_changes, remapped_root, write_changes)
 from gpu_worker.runner import Abort
 from pink.config import WebConfig
 from pink.model import MAX_OUTPUT_ENTRIES, Job, User, output_dir, valid_output
@@ -136,7 +136,7 @@ def test_copy_path_roots_members_at_their_path_and_keeps_a_directory_entry_alone
     sink, entries = io.BytesIO(), Entries()
     with tarfile.open(fileobj=sink, mode="w|") as out:
         copy_path(container, "/home/x", out, entries)
-        copy_path(container, "/var", out, entries, entry_only=True)
+        copy_path(container, "/var", out, entries, {"/var": True})
     assert read_tar(sink.getvalue()) == {"home/x": None, "home/x/f": b"new", "home/x/g": "->home/x/f", "var": None}
     assert entries.top() == ({"name": "/home", "bytes": 3, "type": "dir"}, {"name": "/var", "bytes": 0, "type": "dir"})
 
@@ -180,6 +180,23 @@ def test_write_changes_holds_the_changes_and_the_deleted_list():
     assert entries.top() == ({"name": "/top.txt", "bytes": 7, "type": "file"},
                              {"name": "/out", "bytes": 6, "type": "dir"},
                              {"name": "/bin/ls", "bytes": 0, "type": "deleted"})
+
+
+def test_many_reads_in_one_directory_of_the_image_are_one_read_that_keeps_them():
+    reads = [(f"/tmp/f{i:02}", False) for i in range(GROUP_AT + 1)] + [("/tmp/dir", True), ("/home", False),
+                                                                        ("/top", False)]
+    assert group_reads(reads) == [("/home", {"/home": False}), ("/tmp", dict(reads[:GROUP_AT + 2])),
+                                  ("/top", {"/top": False})]
+    assert group_reads(reads[:GROUP_AT]) == [(p, {p: False}) for p, _ in reads[:GROUP_AT]]
+    # Many files at the root are never one read of / (the whole filesystem).
+    assert len(group_reads([(f"/f{i}", False) for i in range(GROUP_AT + 1)])) == GROUP_AT + 1
+    # The read of /tmp keeps the changes only: not the image's file, not what /tmp/dir holds.
+    tmp = tar_of(("tmp", None), ("tmp/f00", b"new"), ("tmp/image-file", b"old"), ("tmp/dir", None),
+                 ("tmp/dir/image-file", b"old"))
+    sink, entries = io.BytesIO(), Entries()
+    with tarfile.open(fileobj=sink, mode="w|") as out:
+        copy_path(ArchiveContainer({"/tmp": (tmp, True)}), "/tmp", out, entries, {"/tmp/f00": False, "/tmp/dir": True})
+    assert read_tar(sink.getvalue()) == {"tmp/f00": b"new", "tmp/dir": None}
 
 
 def test_entries_of_a_path_mode_are_one_level_below_the_directory_and_capped():
