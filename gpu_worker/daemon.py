@@ -32,6 +32,7 @@ from pink.model import JOB_ID, WorkerInfo
 from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
 
+from .deletions import Deletions
 from .inputs import Inputs
 from .runner import JobRun, Preload, host_cpus, host_memory_bytes
 
@@ -60,6 +61,9 @@ class WorkerDaemon:
         self._datasets: tuple[str, ...] = ()
         self.runs: dict[str, JobRun] = {}
         self.inputs = Inputs(self.wcfg)
+        self.deletions = Deletions(self.wcfg)
+        #: Set by the watch of tombstones: an owner deleted a job; remove its files next cycle.
+        self.deleted = threading.Event()
         self.preloads: dict[str, Preload] = {}
         self._pinged_at = 0.0
         self.stop_requested = threading.Event()
@@ -67,6 +71,7 @@ class WorkerDaemon:
         self.wake = threading.Event()
         self.lease = Lease(self.store, self.wcfg.lease_ttl_s, f"worker {self.wcfg.name}")
         self._unwatch = None
+        self._unwatch_deleted = None
         self._failing = False
         self._last_status = ""
         self._images: tuple[str, ...] = ()
@@ -214,6 +219,12 @@ class WorkerDaemon:
         """Wake the loop early when this worker's queue changes (the watch heals itself)."""
         if self._unwatch is None:
             self._unwatch = self.store.watch_prefix(("queue", self.wcfg.name, ""), lambda _ok: self.wake.set())
+        if self._unwatch_deleted is None:
+            self._unwatch_deleted = self.store.watch_prefix(("deleted", ""), self._on_deleted)
+
+    def _on_deleted(self, _ok: bool) -> None:
+        self.deleted.set()
+        self.wake.set()
 
     # ----- one cycle ---------------------------------------------------------------------------------
     def cycle(self) -> None:
@@ -239,6 +250,8 @@ class WorkerDaemon:
         for job_id, run in list(self.runs.items()):
             if run.done.is_set():
                 del self.runs[job_id]
+                if self.store.tombstone(job_id) is not None:
+                    self.deleted.set()  # deleted while it ran: its files could not go then
                 if run.engine_trouble:
                     self._engine_trouble.setdefault(job_id, time.monotonic())
                 else:
@@ -254,6 +267,9 @@ class WorkerDaemon:
                 if job is not None and job.state in CLAIMED:
                     self._launch(job)
         self._start_queued(entries)
+        if self.deleted.is_set():
+            self.deleted.clear()
+            self.deletions.sweep(self.store, busy=self.runs)
         self.heartbeat()
         self._log_status(entries)
 
@@ -381,6 +397,7 @@ class WorkerDaemon:
                         self.sweep_orphans()
                         self.expire_outputs()
                         self.inputs.sweep(self.store)
+                        self.deletions.sweep(self.store, busy=self.runs)
                         last_sweep = time.monotonic()
                     if self._failing:
                         log.info("worker %s: back to normal", self.wcfg.name)
@@ -393,8 +410,9 @@ class WorkerDaemon:
                     self._failing = True
                 self.wake.wait(self.wcfg.loop_interval_s)
         finally:
-            if self._unwatch is not None:
-                self._unwatch()
+            for unwatch in (self._unwatch, self._unwatch_deleted):
+                if unwatch is not None:
+                    unwatch()
             log.info("worker %s stopped; %d containers keep running and are adopted on restart",
                      self.wcfg.name, len(self.runs))
 

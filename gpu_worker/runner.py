@@ -172,9 +172,9 @@ class JobRun:
     #: The image being loaded while it was uploaded, if any (wait for it instead of loading).
     preload: Preload | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
-    #: Set by the daemon when a cancel moved the running job to EXPORTING (webapp/cancel.py).
+    #: Set by the daemon when a cancel moved the running job to EXPORTING (webapp/cancel.py);
+    #: then ``ended``, how the container ended, is recorded with the job's end.
     stop: threading.Event = field(default_factory=threading.Event)
-    #: How the container ended, when a cancel moved the job on first: recorded with its end.
     ended: dict = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -296,7 +296,8 @@ class JobRun:
         else:
             log.info("job %s: adopting container %s that already started", self.job.id, container.short_id)
         started = _docker_time(container.attrs["State"]["StartedAt"])
-        self.update(JobState.RUNNING, started_at=started)
+        size = self.engine.api.inspect_image(self.job.image_id).get("Size") or 0  # the image's, not the upload's
+        self.update(JobState.RUNNING, started_at=started, image_size=int(size))
         return container
 
     def _create(self):
@@ -509,8 +510,7 @@ class JobRun:
         if self.job.output != "none" and not self.job.discard_output and container is not None:
             try:
                 size, digest, entries = export_output(self.job.output, container, self.engine, self.cfg.docker_url,
-                                                      self.cfg.compressor, self.archive_file,
-                                                      self.cfg.max_output_bytes)
+                                                      self.cfg.compressor, self.archive_file, self.cfg.max_output_bytes)
             except OutputTooLarge as exc:
                 state, reason = JobState.FAILED, "; ".join(filter(None, (reason, str(exc))))
         self.update(state, reason=reason, **self.ended,

@@ -5,7 +5,9 @@
 ``some/tag:latest`` on a worker's engine point at its own code. The worker, not the archive,
 decides tags: it runs images by id and tags none. This re-frames the archive as it streams
 (tar headers re-written, member data passed through in chunks, the small JSON members
-rewritten), so memory stays flat whatever the image's size.
+rewritten), so memory stays flat whatever the image's size. A compressed archive (gzip, zstd,
+xz, bzip2: the web server checked the plain tar inside it) is decompressed on the way, so the
+engine gets the plain tar whatever its version reads.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import json
 import tarfile
 from typing import Iterable, Iterator
 
+from pink.compression import decompressed
+
 CHUNK = 1 << 20
 BLOCK = 512
 #: OCI index annotations that ``docker load`` turns into tags.
@@ -22,8 +26,9 @@ NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.na
 
 
 def without_tags(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The archive in ``chunks``, with every tag it names removed."""
-    source = io.BufferedReader(_ChunkReader(chunks), CHUNK)
+    """The archive in ``chunks`` (plain or compressed), as a plain tar with every tag it names
+    removed."""
+    source = io.BufferedReader(_ChunkReader(decompressed(chunks)), CHUNK)
     with tarfile.open(fileobj=source, mode="r|") as tar:
         for member in tar:
             name = member.name.removeprefix("./")
@@ -40,6 +45,9 @@ def without_tags(chunks: Iterable[bytes]) -> Iterator[bytes]:
                     yield piece
                 if member.size % BLOCK:
                     yield bytes(BLOCK - member.size % BLOCK)
+        # Read on to the end (tar padding), where a compressed stream's end is checked.
+        while source.read(CHUNK):
+            pass
     yield bytes(2 * BLOCK)  # end of archive
 
 

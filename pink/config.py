@@ -197,10 +197,42 @@ class WorkerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class NotifyConfig:
+    """Job-end notifications and retries of LOST jobs (pink.reactions, the web servers)."""
+
+    #: The SMTP relay job-end e-mails go through ("": no e-mail; notify=1 is refused).
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = ""
+    smtp_starttls: bool = False
+    smtp_user: str = ""
+    smtp_password: str = ""
+    #: Where webhooks may go: URL prefixes ("https://hooks.example.org/pink/") or host names
+    #: ("hooks.example.org": any https URL on it). Empty: webhook= is refused.
+    webhook_allow: tuple[str, ...] = ()
+    #: Seconds one webhook POST or SMTP session may take; attempts per notification (with
+    #: backoff doubling from backoff_s) before it is given up and noted on the job.
+    timeout_s: float = 10.0
+    attempts: int = 5
+    backoff_s: float = 5.0
+    #: The site's address for links in notifications ("": links are paths only).
+    base_url: str = ""
+    #: A LOST job with retry_lost waits this long for a live worker holding its image.
+    retry_give_up_s: float = 1800.0
+    #: How often each web server looks for ended jobs to notify or retry.
+    interval_s: float = 5.0
+
+    @property
+    def email_enabled(self) -> bool:
+        return bool(self.smtp_host and self.smtp_from)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     etcd: EtcdConfig = dataclasses.field(default_factory=EtcdConfig)
     web: WebConfig = dataclasses.field(default_factory=WebConfig)
     worker: WorkerConfig = dataclasses.field(default_factory=WorkerConfig)
+    notify: NotifyConfig = dataclasses.field(default_factory=NotifyConfig)
     path: str = ""
 
     def check(self) -> "Config":
@@ -239,10 +271,17 @@ class Config:
         if not self.etcd.endpoints:
             raise ConfigError("etcd.endpoints is empty: list at least one host:port")
         w.check_resources()
+        n = self.notify
+        if n.attempts < 1 or n.timeout_s <= 0 or n.backoff_s < 0 or n.interval_s <= 0 or n.retry_give_up_s < 0:
+            raise ConfigError("notify: attempts must be at least 1, timeout_s and interval_s more than 0, "
+                              "backoff_s and retry_give_up_s 0 or more")
+        for entry in n.webhook_allow:
+            if "://" in entry and not entry.startswith(("http://", "https://")):
+                raise ConfigError(f"notify.webhook_allow: {entry!r} must be an http(s):// URL prefix or a host name")
         return self
 
 
-_SECTIONS = {"etcd": EtcdConfig, "web": WebConfig, "worker": WorkerConfig}
+_SECTIONS = {"etcd": EtcdConfig, "web": WebConfig, "worker": WorkerConfig, "notify": NotifyConfig}
 
 
 def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:

@@ -36,3 +36,7 @@ class TransferError(PinkError):
 
 class WorkerUnavailable(TransferError):
     """No SSH connection to the worker could be made (down, wrong host key, refused)."""
+
+
+class ArchiveTooLarge(ImageArchiveError):
+    """A compressed upload decompresses to more bytes than an upload may hold. Permanent."""

@@ -109,7 +109,11 @@ class Job:
     priority: int = 0
     name: str = ""
     image_id: str = ""
+    #: Bytes of the image uploaded for this job (0: it ran from an image its worker held).
     image_bytes: int = 0
+    #: The image's size as its worker's docker counts it (its layers, unpacked), recorded
+    #: when the job starts (0: not started yet, or a record from before this field).
+    image_size: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
     history: tuple[dict, ...] = ()
@@ -150,6 +154,20 @@ class Job:
     shm_bytes: int = 0
     #: Random id of the write that produced this version; lets a retried CAS recognise itself.
     write_id: str = ""
+    #: Opt-in re-run of a LOST job (pink.reactions): retries left, the LOST job this one
+    #: retries, the job that retried this one, and why a retry waits or was given up.
+    retry_lost: int = 0
+    retry_of: str = ""
+    retried_by: str = ""
+    retry_note: str = ""
+    #: True once PINK stopped trying to retry this LOST job (retry_note says why).
+    retry_given_up: bool = False
+    #: E-mail the owner when the job ends; POST the end to this URL (on the operator's allow-list).
+    notify: bool = False
+    webhook: str = ""
+    #: When the end was announced (e-mail and/or webhook; None: not yet), and what failed.
+    notified_at: float | None = None
+    notify_note: str = ""
     #: etcd mod_revision this record was read at (0 = not stored yet). Not serialised.
     mod_revision: int = dataclasses.field(default=0, compare=False)
 
@@ -272,6 +290,10 @@ class User:
     created_at: float = 0.0
     #: A disabled user can neither log in nor use a token or session; their jobs stay.
     disabled: bool = False
+    #: Where job-end e-mails go ("": none), and whether every job of theirs sends one (else only
+    #: jobs submitted with notify=1).
+    email: str = ""
+    notify_all: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,8 @@ Key layout under the prefix (default ``/pink``)::
     workers/<name>            static registration; alive/<name> heartbeat on the lease
     drain/<name>              present while an admin has drained the worker
     down/<name>               when a web server first saw the worker without a lease
+    react/<id>                outbox of a job to retry if LOST or to notify (pink.reactions)
+    deleted/<id>              tombstone of a deleted job (pink/store_deletes.py); on a lease
     users/<name>, tokens/<sha256(token)>
 """
 
@@ -35,11 +37,13 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 
+from . import reactions
 from .config import EtcdConfig
 from .errors import InputUnavailable, StoreUnavailable
 from .etcd import EtcdClient, transactions as tx
 from .model import InputRecord, Job, Token, User, WorkerInfo
 from .scheduling import QueuedJob
+from .store_deletes import DeletesMixin
 from .states import CLAIMED, JobState, can_transition
 
 log = logging.getLogger(__name__)
@@ -94,7 +98,7 @@ class QueueEntry:
                          self.cpus, self.memory_bytes)
 
 
-class Store:
+class Store(DeletesMixin):
     def __init__(self, cfg: EtcdConfig, client: EtcdClient | None = None) -> None:
         self.prefix = cfg.prefix.rstrip("/")
         self.etcd = client or EtcdClient(cfg)
@@ -143,7 +147,8 @@ class Store:
         return self.etcd.call(run, f"list {prefix}")
 
     # ----- jobs -----------------------------------------------------------------------------
-    def create_job(self, job: Job, upload_lease: int = 0, supersede: Job | None = None) -> tuple[Job, bool]:
+    def create_job(self, job: Job, upload_lease: int = 0, supersede: Job | None = None,
+                   retrying: Job | None = None) -> tuple[Job, bool]:
         """Create ``job`` if absent. With an idempotency key already used by this user, return
         the job that key created instead: ``(job, created)``.
 
@@ -152,7 +157,8 @@ class Store:
         whose upload never completed: its idempotency key is taken over if still unchanged.
         A job with an input is created only while its worker holds the input, and marks it
         used there, so the worker's clean-up does not remove it meanwhile
-        (:meth:`forget_input`); :class:`~pink.errors.InputUnavailable` otherwise.
+        (:meth:`forget_input`); :class:`~pink.errors.InputUnavailable` otherwise. ``retrying``:
+        a LOST job this one retries (:func:`pink.reactions.create_ops`).
         """
         job = dataclasses.replace(job, write_id=uuid.uuid4().hex)
         compare = [tx.version(self.job_key(job.id)) == 0]
@@ -174,7 +180,8 @@ class Store:
             held, used = self._input_keys(job.input, job.worker)
             compare.append(tx.version(held) > 0)
             success.append(tx.put(used, json.dumps({"job": job.id, "at": job.created_at})))
-        ok, revision, _ = self._txn(compare, success, f"create job {job.id}")
+        more_compare, more_success = reactions.create_ops(self, job, retrying)
+        ok, revision, _ = self._txn(compare + more_compare, success + more_success, f"create job {job.id}")
         if ok:
             return dataclasses.replace(job, mod_revision=revision), True
         if job.idempotency_key:

@@ -1,11 +1,16 @@
 """``docker save`` tarballs: read an archive's image id and layers without reading the layers,
-work out the byte ranges of a thin archive, and run ``docker`` for ``submit --image``."""
+work out the byte ranges of a thin archive, and run ``docker`` for ``submit --image``.
+
+A compressed archive (gzip, zstd, xz, bzip2, as ``docker load`` takes) is read as a stream,
+decompressed on the way (:mod:`pink.compression`), once; it is sent whole (its layers cannot be
+cut out of the compressed bytes, so no thin upload), and the server decompresses it again."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import posixpath
@@ -14,6 +19,8 @@ import shutil
 import subprocess
 import tarfile
 from pathlib import Path
+
+from pink.compression import CompressedStreamError, decompressed, sniff
 
 from .errors import EXIT_USAGE, CliError
 from .output import Ui, human_bytes
@@ -24,12 +31,10 @@ log = logging.getLogger(__name__)
 MAX_CONFIG_BYTES = 64 << 20
 IMAGE_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 DIFF_ID_RE = IMAGE_ID_RE
-COMPRESSED_MAGIC = {
-    b"\x1f\x8b": "gzip",
-    b"\x28\xb5\x2f\xfd": "zstd",
-    b"\xfd7zXZ\x00": "xz",
-    b"BZh": "bzip2",
-}
+#: Members of a compressed archive up to this size that look like JSON are kept while it
+#: streams (the config may come before manifest.json names it); at most MAX_CONFIG_BYTES of them.
+SMALL_JSON_BYTES = 1 << 20
+CHUNK = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,13 +124,8 @@ def read_image_archive(path: Path) -> ImageArchive:
         ) from None
     except OSError as exc:
         raise CliError(EXIT_USAGE, f"cannot read {path}: {exc.strerror}") from exc
-    for prefix, kind in COMPRESSED_MAGIC.items():
-        if magic.startswith(prefix):
-            raise CliError(
-                EXIT_USAGE,
-                f"{path} is {kind}-compressed; PINK takes the plain tar that `docker save` writes: "
-                "decompress it first, or pass --image NAME to export a local image",
-            )
+    if sniff(magic):
+        return _read_compressed(path, size, sniff(magic))
     try:
         with tarfile.open(path, mode="r:") as tf:
             try:
@@ -136,23 +136,8 @@ def read_image_archive(path: Path) -> ImageArchive:
                     f"{path} has no manifest.json: "
                     "it is not a complete `docker save` archive (truncated?)",
                 ) from None
-            try:
-                manifest = json.loads(
-                    _read_member(tf, manifest_member, MAX_CONFIG_BYTES, "manifest")
-                )
-            except ValueError as exc:
-                raise CliError(
-                    EXIT_USAGE, f"{path}: manifest.json is not valid JSON ({exc})"
-                ) from exc
-            if not isinstance(manifest, list) or not manifest or not isinstance(manifest[0], dict):
-                raise CliError(EXIT_USAGE, f"{path}: manifest.json lists no image")
-            if len(manifest) != 1:
-                raise CliError(
-                    EXIT_USAGE,
-                    f"{path} holds {len(manifest)} images; PINK runs one: "
-                    "`docker save` a single image per file",
-                )
-            entry = manifest[0]
+            entry = _manifest_entry(
+                path, _read_member(tf, manifest_member, MAX_CONFIG_BYTES, "manifest"))
             config_name = entry.get("Config")
             if not isinstance(config_name, str) or not config_name:
                 raise CliError(EXIT_USAGE, f"{path}: manifest.json names no image config")
@@ -182,6 +167,111 @@ def read_image_archive(path: Path) -> ImageArchive:
         path=path, size=size, image_id="sha256:" + hashlib.sha256(config).hexdigest(), tags=tags,
         diff_ids=diff_ids, layer_spans=spans,
     )
+
+
+def _manifest_entry(path: Path, raw: bytes) -> dict:
+    """The one image manifest.json lists."""
+    try:
+        manifest = json.loads(raw)
+    except ValueError as exc:
+        raise CliError(EXIT_USAGE, f"{path}: manifest.json is not valid JSON ({exc})") from exc
+    if not isinstance(manifest, list) or not manifest or not isinstance(manifest[0], dict):
+        raise CliError(EXIT_USAGE, f"{path}: manifest.json lists no image")
+    if len(manifest) != 1:
+        raise CliError(
+            EXIT_USAGE,
+            f"{path} holds {len(manifest)} images; PINK runs one: "
+            "`docker save` a single image per file",
+        )
+    return manifest[0]
+
+
+class _Plain(io.RawIOBase):
+    """The decompressed bytes of a compressed archive, as a file tarfile reads in stream mode."""
+
+    def __init__(self, f) -> None:
+        self._pieces = decompressed(iter(lambda: f.read(CHUNK), b""))
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001 - io's interface
+        while not self._pending:
+            piece = next(self._pieces, b"")
+            if not piece:
+                return 0
+            self._pending = memoryview(piece)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def _stream_members(path: Path, keep) -> dict[str, bytes]:
+    """One pass over a compressed archive: the data of the regular members ``keep(name, size,
+    kept)`` asks for (``kept``: what is kept so far)."""
+    kept: dict[str, bytes] = {}
+    try:
+        with open(path, "rb") as f, tarfile.open(
+                fileobj=io.BufferedReader(_Plain(f), CHUNK), mode="r|") as tf:
+            for member in tf:
+                name = posixpath.normpath(member.name)
+                if member.isfile() and keep(name, member.size, kept):
+                    data = tf.extractfile(member)
+                    assert data is not None  # isfile() was checked
+                    kept[name] = data.read()
+    except CompressedStreamError as exc:
+        raise CliError(EXIT_USAGE, f"{path}: {exc}; is the file complete?") from None
+    except (tarfile.TarError, EOFError) as exc:
+        raise CliError(
+            EXIT_USAGE, f"{path} holds no tar archive ({exc}); give the output of `docker save`"
+        ) from None
+    except OSError as exc:
+        raise CliError(EXIT_USAGE, f"cannot read {path}: {exc.strerror or exc}") from exc
+    return kept
+
+
+def _read_compressed(path: Path, size: int, kind: str) -> ImageArchive:
+    """:func:`read_image_archive` of a compressed archive: one streamed pass keeps manifest.json
+    and the small JSON members (one of them the config, whatever its name); a second pass
+    fetches a config too big to have been kept before manifest.json named it."""
+    budget = MAX_CONFIG_BYTES
+
+    def small_json(name: str, size: int, kept: dict[str, bytes]) -> bool:
+        nonlocal budget
+        if name != "manifest.json" and (size > SMALL_JSON_BYTES or not name.endswith(".json")
+                                        and not name.startswith("blobs/")):
+            return False
+        budget -= size
+        return budget >= 0
+
+    log.debug("%s is %s-compressed: reading it as a stream", path, kind)
+    kept = _stream_members(path, small_json)
+    if "manifest.json" not in kept:
+        raise CliError(EXIT_USAGE, f"{path} has no manifest.json: it is not a complete "
+                                   "`docker save` archive (truncated?)")
+    entry = _manifest_entry(path, kept["manifest.json"])
+    config_name = entry.get("Config")
+    if not isinstance(config_name, str) or not config_name:
+        raise CliError(EXIT_USAGE, f"{path}: manifest.json names no image config")
+    config_name = posixpath.normpath(config_name)
+    config = kept.get(config_name)
+    if config is None:
+        config = _stream_members(
+            path, lambda name, size, _: name == config_name and size <= MAX_CONFIG_BYTES
+        ).get(config_name)
+    if config is None:
+        raise CliError(EXIT_USAGE, f"{path}: the image config {config_name} named by "
+                                   "manifest.json is missing (or too large)")
+    diff_ids: tuple[str, ...] = ()
+    with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
+        found = json.loads(config)["rootfs"]["diff_ids"]
+        if isinstance(found, list) and all(isinstance(d, str) and DIFF_ID_RE.match(d) for d in found):
+            diff_ids = tuple(found)
+    tags = tuple(str(t) for t in (entry.get("RepoTags") or []) if isinstance(t, str))
+    return ImageArchive(path=path, size=size, image_id="sha256:" + hashlib.sha256(config).hexdigest(),
+                        tags=tags, diff_ids=diff_ids)
 
 
 def _docker(argv: list[str]) -> str:

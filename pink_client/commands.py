@@ -12,22 +12,21 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
-
-import urllib3.exceptions
 
 from pink.states import JobState
 
 from .archive import ImageArchive, docker_image_id, read_image_archive
 from .errors import (
     EXIT_AUTH, EXIT_JOB_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, CliError, HttpError,
-    NetworkError, is_transient,
 )
-from .http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, Api, job_of, short_reason
+from .http import Api, job_of
 from .inputs import InputArchive, send_input
-from .jobs import TERMINAL_STATES, backoff, describe, download_output, submit, wait_for_job
+from .jobs import describe, download_output, submit, wait_for_job
 from .jobspec import job_spec, spec_headers
+from .reactions import status_rows
+from .logs import show_log, wait_following_log
 from .output import (
     Ui, format_time, human_bytes, human_duration, isatty, print_json, print_table,
 )
@@ -36,9 +35,6 @@ from .settings import (
 )
 
 log = logging.getLogger(__name__)
-
-LOG_FOLLOW_ATTEMPTS = 10
-
 
 def _ui(args: argparse.Namespace) -> Ui:
     return Ui(
@@ -105,7 +101,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
             return EXIT_OK
 
         try:
-            job = wait_for_job(api, str(job["id"]), ui)
+            # The log on stdout as the job runs (not in JSON: stdout is the job's JSON then).
+            if args.fmt == "json":
+                job = wait_for_job(api, str(job["id"]), ui)
+            else:
+                job = wait_following_log(api, str(job["id"]), ui)
         except KeyboardInterrupt:
             raise CliError(
                 130,
@@ -223,6 +223,8 @@ def _job_row(job: dict[str, Any], now: float) -> list[str]:
         str(job.get("id", "")),
         str(job.get("name") or "-"),
         str(job.get("state", "?")),
+        # Its place in its worker's queue (1 starts next); "-" once it left the queue.
+        str(job["queue_position"]) if job.get("state") == "QUEUED" and job.get("queue_position") else "-",
         str(job.get("worker") or "-"),
         str(job.get("gpus", 0)),
         human_duration(now - job["created_at"]) if job.get("created_at") else "-",
@@ -244,7 +246,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return EXIT_OK
     now = time.time()
     print_table(
-        ["ID", "NAME", "STATE", "WORKER", "GPUS", "AGE", "RUNTIME", "OUTPUT"],
+        ["ID", "NAME", "STATE", "QUEUE", "WORKER", "GPUS", "AGE", "RUNTIME", "OUTPUT"],
         [_job_row(j, now) for j in jobs],
     )
     return EXIT_OK
@@ -301,7 +303,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("priority", job.get("priority")),
         ("timeout", human_duration(job.get("timeout_s")) if job.get("timeout_s") else None),
         ("image", job.get("image_id")),
-        ("image size", human_bytes(job.get("image_bytes")) if job.get("image_bytes") else None),
+        # The image's own size (its worker's docker counts it at the start) and what was sent.
+        ("image size", human_bytes(job.get("image_size")) if job.get("image_size") else None),
+        ("uploaded", _uploaded(job)),
         ("created", format_time(job.get("created_at"))),
         ("updated", format_time(job.get("updated_at"))),
         ("started", format_time(started) if started else None),
@@ -315,9 +319,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("output size", human_bytes(job.get("output_bytes")) if job.get("output_bytes") else None),
         ("output sha256", job.get("output_sha256")),
         *_entries(job),
-        (_kept_label(job, expires, now), format_time(expires) if expires else None),
+        # Only about files there are: a job cancelled before it started has neither.
+        (_kept_label(job, expires, now),
+         format_time(expires) if expires and (job.get("output_bytes") or job.get("log_bytes")) else None),
         ("log size", human_bytes(job.get("log_bytes")) if job.get("log_bytes") else None),
         ("resubmit of", job.get("resubmit_of")),
+        *status_rows(job),
         *_ran_with(job),
     ]
     shown = [(k, str(v)) for k, v in rows if v not in (None, "")]
@@ -331,6 +338,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             reason = f"  {h['reason']}" if h.get("reason") else ""
             print(f"  {format_time(h.get('at'))}  {str(h.get('state', '?')).ljust(10)}{reason}")
     return EXIT_OK
+
+
+def _uploaded(job: dict[str, Any]) -> str | None:
+    """What was sent for the job: its upload's bytes, or none when its worker held the image."""
+    if job.get("image_bytes"):
+        return human_bytes(job["image_bytes"])
+    if job.get("image_id") and job.get("state") != JobState.UPLOADING.value:
+        return "nothing (its worker held the image)"
+    return None
 
 
 def _ran_with(job: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -355,69 +371,10 @@ def _ran_with(job: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
-def _write_stdout(data: bytes) -> None:
-    out = getattr(sys.stdout, "buffer", None)
-    if out is not None:
-        sys.stdout.flush()
-        out.write(data)
-        out.flush()
-    else:
-        sys.stdout.write(data.decode("utf-8", "replace"))
-        sys.stdout.flush()
-
-
 def cmd_logs(args: argparse.Namespace) -> int:
-    ui = _ui(args)
-    path = f"/jobs/{quote(args.job, safe='')}/logs"
-    offset = 0
-    failures = 0
     with _api(args) as api:
-        while True:
-            params: dict[str, Any] = {"offset": offset}
-            if args.follow:
-                params["follow"] = 1
-            try:
-                resp = api.send(
-                    "GET",
-                    path,
-                    params=params,
-                    stream=True,
-                    # A followed log can be silent for hours; the job's end closes the stream.
-                    timeout=(CONNECT_TIMEOUT_S, None if args.follow else READ_TIMEOUT_S),
-                    headers={"Accept-Encoding": "identity"},
-                )
-                with resp:
-                    read1: Callable[[int], bytes] | None = getattr(resp.raw, "read1", None)
-                    while True:
-                        try:
-                            # read1 returns what has arrived, so a followed log shows up at once.
-                            data = read1(65536) if read1 else resp.raw.read(65536)
-                        except (urllib3.exceptions.HTTPError, OSError) as exc:
-                            raise NetworkError(
-                                f"the log stream broke off ({short_reason(exc)})"
-                            ) from exc
-                        if not data:
-                            break
-                        _write_stdout(data)
-                        offset += len(data)
-                        failures = 0
-                if not args.follow:
-                    return EXIT_OK
-                # A proxy or worker timeout can end a followed stream early: only the job's
-                # end is the log's end.
-                state = str(api.job(args.job).get("state"))
-                if state in TERMINAL_STATES:
-                    return EXIT_OK
-                raise NetworkError(f"the log stream ended while the job is {state}")
-            except CliError as exc:
-                if not args.follow or not is_transient(exc):
-                    raise
-                failures += 1
-                if failures >= LOG_FOLLOW_ATTEMPTS:
-                    raise
-                delay = min(backoff(failures), 10.0)
-                ui.info(f"{exc}; reconnecting in {delay:.3g} s from byte {offset}")
-                time.sleep(delay)
+        show_log(api, args.job, args.follow, _ui(args))
+    return EXIT_OK
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

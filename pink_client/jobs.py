@@ -273,10 +273,11 @@ def describe(job: dict[str, Any]) -> str:
     return text + (f" ({'; '.join(extra)})" if extra else "")
 
 
-def wait_for_job(api: Api, job_id: str, ui: Ui) -> dict[str, Any]:
-    """Poll until the job is terminal, telling each state change on stderr."""
+def wait_for_job(api: Api, job_id: str, ui: Ui, until_started: bool = False,
+                 last: str | None = None) -> dict[str, Any]:
+    """Poll until the job is terminal (with ``until_started``: until it has left the queue),
+    telling each state change (from ``last``, the state already told) on stderr."""
     delay = POLL_MIN_S
-    last: str | None = None
     failing_since: float | None = None
     while True:
         try:
@@ -302,7 +303,7 @@ def wait_for_job(api: Api, job_id: str, ui: Ui) -> dict[str, Any]:
                 last = state
                 # Changes come in bursts (QUEUED → STARTING → RUNNING): look again soon.
                 delay = POLL_MIN_S
-            if state in TERMINAL_STATES:
+            if state in TERMINAL_STATES or (until_started and state not in ("UPLOADING", "QUEUED")):
                 return job
         time.sleep(delay)
         delay = min(delay * 1.5, POLL_MAX_S)

@@ -1,6 +1,6 @@
 """What a job runs with, from ``pink submit``'s options: the command after ``--``,
 ``--entrypoint``, ``-e/--env`` and ``--env-file`` (docker's syntax), ``--workdir``, ``--data``,
-``--cpus``, ``--memory`` and ``--shm-size``. They travel as the ``Pink-Job-Spec`` header, a
+``--cpus``, ``--memory``, ``--shm-size``, ``--retry-lost``, ``--notify`` and ``--webhook``. They travel as the ``Pink-Job-Spec`` header, a
 JSON object (docs/api.md); the server checks every field and answers 400 naming a wrong one.
 Sizes go as written ("16g"): the server parses them."""
 
@@ -71,9 +71,12 @@ def job_spec(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) 
     if args.data:
         spec["data"] = args.data
     for key, value in (("workdir", args.workdir), ("cpus", args.cpus), ("memory", args.memory),
-                       ("shm_size", args.shm_size)):
+                       ("shm_size", args.shm_size), ("retry_lost", getattr(args, "retry_lost", None)),
+                       ("webhook", getattr(args, "webhook", None))):
         if value is not None:
             spec[key] = value
+    if getattr(args, "notify", False):
+        spec["notify"] = True
     return spec
 
 

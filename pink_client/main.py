@@ -20,6 +20,8 @@ from .commands import (
     cmd_submit, cmd_workers,
 )
 from .errors import EXIT_OK, EXIT_USAGE, CliError
+from .reactions import cmd_notify
+from .lifecycle import cmd_resubmit, cmd_rm
 
 STATE_NAMES = tuple(s.value for s in JobState)
 
@@ -118,6 +120,68 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_job_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """What a job asks for and runs with: the options ``pink submit`` and ``pink resubmit``
+    share (a resubmit changes only those given). Returns the "runs with" group."""
+    p.add_argument("--gpus", type=non_negative_int, help="GPUs to reserve (0 = CPU only)")
+    p.add_argument(
+        "--timeout",
+        type=parse_duration,
+        metavar="SECONDS",
+        help="run time limit: seconds, or 30m, 2h, 1d",
+    )
+    p.add_argument(
+        "--output",
+        dest="job_output",
+        type=output_mode,
+        metavar="MODE",
+        help="what the output archive holds: full (the container's filesystem, the default), "
+        "changes (only what the job wrote, plus a list of what it deleted), path:/DIR (only "
+        "DIR, made empty and writable for the job, e.g. path:/out) or none",
+    )
+    p.add_argument("--name", help="a name for the job (default: the image's tag)")
+    p.add_argument(
+        "--priority",
+        type=int,
+        help="order in its worker's queue (default 0): below 0, down to -100, runs after the "
+        "other jobs there; above 0 (up to 100) is for admins only",
+    )
+    run = p.add_argument_group("what the container runs with")
+    run.add_argument(
+        "--entrypoint",
+        metavar="ARGS",
+        help="replace the image's ENTRYPOINT (split like a shell line; \"\" clears it)",
+    )
+    run.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set a variable (repeatable); KEY alone takes its value from your environment",
+    )
+    run.add_argument(
+        "--env-file",
+        action="append",
+        metavar="FILE",
+        help="variables from a file: KEY=VALUE lines, # comments (docker's format; repeatable)",
+    )
+    run.add_argument("--workdir", metavar="DIR", help="working directory (an absolute path)")
+    run.add_argument(
+        "--data",
+        action="append",
+        metavar="NAME",
+        help="mount this dataset read-only at /data/NAME (repeatable; see `pink datasets`)",
+    )
+    run.add_argument(
+        "--cpus", type=positive_number, help="CPUs, e.g. 4 or 0.5 (default: the worker's share)"
+    )
+    run.add_argument(
+        "--memory", metavar="SIZE", help="memory limit: bytes or 512m, 16g (default: the worker's share)"
+    )
+    run.add_argument("--shm-size", metavar="SIZE", help="size of /dev/shm, e.g. 1g")
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pink",
@@ -166,73 +230,51 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="export this local docker image instead (skipped when a worker has it)",
     )
-    p.add_argument("--gpus", type=non_negative_int, help="GPUs to reserve (0 = CPU only)")
-    p.add_argument(
-        "--timeout",
-        type=parse_duration,
-        metavar="SECONDS",
-        help="run time limit: seconds, or 30m, 2h, 1d",
-    )
-    p.add_argument(
-        "--output",
-        dest="job_output",
-        type=output_mode,
-        metavar="MODE",
-        help="what the output archive holds: full (the container's filesystem, the default), "
-        "changes (only what the job wrote, plus a list of what it deleted), path:/DIR (only "
-        "DIR, made empty and writable for the job, e.g. path:/out) or none",
-    )
-    p.add_argument("--name", help="a name for the job (default: the image's tag)")
-    p.add_argument("--priority", type=int, help="higher runs first among your jobs")
-    run = p.add_argument_group("what the container runs with")
-    run.add_argument(
-        "--entrypoint",
-        metavar="ARGS",
-        help="replace the image's ENTRYPOINT (split like a shell line; \"\" clears it)",
-    )
-    run.add_argument(
-        "-e",
-        "--env",
-        action="append",
-        metavar="KEY=VALUE",
-        help="set a variable (repeatable); KEY alone takes its value from your environment",
-    )
-    run.add_argument(
-        "--env-file",
-        action="append",
-        metavar="FILE",
-        help="variables from a file: KEY=VALUE lines, # comments (docker's format; repeatable)",
-    )
-    run.add_argument("--workdir", metavar="DIR", help="working directory (an absolute path)")
-    run.add_argument(
-        "--data",
-        action="append",
-        metavar="NAME",
-        help="mount this dataset read-only at /data/NAME (repeatable; see `pink datasets`)",
-    )
+    run = _add_job_options(p)
     run.add_argument(
         "--input",
         metavar="PATH",
         help="a file or folder the job sees read-only at /in (sent only if no worker has it)",
     )
-    run.add_argument(
-        "--cpus", type=positive_number, help="CPUs, e.g. 4 or 0.5 (default: the worker's share)"
+    end = p.add_argument_group("when the job ends")
+    end.add_argument(
+        "--retry-lost", type=non_negative_int, metavar="N",
+        help="if it ends LOST (its worker vanished), run it again, up to N times: only for "
+             "jobs that are safe to run twice",
     )
-    run.add_argument(
-        "--memory", metavar="SIZE", help="memory limit: bytes or 512m, 16g (default: the worker's share)"
-    )
-    run.add_argument("--shm-size", metavar="SIZE", help="size of /dev/shm, e.g. 1g")
+    end.add_argument("--notify", action="store_true", help="e-mail me when it ends (see `pink notify`)")
+    end.add_argument("--webhook", metavar="URL", help="POST its end as JSON to URL (on the site's allow-list)")
     p.add_argument(
         "--idempotency-key",
         metavar="KEY",
         help="resubmitting with the same key returns the same job",
     )
     p.add_argument(
-        "--wait", action="store_true", help="wait for the job to end; exit 1 unless it SUCCEEDED"
+        "--wait",
+        action="store_true",
+        help="wait for the job to end, printing its log as it runs; exit 1 unless it SUCCEEDED",
     )
     p.add_argument(
         "--download", metavar="FILE", help="with --wait: download the output archive to FILE"
     )
+    _add_format(p)
+
+    p = add("resubmit", cmd_resubmit, "run an ended job again, from the image its worker holds")
+    p.usage = "pink resubmit JOB [options] [-- COMMAND [ARG ...]]"
+    p.epilog = (
+        "Nothing is uploaded: the job's worker holds its image. Options given change the new "
+        "job (-e adds to or replaces variables of the old environment); everything after -- "
+        "is the new command. The new job links to the old one (resubmit_of)."
+    )
+    p.add_argument("job", metavar="JOB", help="the ended job to run again")
+    _add_job_options(p)
+    p.add_argument("--idempotency-key", metavar="KEY", help="resubmitting with the same key returns the same job")
+    p.add_argument("--wait", action="store_true", help="wait for the job to end, printing its log; exit 1 unless it SUCCEEDED")
+    p.add_argument("--download", metavar="FILE", help="with --wait: download the output archive to FILE")
+    _add_format(p)
+
+    p = add("rm", cmd_rm, "delete ended jobs: their record, output archive and log")
+    p.add_argument("jobs", nargs="+", metavar="JOB")
     _add_format(p)
 
     p = add("ls", cmd_ls, "list jobs, newest first")
@@ -265,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("workers", cmd_workers, "list the worker servers")
     _add_format(p)
 
+    p = add("notify", cmd_notify, "show or set where job-end e-mails go")
+    p.add_argument("--email", metavar="ADDR", help="send job-end e-mails to ADDR (jobs with --notify)")
+    p.add_argument("--all", action="store_true", help="with --email: for every job of yours")
+    p.add_argument("--off", action="store_true", help="no job-end e-mails")
+    _add_format(p)
+
     p = add("datasets", cmd_datasets, "list the datasets jobs can mount, and their workers")
     _add_format(p)
     return parser
@@ -294,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         args.argv = command
-        if command is not None and (args.func is not cmd_submit or not command):
-            parser.error("only `pink submit` takes a command after --, and it needs one")
+        if command is not None and (args.func not in (cmd_submit, cmd_resubmit) or not command):
+            parser.error("only `pink submit` and `pink resubmit` take a command after --, and it needs one")
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
         return (
             exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
+import sys
 import tarfile
 import time
+from pathlib import Path
 
 import docker
 import pytest
@@ -22,6 +25,16 @@ LOGGED_SERVICES = pytest.StashKey[list[dev.Service]]()
 def track_logs(node: pytest.Item | pytest.Session, *services: dev.Service) -> None:
     """A test of ``node`` (one test, or the whole session) that fails shows these logs' tails."""
     node.stash.setdefault(LOGGED_SERVICES, []).extend(services)
+
+
+def cli(cluster, user, *argv):
+    """Run the ``pink`` CLI as ``user`` against ``cluster`` (its token; no saved login)."""
+    env = {**os.environ, "PINK_URL": cluster.url, "PINK_TOKEN": cluster.tokens[user],
+           "PINK_CLI_CONFIG": "/nonexistent/pink-cli.json"}
+    if cluster.ca_cert:
+        env["PINK_CA_CERT"] = str(cluster.ca_cert)
+    return subprocess.run([sys.executable, "-m", "pink_client", *argv], env=env, cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)
 
 
 def submit(api, tar, **params):

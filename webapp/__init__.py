@@ -59,11 +59,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["pink.lease"] = Lease(app.extensions["pink.store"], cfg.web.lease_ttl_s, f"web server {os.getpid()}")
     app.wsgi_app = TrustedProxyFix(app.wsgi_app, cfg.web.trusted_proxies)  # type: ignore[method-assign]
 
-    from . import accounts_api, api, auth, errors, janitor, ui
+    from . import accounts_api, api, api_lifecycle, auth, errors, janitor, ui
 
     errors.init_app(app)
     auth.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(api_lifecycle.bp)
     app.register_blueprint(accounts_api.bp)
     app.register_blueprint(ui.bp)
     @app.get("/healthz")

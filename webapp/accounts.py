@@ -6,11 +6,16 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 
 from pink.model import USER_NAME, Token, User
 from pink.store import Store
+
+#: An e-mail address for job-end notifications: one @, no spaces, quotes, commas or angle
+#: brackets (nothing that could add a recipient or a header), a dotted domain.
+EMAIL = re.compile(r"^(?=.{3,254}$)[^@\s<>,;:\"'()\[\]\\]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 _N, _R, _P = 2**14, 8, 1
 

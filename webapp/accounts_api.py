@@ -72,10 +72,41 @@ def revoke_token(token_id: str):
 
 
 # ----- the caller's own account ----------------------------------------------------------------
+def _me_json(user: User) -> dict:
+    email_enabled = current_app.extensions["pink.config"].notify.email_enabled
+    return {"user": user.name, "admin": user.admin, "email": user.email, "notify_all": user.notify_all,
+            "email_enabled": email_enabled}
+
+
 @bp.get("/me")
 @login_required
 def me():
-    return jsonify(user=g.user.name, admin=g.user.admin)
+    return jsonify(_me_json(g.user))
+
+
+@bp.patch("/me")
+@login_required
+def update_me():
+    """Job-end e-mail: ``{"email": "ADDR"}`` ("" removes it), ``{"notify_all": true}`` mails
+    the end of every job (else only jobs submitted with notify=1)."""
+    data = _body()
+    unknown = sorted(set(data) - {"email", "notify_all"})
+    if unknown or not data:
+        abort(400, 'send {"email": "ADDR"} and/or {"notify_all": true|false}')
+    email = data.get("email", g.user.email)
+    notify_all = data.get("notify_all", g.user.notify_all)
+    if not isinstance(email, str) or (email and not accounts.EMAIL.fullmatch(email)):
+        abort(400, f"{email!r} is not an e-mail address (name@domain, at most 254 characters)")
+    if not isinstance(notify_all, bool):
+        abort(400, "notify_all must be true or false")
+    if notify_all and not email:
+        abort(400, "set an e-mail address to be told of every job's end")
+    if email and not current_app.extensions["pink.config"].notify.email_enabled:
+        abort(409, "this PINK sends no e-mail (the operator set no notify.smtp_host/smtp_from)")
+    user = store().get_user(g.user.name) or g.user
+    user = dataclasses.replace(user, email=email, notify_all=notify_all)
+    store().put_user(user)
+    return jsonify(_me_json(user))
 
 
 @bp.post("/me/password")

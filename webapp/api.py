@@ -38,6 +38,10 @@ def own_job(job_id: str) -> Job:
     """The job if it exists and belongs to the caller (admins see all); 404 otherwise, so
     nobody learns which ids exist."""
     job = store().get_job(job_id) if JOB_ID.match(job_id) else None
+    if job is None and JOB_ID.match(job_id):
+        stone = store().tombstone(job_id)  # deleted: say so to whoever could see it (410)
+        if stone is not None and (stone.user == g.user.name or g.user.admin):
+            abort(410, f"{stone.message()}: its record, output and log are gone")
     if job is None or (job.user != g.user.name and not g.user.admin):
         abort(404, f"no job {job_id}")
     return job
@@ -334,43 +338,6 @@ def list_datasets():
 def drain(name: str):
     store().set_drained(name, request.args.get("undo") != "1")
     return jsonify(worker=name, drained=request.args.get("undo") != "1")
-
-
-@bp.post("/jobs/<job_id>/resubmit")
-@login_required
-def resubmit_job(job_id: str):
-    """A new job like an ended one, linked to it (``resubmit_of``), from the image a worker
-    still holds: nothing is uploaded. PINK never re-runs a job by itself (DESIGN §3)."""
-    old = own_job(job_id)
-    if old.user != g.user.name:
-        abort(403, "resubmit only your own jobs")
-    if not old.state.terminal:
-        return error_response(409, f"job {job_id} is {old.state}; only an ended job can be resubmitted")
-    if not old.image_id:
-        return error_response(409, f"job {job_id} never had a complete image; submit the tarball again")
-    spec = JobSpec(
-        gpus=old.gpus, timeout_s=old.timeout_s, output=old.output, name=old.name,
-        priority=old.priority if g.user.admin else min(old.priority, 0),
-        image_id=old.image_id, resubmit_of=old.id,
-        command=old.command, entrypoint=old.entrypoint, env=old.env, workdir=old.workdir,
-        datasets=old.datasets, input=old.input, cpus=old.cpus, memory_bytes=old.memory_bytes,
-        shm_bytes=old.shm_bytes,
-    )
-    try:
-        job, created = joblogic.submit(
-            _cfg(), store(), _links(), current_app.extensions["pink.lease"], g.user, spec,
-            body=request.stream, length=0, idempotency_key=request.headers.get("Idempotency-Key", ""),
-        )
-    except SubmitError as exc:
-        ran_on = store().get_worker(old.worker) if any(h.get("state") == "RUNNING" for h in old.history) else None
-        if exc.status == 409 and ran_on is not None and ran_on.alive and old.image_id not in ran_on.images:
-            # Workers report their images every few seconds; a job that just ended may not
-            # be counted yet on the worker that loaded it.
-            return error_response(409, f"worker {old.worker} has not reported image {old.image_id} yet; "
-                                       f"try again in a few seconds, or submit the tarball if it lasts",
-                                  {"Retry-After": "5"})
-        return error_response(exc.status, str(exc))
-    return jsonify(job=job_json(job)), 201 if created else 200
 
 
 _changes_lock = threading.Lock()

@@ -59,10 +59,12 @@ def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, i
                                f"what the job wrote, so nothing is kept")
                     moved["CANCELLED"] += done is not None
                     continue
+                then = (f"it asked to be retried if LOST (retry_lost={job.retry_lost})" if job.retry_lost
+                        else "PINK never re-runs it by itself: resubmit it if needed")
                 done = store.mark_lost_if_unclaimed(
                     job, now=now, output_expires_at=expires,
                     reason=f"worker {worker} went away while the job was {was}; it may or may not "
-                           f"have run to the end. PINK never re-runs it by itself: resubmit it if needed",
+                           f"have run to the end. {then}",
                 )
                 if done is not None:
                     moved["LOST"] += 1
@@ -82,6 +84,10 @@ def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, i
 
 
 def start(app: Flask) -> threading.Thread:
+    """The janitor's thread, and the reactor's (retries of LOST jobs, notifications)."""
+    from . import reactor
+
+    reactor.start(app)
     store: Store = app.extensions["pink.store"]
     lease: Lease = app.extensions["pink.lease"]
     cfg: WebConfig = app.extensions["pink.config"].web

@@ -10,16 +10,17 @@ from typing import BinaryIO
 
 from pink import scheduling
 from pink.config import Config
-from pink.errors import ImageArchiveError, InputUnavailable, PinkError, TransferError
+from pink.errors import ArchiveTooLarge, ImageArchiveError, InputUnavailable, PinkError, TransferError
 from pink.layers import held_prefix, parse_held
 from pink.model import INPUT_ID, InputRecord, Job, User, WorkerInfo, new_job_id
 from pink.lease import Lease
+from pink.notify import check_request
 from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
 
 from .spec import JobSpec, SubmitError
 from .transfer import WorkerLinks
-from .upload import InputArchiveChecker, ValidatingReader
+from .upload import InputArchiveChecker, Unpacking, ValidatingReader
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,10 @@ _uploaded_lock = threading.Lock()
 
 
 def uploaded_images(store: Store, user: User, fresh: bool = False) -> frozenset[str]:
-    """Ids of the images ``user`` has uploaded (jobs of theirs that received image bytes).
+    """Ids of the images ``user`` has uploaded: those of their jobs that received image bytes,
+    and of their jobs that ran an image a worker held (a resubmit, a submit by reference), which
+    were placed only because the user had uploaded it before; so deleting the job that carried
+    the upload (``pink rm``) does not take the right away while later jobs of it remain.
 
     Remembered per process: the set only grows (an upload stays an upload), so an image found
     in it is always right; callers ask again with ``fresh`` when an image is not there, which
@@ -78,10 +82,16 @@ def uploaded_images(store: Store, user: User, fresh: bool = False) -> frozenset[
         known = _uploaded.get(user.name)
     if known is not None and not fresh:
         return known
-    found = frozenset(j.image_id for j in store.list_jobs(user.name, limit=1000) if j.image_id and j.image_bytes)
+    found = frozenset(j.image_id for j in store.list_jobs(user.name, limit=1000) if j.image_id and _was_queued(j))
     with _uploaded_lock:
         merged = _uploaded[user.name] = found | _uploaded.get(user.name, frozenset())
     return merged
+
+
+def _was_queued(job: Job) -> bool:
+    """The job got its image: a checked upload, or an image the user was allowed to reuse (an
+    upload that failed may carry an image id the client only claimed)."""
+    return any(h.get("state") == JobState.QUEUED.value for h in job.history)
 
 
 def may_reuse_image(store: Store, user: User, image_id: str) -> bool:
@@ -126,10 +136,14 @@ def upload_never_completed(job: Job) -> bool:
 
 def submit(
     cfg: Config, store: Store, links: WorkerLinks, lease: Lease, user: User, spec: JobSpec,
-    body: BinaryIO, length: int | None, idempotency_key: str = "",
+    body: BinaryIO, length: int | None, idempotency_key: str = "", retrying: Job | None = None,
 ) -> tuple[Job, bool]:
     """Place, record and upload one job. Returns ``(job, created)``; ``created`` is False when
-    the idempotency key had already created a job (nothing is read or sent then)."""
+    the idempotency key had already created a job (nothing is read or sent then). ``retrying``:
+    the LOST job this one re-runs (webapp.reactor)."""
+    refusal = check_request(cfg.notify, user, spec.notify, spec.webhook)
+    if refusal:
+        raise SubmitError(400, refusal)
     superseded = None
     if idempotency_key:
         if len(idempotency_key) > 200:
@@ -199,30 +213,36 @@ def submit(
         resubmit_of=spec.resubmit_of, idempotency_key=idempotency_key,
         command=spec.command, entrypoint=spec.entrypoint, env=dict(spec.env), workdir=spec.workdir,
         datasets=spec.datasets, input=spec.input, cpus=resources.cpus, memory_bytes=resources.memory_bytes,
-        shm_bytes=resources.shm_bytes,
+        shm_bytes=resources.shm_bytes, retry_lost=spec.retry_lost, retry_of=spec.retry_of,
+        notify=spec.notify or (user.notify_all and bool(user.email) and cfg.notify.email_enabled),
+        webhook=spec.webhook,
     )
     try:
-        job, created = store.create_job(job, upload_lease=0 if reuse else lease.current(), supersede=superseded)
+        job, created = store.create_job(job, upload_lease=0 if reuse else lease.current(), supersede=superseded,
+                                        retrying=retrying)
     except InputUnavailable as exc:
         raise SubmitError(409, str(exc)) from None
     if not created or reuse:
         return job, created
-    return _upload(store, links, worker, job, body, length or 0, omitted), True
+    max_plain = min(cfg.web.max_upload_bytes, cfg.web.quota_upload_bytes)
+    return _upload(store, links, worker, job, body, length or 0, omitted, max_plain), True
 
 
 def _upload(store: Store, links: WorkerLinks, worker: WorkerInfo, job: Job, body: BinaryIO, length: int,
-            omitted: tuple[str, ...] = ()) -> Job:
+            omitted: tuple[str, ...] = (), max_plain: int | None = None) -> Job:
     link = links.get(worker)
     # Layer files may be absent only for the bottom layers the client said it leaves out, which
-    # were checked above to be held by this worker, for this user, as one chain.
-    reader = ValidatingReader(body, length, present_diff_ids=omitted)
+    # were checked above to be held by this worker, for this user, as one chain. A compressed
+    # archive is checked as the plain tar inside it, which may be at most max_plain bytes.
+    reader = ValidatingReader(body, length, checker=Unpacking(max_plain_bytes=max_plain),
+                              present_diff_ids=omitted)
     log.info("job %s: receiving %d bytes for %s (user %s)", job.id, length, worker.name, job.user)
     started = time.monotonic()
     try:
         link.upload(job.id, reader, length)
     except ImageArchiveError as exc:
         _fail_upload(store, link, job, str(exc))
-        raise SubmitError(400, str(exc)) from None
+        raise SubmitError(413 if isinstance(exc, ArchiveTooLarge) else 400, str(exc)) from None
     except TransferError as exc:
         _fail_upload(store, link, job, f"could not copy the image to worker {worker.name}: {exc}")
         raise SubmitError(503, f"{exc}; try again") from None

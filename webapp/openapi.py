@@ -61,6 +61,11 @@ SPEC = {
                               "description": "an input you uploaded (POST /inputs), mounted read-only at /in"},
                     "gpus": {"type": "integer"}, "timeout": {"type": "integer"}, "output": _OUTPUT,
                     "name": {"type": "string"}, "priority": {"type": "integer"},
+                    "retry_lost": {"type": "integer", "minimum": 0, "maximum": 10,
+                                   "description": "re-run the job up to N times if it ends LOST"},
+                    "notify": {"type": "boolean", "description": "e-mail its end to your address (PATCH /me)"},
+                    "webhook": {"type": "string", "maxLength": 2000,
+                                "description": "POST its end here (a URL on the operator's notify.webhook_allow)"},
                 },
             },
             "Job": {
@@ -72,7 +77,11 @@ SPEC = {
                     "worker": {"type": "string"}, "gpus": {"type": "integer"},
                     "gpu_indices": {"type": "array", "items": {"type": "integer"}},
                     "timeout_s": {"type": "integer"}, "output": {"type": "string"}, "priority": {"type": "integer"},
-                    "image_id": {"type": "string"}, "image_bytes": {"type": "integer"},
+                    "image_id": {"type": "string"},
+                    "image_bytes": {"type": "integer", "description": "bytes uploaded for this job (0: its worker "
+                                                                      "held the image)"},
+                    "image_size": {"type": "integer", "description": "the image's size (its layers, unpacked) as "
+                                                                     "its worker counts it when the job starts"},
                     "created_at": {"type": "number"}, "updated_at": {"type": "number"},
                     "history": {"type": "array", "items": {"type": "object"}},
                     "exit_code": {"type": "integer", "nullable": True}, "reason": {"type": "string"},
@@ -99,6 +108,15 @@ SPEC = {
                     "cpus": {"type": "number", "description": "as placed; 0: no limit"},
                     "memory_bytes": {"type": "integer", "description": "as placed; 0: no limit"},
                     "shm_bytes": {"type": "integer", "description": "0: docker's 64 MiB"},
+                    "retry_lost": {"type": "integer", "description": "retries left if it ends LOST"},
+                    "retry_of": {"type": "string", "description": "the LOST job this one re-runs"},
+                    "retried_by": {"type": "string", "description": "the job that re-ran this LOST one"},
+                    "retry_note": {"type": "string", "description": "why a retry waits, or was given up"},
+                    "retry_given_up": {"type": "boolean"},
+                    "notify": {"type": "boolean"}, "webhook": {"type": "string"},
+                    "notified_at": {"type": "number", "nullable": True,
+                                    "description": "when its end was announced (e-mail, webhook)"},
+                    "notify_note": {"type": "string", "description": "what failed announcing it"},
                 },
             },
         },
@@ -116,10 +134,17 @@ SPEC = {
         },
         "/tokens/{token_id}": {"delete": {"summary": "Revoke a token", "parameters": [_param("token_id", "path", required=True)],
                                           "responses": {"204": {"description": "revoked"}, "404": _ERR}}},
-        "/me": {"get": {"summary": "Who am I", "responses": {"200": _ok({"type": "object"}), "401": _ERR}}},
+        "/me": {"get": {"summary": "Who am I, and my job-end e-mail setting",
+                        "responses": {"200": _ok({"type": "object"}), "401": _ERR}},
+                "patch": {"summary": "Set the address job-end e-mails go to, and whether every job sends one",
+                          "requestBody": {"content": {"application/json": {"schema": {
+                              "type": "object", "additionalProperties": False, "properties": {
+                                  "email": {"type": "string", "description": '"" removes it'},
+                                  "notify_all": {"type": "boolean"}}}}}},
+                          "responses": {"200": _ok({"type": "object"}), "400": _ERR, "401": _ERR, "409": _ERR}}},
         "/jobs": {
             "post": {
-                "summary": "Submit a job: the body is the raw `docker save` tarball (or empty with image=)",
+                "summary": "Submit a job: the body is the raw `docker save` tarball, plain or gzip/zstd/xz/bzip2-compressed (or empty with image=)",
                 "parameters": [
                     _param("gpus", kind="integer", text="GPUs (0 = CPU only)"),
                     _param("timeout", kind="integer", text="seconds before SIGTERM"),
@@ -133,6 +158,9 @@ SPEC = {
                     _param("workdir", text="working directory, an absolute path"),
                     _param("data", text="comma-separated datasets to mount at /data/NAME"),
                     _param("input", text="sha256:<hex> of an input you uploaded (POST /inputs), mounted at /in"),
+                    _param("retry_lost", kind="integer", text="re-run the job up to N (0-10) times if it ends LOST"),
+                    _param("notify", text="1: e-mail the job's end to your address (PATCH /me)"),
+                    _param("webhook", text="POST the job's end (JSON) to this URL, on the operator's allow-list"),
                     {"name": "Pink-Job-Spec", "in": "header", "required": False,
                      "description": "the job spec as JSON: command, entrypoint, env and any other field",
                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}}},
@@ -148,14 +176,26 @@ SPEC = {
                     "responses": {"200": _ok({"type": "object", "properties": {"jobs": {"type": "array", "items": _JOB}}}),
                                   "400": _ERR}},
         },
-        "/jobs/{job_id}": {"get": {"summary": "One job", "parameters": [_ID],
-                                   "responses": {"200": _ok({"type": "object", "properties": {"job": _JOB}}), "404": _ERR}}},
+        "/jobs/{job_id}": {
+            "get": {"summary": "One job (410 once deleted, saying by whom and when)", "parameters": [_ID],
+                    "responses": {"200": _ok({"type": "object", "properties": {"job": _JOB}}), "404": _ERR,
+                                  "410": _ERR}},
+            "delete": {"summary": "Delete an ended job (the owner or an admin): its record now, its archive and log "
+                                  "on the worker soon after; reads of it then answer 410",
+                       "parameters": [_ID],
+                       "responses": {"200": _ok({"type": "object", "properties": {"deleted": {
+                           "type": "object", "properties": {
+                               "id": {"type": "string"}, "user": {"type": "string"}, "by": {"type": "string"},
+                               "at": {"type": "number"}, "worker": {"type": "string"}}}}}),
+                           "404": _ERR, "409": {**_ERR, "description": "the job has not ended: cancel it first"},
+                           "410": _ERR}},
+        },
         "/jobs/{job_id}/cancel": {"post": {
             "summary": "Cancel a job. A running job is stopped by its worker, which exports what it wrote "
                        "(state EXPORTING, then CANCELLED with the archive) unless discard=1",
             "parameters": [_ID, _param("discard", text="1: keep nothing the job wrote (it ends CANCELLED at once)")],
             "responses": {"200": _ok({"type": "object", "properties": {"job": _JOB}}), "400": _ERR, "404": _ERR,
-                          "409": _ERR}}},
+                          "409": _ERR, "410": _ERR}}},
         "/jobs/{job_id}/logs": {"get": {"summary": "The container's log", "parameters": [
             _ID, _param("offset", kind="integer"), _param("follow", text="1: stream until the job ends")],
             "responses": {"200": {"description": "log text", "content": {"text/plain": {}}}, "400": _ERR,
@@ -208,12 +248,15 @@ SPEC = {
                                            "parameters": [_param("name", "path", required=True), _param("undo")],
                                            "responses": {"200": _ok({"type": "object"}), "403": _ERR}}},
         "/jobs/{job_id}/resubmit": {"post": {
-            "summary": "Run an ended job again as a new job (resubmit_of) with what it ran with, from the image a "
-                       "worker holds",
+            "summary": "Run an ended job again as a new job (resubmit_of) from the image a worker holds, with what "
+                       "it ran with but the fields the optional body changes (non-admins may not raise priority "
+                       "above 0)",
             "parameters": [_ID, _param("Idempotency-Key", "header")],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/JobSpec"}}}},
             "responses": {"201": _ok({"type": "object", "properties": {"job": _JOB}}),
                           "200": _ok({"type": "object", "properties": {"job": _JOB}}, "same Idempotency-Key"),
-                          "403": _ERR, "404": _ERR, "409": _ERR, "503": _ERR}}},
+                          "400": _ERR, "403": _ERR, "404": _ERR, "409": _ERR, "410": _ERR, "503": _ERR}}},
         "/events": {"get": {
             "summary": "Server-sent events: `jobs` ({jobs: [...]}) when your jobs change, or `job` with ?job=ID",
             "parameters": [_param("job", text="one job's events only"), _param("all", text="1: everyone's (admins)"),

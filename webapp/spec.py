@@ -22,7 +22,7 @@ SPEC_HEADER = "Pink-Job-Spec"
 MAX_HEADER_BYTES = 32 << 10
 #: Fields that may come either way (``data`` as a query parameter is comma-separated).
 EITHER_WAY = ("gpus", "timeout", "output", "name", "priority", "cpus", "memory", "shm_size",
-              "workdir", "data", "input")
+              "workdir", "data", "input", "retry_lost", "notify", "webhook")
 #: Fields only the header carries (lists and objects do not fit a query parameter).
 HEADER_ONLY = ("command", "entrypoint", "env")
 HEADER_FIELDS = EITHER_WAY + HEADER_ONLY
@@ -39,6 +39,9 @@ MAX_WORKDIR = 4096
 MAX_DATASETS = 32
 MAX_CPUS = 4096
 MIN_SHM = 1 << 20
+#: The most re-runs of a LOST job one submission may ask for (retry_lost=N).
+MAX_RETRY_LOST = 10
+MAX_URL = 2000
 
 
 class SubmitError(PinkError):
@@ -77,6 +80,13 @@ class JobSpec:
     cpus: float = 0.0
     memory_bytes: int = 0
     shm_bytes: int = 0
+    #: Re-run the job if it ends LOST, at most this many times; the LOST job it retries.
+    retry_lost: int = 0
+    retry_of: str = ""
+    #: E-mail the owner when the job ends; POST the end to this URL (checked against the
+    #: operator's allow-list by webapp.jobs.submit).
+    notify: bool = False
+    webhook: str = ""
 
     @classmethod
     def parse(cls, args, user: User, header: str = "") -> "JobSpec":
@@ -105,13 +115,19 @@ class JobSpec:
         if workdir and (not workdir.startswith("/") or "\0" in workdir or len(workdir) > MAX_WORKDIR):
             raise _bad(f"workdir must be an absolute path (starting with /) of at most {MAX_WORKDIR} "
                        "characters, without NUL")
+        # Only admins may jump the queue (it is the worker's, shared by everyone); anyone may
+        # politely go last.
+        priority = _whole(given, "priority", 0, -100, 100)
+        if priority > 0 and not user.admin:
+            raise _bad(f"priority {priority}: only admins may raise a job's priority above 0 (it would run "
+                       "before other users' jobs); you may lower it, down to -100, to let your other "
+                       "jobs go first")
         return cls(
             gpus=_whole(given, "gpus", 0, 0, 64),
             timeout_s=_whole(given, "timeout", 3600, 1, 7 * 24 * 3600),
             output=output,
             name=name,
-            # Only admins may jump the queue; anyone may politely go last.
-            priority=_whole(given, "priority", 0, -100, 100 if user.admin else 0),
+            priority=priority,
             image_id=image_id,
             omitted_layers=omitted,
             command=_argv(given, "command", may_be_empty=False),
@@ -123,6 +139,9 @@ class JobSpec:
             cpus=_cpus(given.get("cpus", "")),
             memory_bytes=_size(given, "memory", MIN_MEMORY_BYTES),
             shm_bytes=_size(given, "shm_size", MIN_SHM),
+            retry_lost=_whole(given, "retry_lost", 0, 0, MAX_RETRY_LOST),
+            notify=_flag(given, "notify"),
+            webhook=_webhook(given),
         )
 
 
@@ -190,6 +209,25 @@ def _whole(given: dict[str, Any], key: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise _bad(f"{key} must be between {low} and {high}")
     return value
+
+
+def _flag(given: dict[str, Any], key: str) -> bool:
+    raw = given.get(key, "")
+    if isinstance(raw, bool):
+        return raw
+    if raw in ("", "0", "false") or (type(raw) is int and raw == 0):
+        return False
+    if raw in ("1", "true") or (type(raw) is int and raw == 1):
+        return True
+    raise _bad(f"{key} must be 1 or 0 (true or false), not {raw!r}")
+
+
+def _webhook(given: dict[str, Any]) -> str:
+    url = _text(given, "webhook")
+    if url and (len(url) > MAX_URL or not url.isascii() or not url.isprintable() or " " in url
+                or not url.startswith(("http://", "https://"))):
+        raise _bad(f"webhook must be an http:// or https:// URL of at most {MAX_URL} printable ASCII characters")
+    return url
 
 
 def _cpus(raw: Any) -> float:

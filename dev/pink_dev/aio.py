@@ -1,9 +1,11 @@
 """``pink-aio``: a whole PINK cluster on this machine, kept in one folder (default ``.aio``).
 
-``up`` starts etcd, sshd with the transfer gate, a worker daemon on the system docker engine,
-gunicorn and nginx with TLS, and creates user ``demo`` with a CLI config; it is idempotent
+``up`` starts the worker's own docker engine (user-namespace remapped, as deployed workers'
+are: root in a job is an unprivileged uid on the host), etcd, sshd with the transfer gate, a
+worker daemon on that engine, gunicorn and nginx with TLS, and creates user ``demo`` with a CLI
+config; it is idempotent
 (services whose pidfile names a live process are left alone). ``down`` stops them
-(``--purge`` also deletes the folder and the job containers); ``status`` shows each service and
+(``--purge`` also deletes the folder and the engine's data); ``status`` shows each service and
 whether it answers. Also ``python -m pink_dev.aio``.
 """
 
@@ -13,12 +15,12 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +29,7 @@ from typing import Iterator
 from pink import config as pink_config
 
 from .config import create_token, run_admin, write_config
-from .dockerd import SYSTEM_DOCKER_URL, docker, docker_answers, ensure_system_dockerd
+from .dockerd import SYSTEM_DOCKER_URL, Dockerd, docker_answers, ensure_system_dockerd
 from .etcd import EtcdMember
 from .process import Service, ServiceError, current_user, free_port, write_private
 from .sshd import Sshd
@@ -37,6 +39,20 @@ from .worker import WorkerDaemon
 
 
 AIO_WORKER = "aio-worker"
+
+
+def engine(folder: Path, run_dir: Path) -> Dockerd:
+    """The worker's docker engine: state in <folder>/dockerd, remapped users. Its data root is
+    /var/lib/pink-aio-<tag> (the remapped root must pass through every folder above it, and the
+    all-in-one's folder is private), its exec root <folder>/dockerd/exec unless that is too long
+    for the sockets below it (then /run/pink-aio-<tag>); <tag> comes from the folder's path, so
+    every command finds the same engine."""
+    tag = hashlib.sha256(str(folder).encode()).hexdigest()[:12]
+    exec_root = folder / "dockerd" / "exec"
+    if len(str(exec_root)) > Dockerd._MAX_EXEC_ROOT:
+        exec_root = Path(f"/run/pink-aio-{tag}")
+    return Dockerd(folder / "dockerd", userns_remap=True, data_root=f"/var/lib/pink-aio-{tag}",
+                   exec_root=exec_root, pidfile=run_dir / "dockerd.pid")
 
 
 @dataclasses.dataclass
@@ -71,6 +87,7 @@ class AllInOne:
         self.ssl_dir = self.dir / "ssl"
         self.cli_config = self.dir / "cli.json"
         self.password_file = self.dir / "demo-password"
+        self.dockerd = engine(self.dir, self.run_dir)
         self.etcd = EtcdMember(
             self.dir / "etcd", member_name="aio", client_port=state.etcd_client_port,
             peer_port=state.etcd_peer_port, cluster_token="pink-aio", pidfile=self.run_dir / "etcd.pid",
@@ -97,7 +114,7 @@ class AllInOne:
         return WorkerDaemon(self.dir / "worker", config_path=self.config_path, pidfile=self.run_dir / "worker.pid")
 
     def services(self) -> list[Service]:
-        out: list[Service] = [self.etcd, self.sshd]
+        out: list[Service] = [self.dockerd, self.etcd, self.sshd]
         if self.config_path.exists():
             out.append(self.worker())
         out += [self.gunicorn, self.nginx]
@@ -105,7 +122,13 @@ class AllInOne:
 
     def write_config(self) -> None:
         if self.config_path.exists():
-            return  # keep the secret key (sessions) and any edits a person made
+            # Keep the secret key (sessions) and any edits a person made; only move a worker
+            # that an older all-in-one put on the system engine to its own.
+            text = self.config_path.read_text()
+            system = f'docker_url = "{SYSTEM_DOCKER_URL}"'
+            if system in text:
+                self.config_path.write_text(text.replace(system, f'docker_url = "{self.dockerd.url}"'))
+            return
         workdir = self.dir / "worker"
         write_config(
             self.config_path,
@@ -117,7 +140,7 @@ class AllInOne:
             },
             worker={
                 "name": AIO_WORKER,
-                "docker_url": SYSTEM_DOCKER_URL,
+                "docker_url": self.dockerd.url,
                 "inbox": str(workdir / "inbox"),
                 "outbox": str(workdir / "outbox"),
                 "inputs_dir": str(workdir / "inputs"),
@@ -159,8 +182,10 @@ class AllInOne:
     def up(self) -> list[str]:
         """Bring every service up; returns the names of those this call started."""
         started: list[str] = []
-        ensure_system_dockerd()
+        ensure_system_dockerd()  # the user's engine: images are built and saved there
         make_dev_ca(self.ssl_dir)
+        if self.ensure(self.dockerd, 60):
+            started.append("dockerd")
         if self.ensure(self.etcd, 30):
             started.append("etcd")
         if self.ensure(self.sshd, 30):
@@ -262,11 +287,9 @@ def _cmd_down(args: argparse.Namespace) -> int:
             stopped = AllInOne(folder, state).down()
         print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
     if args.purge and folder.exists():
-        with contextlib.suppress(subprocess.SubprocessError, OSError, ServiceError):
-            ids = docker("ps", "-aq", "--filter", "label=pink.job",
-                         "--filter", f"label=pink.worker={AIO_WORKER}").stdout.split()
-            if ids:
-                docker("rm", "-f", *ids, timeout=120)
+        # The engine is stopped (its containers went with it): its data root is outside.
+        with contextlib.suppress(ServiceError, OSError):
+            engine(folder, folder / "run").purge()
         shutil.rmtree(folder)
         print(f"deleted {folder}")
     return 0
@@ -282,12 +305,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     rows = aio.status()
     docker_ok = docker_answers()
     print(f"{'service':<10} {'pid':>8}  state")
-    print(f"{'dockerd':<10} {'-':>8}  {'answers' if docker_ok else 'NOT ANSWERING'} (system engine)")
+    print(f"{'docker':<10} {'-':>8}  {'answers' if docker_ok else 'NOT ANSWERING'} (the system engine, "
+          "where images are built)")
     for name, pid, answers in rows:
         state_text = "answers" if answers else ("running, NOT ANSWERING" if pid else "stopped")
         print(f"{name:<10} {pid if pid else '-':>8}  {state_text}")
     print(f"url: {aio.url}   CLI config: {aio.cli_config}")
-    return 0 if docker_ok and all(answers for _, _, answers in rows) and len(rows) == 5 else 1
+    return 0 if docker_ok and all(answers for _, _, answers in rows) and len(rows) == 6 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--ssh-port", type=int, default=0, help="sshd port (default: a free one)")
         p.add_argument("--web-port", type=int, default=0, help="gunicorn port (default: a free one)")
         if name == "down":
-            p.add_argument("--purge", action="store_true", help="also delete the folder and the job containers")
+            p.add_argument("--purge", action="store_true", help="also delete the folder and the engine's data")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.command == "up" else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")

@@ -109,6 +109,7 @@ class LocalCluster:
         web_overrides: Mapping[str, Any] | None = None,
         etcd_overrides: Mapping[str, Any] | None = None,
         worker_overrides: Mapping[str, Any] | None = None,
+        notify_overrides: Mapping[str, Any] | None = None,
         dev_ca: DevCA | None = None,
         worker_ready_check: str = "etcd",
         start_workers: bool = True,
@@ -129,6 +130,8 @@ class LocalCluster:
         self.web_overrides = dict(web_overrides or {})
         self.etcd_overrides = dict(etcd_overrides or {})
         self.worker_overrides = dict(worker_overrides or {})
+        #: The web servers' [notify] section (SMTP relay, webhook allow-list).
+        self.notify_overrides = dict(notify_overrides or {})
         self.dev_ca = dev_ca
         self.worker_ready_check = worker_ready_check
         self.start_workers_now = start_workers
@@ -235,7 +238,7 @@ class LocalCluster:
             "known_hosts": str(ssh_dir / "known_hosts"),
             **self.web_overrides,
         }
-        write_config(self.config_path, etcd=self._etcd_section(), web=web_section)
+        write_config(self.config_path, etcd=self._etcd_section(), web=web_section, notify=self.notify_overrides)
         for i, name, wdir, sshd, dockerd in handles:
             worker_section = {
                 "name": name,

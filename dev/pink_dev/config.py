@@ -21,7 +21,8 @@ from pink import config as pink_config
 
 from .process import REPO_ROOT, ServiceError, write_private
 
-_SECTIONS = {"etcd": pink_config.EtcdConfig, "web": pink_config.WebConfig, "worker": pink_config.WorkerConfig}
+_SECTIONS = {"etcd": pink_config.EtcdConfig, "web": pink_config.WebConfig, "worker": pink_config.WorkerConfig,
+             "notify": pink_config.NotifyConfig}
 
 
 def write_config(path: str | os.PathLike[str], **sections: Mapping[str, Any]) -> Path:

@@ -114,14 +114,21 @@ class Dockerd(Service):
     #: levels under the exec root, so a long exec root (pytest's tmp paths) moves to /tmp.
     _MAX_EXEC_ROOT = 50
 
-    def __init__(self, base_dir: str | os.PathLike[str], *, userns_remap: bool = False, **kwargs: Any) -> None:
+    def __init__(self, base_dir: str | os.PathLike[str], *, userns_remap: bool = False,
+                 data_root: str | os.PathLike[str] | None = None,
+                 exec_root: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+        """``data_root``/``exec_root``: fixed folders, used as they are (an engine that later
+        commands adopt, as the all-in-one's, needs paths that do not change); by default
+        ``base_dir``/data and /exec, moved to /tmp where they cannot work (see prepare)."""
         super().__init__(base_dir, **kwargs)
         #: Remap containers' users (``"userns-remap": "default"``), as on deployed workers.
         self.userns_remap = userns_remap
-        self.data_root = self.base_dir / "data"
+        self._fixed_data = data_root is not None
+        self._fixed_exec = exec_root is not None
+        self.data_root = Path(data_root) if data_root else self.base_dir / "data"
         self._own_data: Path | None = None  # a data root moved out of base_dir (see prepare)
         self._short_exec: Path | None = None
-        self.exec_root = self.base_dir / "exec"
+        self.exec_root = Path(exec_root) if exec_root else self.base_dir / "exec"
         self.docker_pidfile = self.base_dir / "dockerd.pid"
         #: More dockerd flags (tests add e.g. ``--add-runtime``).
         self.extra_args: list[str] = []
@@ -141,7 +148,13 @@ class Dockerd(Service):
 
     def prepare(self) -> None:
         super().prepare()
-        if self.userns_remap and not _others_traverse(self.base_dir / "data"):
+        if self._fixed_data:
+            self.data_root.mkdir(parents=True, exist_ok=True)
+            if self.userns_remap:
+                os.chmod(self.data_root, 0o711)  # the remapped root goes through it
+            if self.data_root != self.base_dir / "data":
+                _point_at(self.base_dir / "data", self.data_root)
+        elif self.userns_remap and not _others_traverse(self.base_dir / "data"):
             # dockerd refuses a data root below a folder the remapped root cannot traverse
             # (pytest's /tmp/pytest-of-USER is 0700): such an engine keeps its data in /tmp.
             if self._own_data is None or not self._own_data.exists():
@@ -157,7 +170,11 @@ class Dockerd(Service):
         if self.userns_remap:
             config["userns-remap"] = "default"
         self.config_file.write_text(json.dumps(config) + "\n")
-        if len(str(self.base_dir / "exec")) > self._MAX_EXEC_ROOT:
+        if self._fixed_exec:
+            self.exec_root.mkdir(parents=True, exist_ok=True)
+            if self.exec_root != self.base_dir / "exec":
+                _point_at(self.base_dir / "exec", self.exec_root)
+        elif len(str(self.base_dir / "exec")) > self._MAX_EXEC_ROOT:
             if self._short_exec is None or not self._short_exec.exists():
                 self._short_exec = Path(tempfile.mkdtemp(prefix="pinkd-", dir="/tmp"))
             self.exec_root = self._short_exec
@@ -242,6 +259,8 @@ class Dockerd(Service):
             log.warning("not deleting %s: still mounted: %s", self.data_root, left[:3])
             return
         shutil.rmtree(self.data_root, ignore_errors=True)
+        if self._fixed_exec and not _mounts_under(self.exec_root):
+            shutil.rmtree(self.exec_root, ignore_errors=True)
         if self._own_data is not None:
             (self.base_dir / "data").unlink(missing_ok=True)
         if self._short_exec is not None and not _mounts_under(self._short_exec):

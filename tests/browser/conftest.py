@@ -38,7 +38,12 @@ def ui_cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
         (dataset / name).write_text(text)
     dataset.chmod(0o755)
     cluster = dev.LocalCluster(base / "cluster", nginx=True, dev_ca=ca, users=(), admin_user="",
-                               worker_overrides={"datasets": {"ui-demo": str(dataset)}})
+                               worker_overrides={"datasets": {"ui-demo": str(dataset)}},
+                               # A relay nobody listens on: the pages' e-mail settings work; the
+                               # integration layer (test_reactions.py) checks what is sent.
+                               notify_overrides={"smtp_host": "127.0.0.1", "smtp_port": dev.free_port(),
+                                                 "smtp_from": "pink@example.org",
+                                                 "webhook_allow": ["https://hooks.example.org/"]})
     old_path = os.environ["PATH"]
     # Only while the cluster starts, so that only its worker sees the stub: later test layers
     # in the same session must see the machine as it is.
@@ -48,7 +53,7 @@ def ui_cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
             os.environ["PATH"] = old_path
             track_logs(request.session, *cluster.web, *(w.daemon for w in cluster.workers), cluster.nginx)
             cluster.add_users([("root", True), ("alice", False), ("bob", False), ("carol", False),
-                               ("dana", False), ("erin", False), ("ines", False)], PASSWORDS)
+                               ("dana", False), ("erin", False), ("ines", False), ("fred", False)], PASSWORDS)
             yield cluster
     finally:
         os.environ["PATH"] = old_path

@@ -19,7 +19,7 @@ VIEWPORT = {"width": 1280, "height": 800}
 DATASET_FILES = {"greeting.txt": "hello from the dataset\n"}
 
 #: Users the tests log in as, each with a known password.
-PASSWORDS = {name: f"{name}-secret-pw" for name in ("alice", "bob", "carol", "dana", "erin", "ines", "root")}
+PASSWORDS = {name: f"{name}-secret-pw" for name in ("alice", "bob", "carol", "dana", "erin", "ines", "fred", "root")}
 
 
 def login(page, url: str, user: str) -> None:

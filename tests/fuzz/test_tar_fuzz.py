@@ -5,6 +5,7 @@ the properties are in tests/fuzz/properties.py."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,13 @@ from hypothesis import strategies as st
 
 from bench import fuzz_tar
 from tests.fuzz.attacks import ATTACKS, JSON_DAMAGE
+from pink.compression import decompressed, zstd
+from pink.errors import ImageArchiveError
 from tests.fuzz.properties import (
-    check_mutated, check_unsafe, check_valid, mutated_cases, unsafe_cases, valid_cases,
+    WHOLE, Verdict, check, check_mutated, check_unsafe, check_valid, mutated_cases, unsafe_cases,
+    valid_cases,
 )
+from webapp.upload import Unpacking
 
 pytestmark = pytest.mark.unit
 
@@ -71,3 +76,40 @@ def test_the_full_run_prints_and_appends_its_table(tmp_path: Path, capsys) -> No
     assert [rows["all"][c] for c in ("crashes", "unsafe accepted", "wrong verdicts")] == ["0"] * 3
     printed = capsys.readouterr().out
     assert all(line in printed for line in table)
+
+
+# ---------------------------------------------------------- compressed archives (gzip, zstd)
+
+COMPRESS = {"gzip": lambda b: gzip.compress(b, 1), "zstd": zstd.compress}
+
+
+def _unpacked(data: bytes, chunks: tuple[int, ...], present) -> Verdict:
+    """The verdict of the server's check of a compressed upload (never raises)."""
+    checker, pos, i = Unpacking(), 0, 0
+    try:
+        while pos < len(data):
+            checker.feed(data[pos:pos + chunks[i % len(chunks)]])
+            pos, i = pos + chunks[i % len(chunks)], i + 1
+        return Verdict(info=checker.finish(present))
+    except ImageArchiveError as exc:
+        return Verdict(error=str(exc))
+    except Exception as exc:  # the property under test: this must never happen
+        return Verdict(crash=f"{type(exc).__name__}: {exc}")
+
+
+@ci(60)
+@given(valid_cases(), st.sampled_from(sorted(COMPRESS)), st.data())
+def test_compressed_archives_read_as_the_plain_ones_and_damage_never_passes_unseen(case, kind, data):
+    plain, present = case.archive.encode().data, case.archive.present
+    packed = COMPRESS[kind](plain)
+    assert _unpacked(packed, case.feed.chunks, present) == check(plain, WHOLE, present)
+    # One flipped bit in the compressed bytes: refused, or accepted as exactly the tar the
+    # worker's own decompression hands its engine (what was checked is what loads).
+    pos = data.draw(st.integers(0, len(packed) - 1), label="pos")
+    bit = data.draw(st.integers(0, 7), label="bit")
+    damaged = packed[:pos] + bytes([packed[pos] ^ (1 << bit)]) + packed[pos + 1:]
+    verdict = _unpacked(damaged, case.feed.chunks, present)
+    assert verdict.crash is None, verdict.crash
+    if verdict.info is not None:
+        loaded = b"".join(decompressed([damaged]))
+        assert check(loaded, WHOLE, present).info == verdict.info

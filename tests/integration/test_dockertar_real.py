@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from webapp.upload import ImageArchiveChecker, ImageInfo, ValidatingReader
+from webapp.upload import ImageArchiveChecker, ImageInfo, Unpacking, ValidatingReader
 from pink_dev.sampleimage import build_sample_image
 
 pytestmark = pytest.mark.integration
@@ -113,3 +113,29 @@ def test_repeated_layer_archive_from_docker_validates(tmp_path: Path, tag: str) 
         assert second in links, f"expected Docker's layer symlink, members with links: {links}"
     else:
         assert first == second
+
+
+@pytest.mark.parametrize("compress", [None, ["gzip", "-c"], ["zstd", "-q", "-c"]])
+def test_what_docker_load_accepts_gets_the_id_docker_gives_it(tmp_path: Path, tag: str, compress) -> None:
+    # A config not named after its digest (as other tools write them), the manifest first, and
+    # the whole archive compressed: `docker load` takes it, and so does PINK, with the same id.
+    lay = _tar({"hello.txt": b"hello\n"})
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/hello"]},
+                         "rootfs": {"type": "layers",
+                                    "diff_ids": ["sha256:" + hashlib.sha256(lay).hexdigest()]}}).encode()
+    other = "0" * 64 + ".json"
+    manifest = [{"Config": other, "RepoTags": [tag], "Layers": ["a/layer.tar"]}]
+    plain = data = _tar({"manifest.json": json.dumps(manifest).encode(), other: config, "a/layer.tar": lay})
+    if compress:
+        data = subprocess.run(compress, input=data, capture_output=True, check=True).stdout
+    archive = tmp_path / "other-tool.tar"
+    # Docker before 23 cannot load zstd ("unexpected EOF"): the worker decompresses every
+    # archive on the way to its engine, so its engine's version does not matter.
+    archive.write_bytes(plain if compress and compress[0] == "zstd" else data)
+    docker("load", "-i", str(archive))
+    checker = Unpacking()
+    for i in range(0, len(data), 1000):
+        checker.feed(data[i:i + 1000])
+    info = checker.finish()
+    assert info.config_digest == docker("image", "inspect", "--format", "{{.Id}}", tag)
+    assert info.config_digest == "sha256:" + hashlib.sha256(config).hexdigest()

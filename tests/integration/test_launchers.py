@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -19,6 +20,7 @@ import requests
 from scp import SCPClient
 
 import pink_dev as dev
+from pink_dev.aio import engine as aio_engine
 from pink.config import EtcdConfig, load as load_config
 from pink.errors import ConfigError
 from pink.etcd import EtcdClient
@@ -346,11 +348,12 @@ def test_free_port_never_hands_out_the_same_port_twice():
 # --------------------------------------------------------------------------- pink-aio
 
 
-def test_allinone_up_is_idempotent_and_down_stops_everything(tmp_path, system_docker):
+def test_allinone_up_is_idempotent_and_down_stops_everything(tmp_path, system_docker, images):
     folder = tmp_path / "aio"
     https = dev.free_port()
     cmd = [sys.executable, "-m", "pink_dev.aio"]
     common = ["--dir", str(folder)]
+    tag = hashlib.sha256(str(folder).encode()).hexdigest()[:12]  # of the engine's data root
 
     def pink_aio(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, cwd=dev.REPO_ROOT)
@@ -368,6 +371,17 @@ def test_allinone_up_is_idempotent_and_down_stops_everything(tmp_path, system_do
             assert me.status_code == 200 and me.json()["user"] == "demo"
             workers = s.get("/api/v1/workers", timeout=10).json()["workers"]
             assert [w["name"] for w in workers] == ["aio-worker"] and workers[0]["alive"]
+            # Its jobs run on its own engine, users remapped: root in the job is not host root.
+            with open(images["sleeper"], "rb") as body:
+                job_id = s.post("/api/v1/jobs", data=body, timeout=60).json()["job"]["id"]
+            dev.wait_until(lambda: s.get(f"/api/v1/jobs/{job_id}").json()["job"]["state"] == "RUNNING",
+                           60, "the aio job to run")
+            engine = aio_engine(folder, folder / "run").url
+            assert "name=userns" in dev.docker("info", "--format", "{{json .SecurityOptions}}", url=engine).stdout
+            pid = int(dev.docker("inspect", "--format", "{{.State.Pid}}", f"pink-{job_id}", url=engine).stdout)
+            inside, outside, count = map(int, Path(f"/proc/{pid}/uid_map").read_text().split())
+            assert (inside, count) == (0, 65536) and outside >= 100000
+            assert not dev.docker("ps", "-q", "--filter", f"name=pink-{job_id}").stdout.strip()  # not the system one
 
         again = pink_aio("up", *common, "--https-port", str(https))
         assert again.returncode == 0 and "already up" in again.stdout, again.stdout + again.stderr
@@ -376,7 +390,7 @@ def test_allinone_up_is_idempotent_and_down_stops_everything(tmp_path, system_do
         status = pink_aio("status", *common)
         assert status.returncode == 0, status.stdout
         pids = [int(p.read_text()) for p in (folder / "run").glob("*.pid")]
-        assert len(pids) == 5 and all(dev.pid_alive(p) for p in pids)
+        assert len(pids) == 6 and all(dev.pid_alive(p) for p in pids)
 
         down = pink_aio("down", *common)
         assert down.returncode == 0, down.stdout + down.stderr
@@ -384,7 +398,7 @@ def test_allinone_up_is_idempotent_and_down_stops_everything(tmp_path, system_do
         assert pink_aio("status", *common).returncode == 1
     finally:
         pink_aio("down", *common, "--purge")
-    assert not folder.exists()
+    assert not folder.exists() and not list(Path("/var/lib").glob(f"pink-aio-{tag}"))
 
 
 def test_signals_reach_the_service(tmp_path):

@@ -6,25 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import TERMINAL, wait_state
+from tests.helpers import TERMINAL, cli, wait_state
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _cli(cluster, user, *argv):
-    env = {**os.environ, "PINK_URL": cluster.url, "PINK_TOKEN": cluster.tokens[user],
-           "PINK_CLI_CONFIG": "/nonexistent/pink-cli.json"}
-    if cluster.ca_cert:
-        env["PINK_CA_CERT"] = str(cluster.ca_cert)
-    return subprocess.run([sys.executable, "-m", "pink_client", *argv], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
 
 
 def _layered_image(base_tar: Path, tag: str, content: str, out: Path, docker_url: str) -> None:
@@ -51,14 +39,14 @@ def test_an_image_changed_in_its_top_layer_sends_only_that_layer(cluster, images
     api = c.api("alice")
 
     # The first image goes whole; once it ran, its worker holds its layers.
-    done = _cli(c, "alice", "submit", str(first), "--wait", "--output", "none")
+    done = cli(c, "alice", "submit", str(first), "--wait", "--output", "none")
     assert done.returncode == 0, done.stderr
     assert "holds" not in done.stderr
 
     # Bob may not build on alice's layers: he is offered none and sends everything.
     r = api.post("/api/v1/layers", json={"diff_ids": ["sha256:" + "0" * 64]})
     assert r.status_code == 200 and r.json() == {"workers": []}
-    bob = _cli(c, "bob", "submit", str(second), "--output", "none")
+    bob = cli(c, "bob", "submit", str(second), "--output", "none")
     assert bob.returncode == 0, bob.stderr
     assert "holds" not in bob.stderr
     bob_job = wait_state(c.api("bob"), bob.stdout.strip(), TERMINAL, timeout=120)
@@ -66,7 +54,7 @@ def test_an_image_changed_in_its_top_layer_sends_only_that_layer(cluster, images
 
     # Alice sends the second image thin: only its top layer, and it runs.
     c.workers[0].docker("rmi", "-f", bob_job["image_id"], check=False)
-    thin = _cli(c, "alice", "submit", str(second), "--wait", "--output", "none")
+    thin = cli(c, "alice", "submit", str(second), "--wait", "--output", "none")
     assert thin.returncode == 0, thin.stderr
     assert "holds 1 of the image's 2 layers" in thin.stderr
     job = api.get("/api/v1/jobs", params={"limit": 1}).json()["jobs"][0]

@@ -46,6 +46,10 @@ class Fake:
     uploads: list[Upload] = dataclasses.field(default_factory=list)
     #: input id -> names of the workers holding it
     inputs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: job id -> tombstone of the jobs DELETE removed (reads of them answer 410)
+    deleted: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: bodies of POST /jobs/<id>/resubmit, in order
+    resubmits: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     #: POST /inputs requests: the body is kept up to ``keep_input_bytes``, all of it hashed
     input_uploads: list[Upload] = dataclasses.field(default_factory=list)
     keep_input_bytes: int = 1 << 20
@@ -208,9 +212,22 @@ class Handler(BaseHTTPRequestHandler):
         segs = path.split("/")  # ['', 'api', 'v1', 'jobs', ID, ...]
         if len(segs) >= 5 and segs[3] == "jobs":
             job = fake.jobs.get(segs[4])
+            if job is None and segs[4] in fake.deleted:
+                return self._error(410, f"job {segs[4]} was deleted by {fake.deleted[segs[4]]['by']}")
             if job is None:
                 return self._error(404, f"no job {segs[4]}")
             rest = segs[5:]
+            if method == "DELETE" and not rest:
+                if job["state"] not in jobs.TERMINAL_STATES:
+                    return self._error(409, f"job {job['id']} is {job['state']}; cancel it first")
+                with fake.lock:
+                    del fake.jobs[job["id"]]
+                    stone = {"id": job["id"], "user": job["user"], "by": USER, "at": 1_700_000_100.0,
+                             "worker": job["worker"]}
+                    fake.deleted[job["id"]] = stone
+                return self._json(200, {"deleted": stone})
+            if method == "POST" and rest == ["resubmit"]:
+                return self._resubmit(fake, job)
             if method == "GET" and not rest:
                 with fake.lock:
                     script = fake.scripts.get(job["id"])
@@ -296,6 +313,19 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(400, f"the input's sha256 is {input_id}, not {params['sha256']}")
         fake.inputs.setdefault(input_id, []).append("gpu1")
         return self._json(201, {"input": input_id, "worker": "gpu1", "bytes": int(length)})
+
+    def _resubmit(self, fake: Fake, old: dict[str, Any]) -> None:
+        """Like the server: only ended jobs; the body's fields (the Pink-Job-Spec header's)
+        change the new job."""
+        if old["state"] not in jobs.TERMINAL_STATES:
+            return self._error(409, f"job {old['id']} is {old['state']}; only an ended job can be resubmitted")
+        changes = json.loads(self._body() or b"{}")
+        fake.resubmits.append(changes)
+        renamed = {"timeout": "timeout_s", "memory": "memory_bytes"}
+        fields = {renamed.get(k, k): v for k, v in changes.items()}
+        kept = {k: old[k] for k in ("name", "gpus", "image_id", "command", "env") if k in old}
+        job = fake.add_job(**{**kept, **fields, "resubmit_of": old["id"]})
+        return self._json(201, {"job": job})
 
     def _logs(self, fake: Fake, params: dict[str, str]) -> None:
         data = fake.log_text[int(params.get("offset", 0)) :]

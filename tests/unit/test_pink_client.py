@@ -384,7 +384,7 @@ def test_submit_without_spec_options_sends_no_spec_header(logged_in: Fake, tmp_p
     (["--cpus", "0"], "'0' is not a number > 0"),
     (["--cpus", "lots"], "'lots' is not a number > 0"),
     (["-e", "BIG=" + "x" * (32 << 10)], "the server takes at most 32768"),
-    (["--"], "only `pink submit` takes a command after --, and it needs one"),
+    (["--"], "take a command after --, and it needs one"),
 ])
 def test_bad_spec_options_are_usage_errors_before_anything_is_sent(
     logged_in: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
@@ -406,6 +406,6 @@ def test_an_env_file_line_without_a_name_is_a_usage_error(
     assert "bad.env, line 2: '' is not a variable name" in capsys.readouterr().err
 
 
-def test_only_submit_takes_a_command(logged_in: Fake, capsys: pytest.CaptureFixture[str]) -> None:
+def test_only_submit_and_resubmit_take_a_command(logged_in: Fake, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["ls", "--", "x"]) == 2
-    assert "only `pink submit` takes a command" in capsys.readouterr().err
+    assert "only `pink submit` and `pink resubmit` take a command" in capsys.readouterr().err

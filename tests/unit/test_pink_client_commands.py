@@ -102,6 +102,7 @@ def test_ls_status_workers_tables_and_json(
         "ID",
         "NAME",
         "STATE",
+        "QUEUE",
         "WORKER",
         "GPUS",
         "AGE",
@@ -109,6 +110,8 @@ def test_ls_status_workers_tables_and_json(
         "OUTPUT",
     ]
     assert "1m00s" in table and "1.5 MB" in table
+    rows = {line.split()[1]: line.split() for line in table.splitlines()[1:]}
+    assert rows["train"][3] == "3" and rows["done"][3] == "-"  # the queue position, of queued jobs only
 
     assert cli.main(["ls", "--state", "queued", "-o", "json"]) == 0
     assert [j["id"] for j in json.loads(capsys.readouterr().out)] == [queued["id"]]
@@ -143,7 +146,8 @@ def test_logs_follow_resumes_a_stream_cut_before_the_job_ended(
     job = logged_in.add_job(state="RUNNING")
     logged_in.log_text = b"line one\nline two\n"
     logged_in.follow_lines = 1  # each followed stream ends after one line, as a proxy timeout would
-    logged_in.scripts[job["id"]] = ["RUNNING", "SUCCEEDED"]
+    # Read once before the log (has it started?), then after each stream that ends.
+    logged_in.scripts[job["id"]] = ["RUNNING", "RUNNING", "SUCCEEDED"]
     assert cli.main(["logs", "-f", job["id"]]) == 0
     assert capsys.readouterr().out == "line one\nline two\n"
     offsets = [p for _, p, _ in logged_in.requests if "/logs" in p]
@@ -240,13 +244,13 @@ def test_usage_errors_exit_2(
     assert capsys.readouterr().err
 
 
-def test_compressed_or_foreign_archives_are_usage_errors(
+def test_broken_compressed_or_foreign_archives_are_usage_errors(
     logged_in: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     gz = tmp_path / "img.tar.gz"
     gz.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 100)
     assert cli.main(["submit", str(gz)]) == 2
-    assert "gzip-compressed" in capsys.readouterr().err
+    assert "corrupt gzip data" in capsys.readouterr().err
     plain = tmp_path / "plain.tar"
     with tarfile.open(plain, "w") as tf:
         info = tarfile.TarInfo("hello.txt")

@@ -55,7 +55,7 @@ def test_status_says_what_a_job_kept(logged_in: Fake, capsys: pytest.CaptureFixt
     assert "archive holds /out (dir, 10.5 MB)" in lines and "/etc/motd (deleted)" in lines
     assert any(line.startswith("output and log kept until ") for line in lines)
     # Cancelled with --discard: a log, but no archive to claim.
-    dropped = logged_in.add_job(state="CANCELLED", output="changes", discard_output=True,
+    dropped = logged_in.add_job(state="CANCELLED", output="changes", discard_output=True, log_bytes=10,
                                 output_expires_at=4_000_000_000)
     assert cli.main(["status", dropped["id"]]) == 0
     lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]

@@ -61,7 +61,7 @@ def test_a_body_without_length_is_read_no_further_than_the_limit(client):
     ({"name": "a\nb"}, "printable"),
     ({"image": "sha256:xyz"}, "image must look like"),
     ({"omitted_layers": "sha256:1,sha256:2"}, "omitted_layers"),
-    ({"priority": "5"}, "priority must be between -100 and 0"),
+    ({"priority": "5"}, "only admins may raise a job's priority above 0"),
 ])
 def test_a_bad_job_spec_is_a_400_naming_the_field(client, as_user, cluster, query, message):
     cluster.add_worker()

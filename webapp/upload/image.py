@@ -25,7 +25,7 @@ from typing import Any
 from pink.errors import ImageArchiveError
 
 from .safetar import FILE, HARDLINK, MAX_SYMLINK_HOPS, SafeTarStream, safe_name
-from .tarstream import SAVE_HINT, TRUNCATED_HINT
+from .tarstream import SAVE_HINT
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ class ImageArchiveChecker(SafeTarStream):
     def __init__(self, max_metadata_bytes: int = 64 << 20) -> None:
         super().__init__(max_metadata_bytes)
         self._content: dict[str, bytes] = {}
+        # The config manifest.json names, once a manifest.json came first: kept whatever its
+        # name and size (a config is found by the manifest, not by its name).
+        self._config_name = ""
 
     # ------------------------------------------------------------------ tar reader hooks
 
@@ -79,7 +82,8 @@ class ImageArchiveChecker(SafeTarStream):
         # JSON. A layer tar starts with a file name, so even big OCI blobs (layers and config
         # share blobs/sha256/) are dropped after one byte.
         return name.rpartition("/")[2] != "layer.tar" and bool(
-            size <= SMALL_MEMBER_BYTES
+            name == self._config_name
+            or size <= SMALL_MEMBER_BYTES
             or name in _BIG_METADATA_NAMES
             or _LEGACY_CONFIG_RE.fullmatch(name)
             or _OCI_BLOB_RE.fullmatch(name)
@@ -94,6 +98,13 @@ class ImageArchiveChecker(SafeTarStream):
 
     def _on_content(self, name: str, data: bytes) -> None:
         self._content[name] = data
+        if name == "manifest.json":
+            try:
+                config = json.loads(data)[0]["Config"]
+                self._config_name = safe_name(config, "config") if isinstance(config, str) else ""
+            except (ValueError, UnicodeDecodeError, RecursionError, LookupError, TypeError,
+                    ImageArchiveError):
+                pass  # _check_image says what is wrong with it
 
     # --------------------------------------------------------------------------- finishing
 
@@ -170,14 +181,9 @@ class ImageArchiveChecker(SafeTarStream):
         config_file = self._regular_file(config_path, f"config {config_path!r}")
         config = self._json_member(config_path, "image config")
         assert config_file is not None  # _json_member raised otherwise
+        # The image id is the digest of the config's bytes, whatever the file's name: `docker
+        # load` reads the config by the path manifest.json gives and never checks that name.
         digest = hashlib.sha256(self._content[config_file]).hexdigest()
-        for named in (config_path, config_file):
-            m = _LEGACY_CONFIG_RE.fullmatch(named) or _OCI_BLOB_RE.fullmatch(named)
-            if m and m.group(1) != digest:
-                raise ImageArchiveError(
-                    f"damaged archive: image config {named!r} has sha256 {digest}, which does "
-                    f"not match its name; {TRUNCATED_HINT}"
-                )
 
         rootfs = config.get("rootfs") if isinstance(config, dict) else None
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None

@@ -17,6 +17,7 @@ from pink.errors import ImageArchiveError
 
 from .image import ImageArchiveChecker, ImageInfo
 from .input import InputArchiveChecker, InputInfo
+from .unpack import Unpacking
 
 
 class SocketBody:
@@ -89,7 +90,7 @@ class ValidatingReader:
         self,
         source: BinaryIO,
         length: int,
-        checker: ImageArchiveChecker | InputArchiveChecker | None = None,
+        checker: ImageArchiveChecker | InputArchiveChecker | Unpacking | None = None,
         chunk_size: int = 1 << 20,
         on_progress: Callable[[int], None] | None = None,
         present_diff_ids: Collection[str] = (),

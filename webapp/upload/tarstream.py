@@ -30,7 +30,7 @@ MAX_EXTENDED_HEADER_BYTES = 1 << 20
 SAVE_HINT = "upload the output of `docker save IMAGE`"
 TRUNCATED_HINT = "the upload was cut short or the file is incomplete; upload the whole file again"
 
-_COMPRESSED_MAGIC = (
+_COMPRESSED_MAGIC = (  # inputs are plain tars; images may be compressed (.unpack)
     (b"\x1f\x8b", "gzip", "gunzip"),
     (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"),
     (b"\xfd7zXZ\x00", "xz", "unxz"),

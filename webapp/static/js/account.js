@@ -1,4 +1,4 @@
-// Account page: API tokens for the CLI (list, create, revoke) and the password.
+// Account page: API tokens for the CLI (list, create, revoke), the job-end e-mail setting and the password.
 import { ME, alertIn, api, clear, confirmDialog, copyText, el, fmtTime, toast } from "./app.js";
 
 const body = document.getElementById("tokens-body");
@@ -81,3 +81,33 @@ document.getElementById("password-form").addEventListener("submit", async (ev) =
 });
 
 loadTokens();
+
+const notifyEmail = document.getElementById("notify-email");
+const notifyAll = document.getElementById("notify-all");
+const notifyOut = document.getElementById("notify-result");
+
+async function loadNotify() {
+  try {
+    const me = await api("/me");
+    notifyEmail.value = me.email || "";
+    notifyAll.checked = Boolean(me.notify_all);
+    if (!me.email_enabled) {
+      document.getElementById("notify-status").textContent = "This PINK sends no e-mail: its operator configured no mail relay.";
+      for (const input of document.querySelectorAll("#notify-form input, #notify-form button")) input.disabled = true;
+    }
+  } catch (e) {
+    alertIn(notifyOut, "error", e.message);
+  }
+}
+
+document.getElementById("notify-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  clear(notifyOut);
+  try {
+    const me = await api("/me", { method: "PATCH", json: { email: notifyEmail.value.trim(), notify_all: notifyAll.checked } });
+    alertIn(notifyOut, "ok", me.email ? `Saved: job-end e-mail goes to ${me.email}${me.notify_all ? " for every job" : ""}.` : "Saved: no job-end e-mail.");
+  } catch (e) {
+    alertIn(notifyOut, "error", e.message.replace(/^./, (c) => c.toUpperCase()) + ".");
+  }
+});
+loadNotify();

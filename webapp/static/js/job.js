@@ -1,10 +1,11 @@
 // Job page: details, what it runs with and timeline live through server-sent events, the log
-// tail through GET /api/v1/jobs/<id>/logs?follow=1, cancel with confirmation, resubmit of ended jobs.
+// tail through GET /api/v1/jobs/<id>/logs?follow=1, cancel with confirmation, resubmit of ended jobs
+// (with changes: command, environment, GPUs, time limit), delete of ended jobs with confirmation.
 import {
-  ME, TERMINAL, alertIn, api, badge, clear, confirmDialog, copyText, el, fmtBytes, fmtDuration, fmtTime,
+  IS_ADMIN, ME, TERMINAL, alertIn, api, badge, clear, confirmDialog, copyText, el, fmtBytes, fmtDuration, fmtTime,
   gpuText, jobTitle, liveEvents, queueText, runtimeOf, stateLabel, toast,
 } from "./app.js";
-import { shellJoin } from "./jobspec.js";
+import { parseEnv, shellJoin, shellSplit } from "./jobspec.js";
 
 const root = document.getElementById("job-root");
 const ID = root.dataset.job;
@@ -18,12 +19,14 @@ const cancelBtn = document.getElementById("cancel");
 const discardBox = document.getElementById("discard-box");
 const discard = document.getElementById("discard");
 const resubmitBtn = document.getElementById("resubmit");
+const deleteBtn = document.getElementById("delete");
+const resubmitDialog = document.getElementById("resubmit-dialog");
+const resubmitForm = document.getElementById("resubmit-form");
 const logBox = document.getElementById("log");
 const logStatus = document.getElementById("log-status");
 const logFollow = document.getElementById("log-follow");
 
 const LOG_KEEP = 256 * 1024;  // characters kept on the page; the raw log link has it all
-const RESUBMITTABLE = new Set(["FAILED", "LOST", "TIMED_OUT", "CANCELLED"]);
 let job = null;
 let stopEvents = null;
 let logStarted = false;
@@ -69,7 +72,10 @@ function renderFacts() {
     fact("Output", outputText(job)),
     fact("Priority", String(job.priority)),
     fact("Image", el("span", { class: "mono", title: job.image_id || null }, job.image_id ? job.image_id.slice(0, 19) + "…" : "—")),
-    fact("Image size", fmtBytes(job.image_bytes || null)),
+    // The image's own size (its worker counts it when the job starts), and what was sent for this job.
+    fact("Image size", fmtBytes(job.image_size || null)),
+    fact("Uploaded", job.image_bytes ? fmtBytes(job.image_bytes)
+      : (job.image_id && job.state !== "UPLOADING" ? "nothing (its worker held the image)" : "—")),
     fact("Exit code", job.exit_code === null || job.exit_code === undefined ? "—" : String(job.exit_code),
       job.exit_code ? "bad" : ""),
     fact("Runtime", fmtDuration(runtime)),
@@ -82,7 +88,24 @@ function renderFacts() {
   if (job.resubmit_of) {
     rows.push(fact("Resubmit of", el("a", { href: `/jobs/${encodeURIComponent(job.resubmit_of)}`, class: "mono" }, job.resubmit_of)));
   }
+  rows.push(...endFacts(job));
   clear(facts, ...rows.flat());
+}
+
+/** What happens when the job ends: its retry chain (retry of X, retried as Y) and notifications. */
+function endFacts(job) {
+  const link = (id) => el("a", { href: `/jobs/${encodeURIComponent(id)}`, class: "mono" }, id);
+  const rows = [];
+  if (job.retry_of) rows.push(fact("Retry of", link(job.retry_of)));
+  if (job.retried_by) rows.push(fact("Retried as", link(job.retried_by)));
+  else if (job.retry_note) rows.push(fact("Retry", job.retry_note));
+  if (job.retry_lost) rows.push(fact("Retries if lost", String(job.retry_lost)));
+  const wants = [job.notify ? "e-mail" : "", job.webhook || ""].filter(Boolean);
+  if (wants.length) {
+    const when = job.notified_at ? `sent ${fmtTime(job.notified_at)}` : "when it ends";
+    rows.push(fact("Notify", `${wants.join(", ")} (${when})${job.notify_note ? ": " + job.notify_note : ""}`));
+  }
+  return rows;
 }
 
 /** The job's variables: names, and the values to its owner on request (the API shows others "***"). */
@@ -180,7 +203,8 @@ function render() {
   const ended = TERMINAL.has(job.state);
   cancelBtn.hidden = ended;
   discardBox.hidden = job.state !== "RUNNING" || job.output === "none";
-  resubmitBtn.hidden = !(ended && RESUBMITTABLE.has(job.state) && job.image_id && job.user === ME);
+  resubmitBtn.hidden = !(ended && job.image_id && job.user === ME);
+  deleteBtn.hidden = !(ended && (job.user === ME || IS_ADMIN));
   const reason = job.reason || (job.state === "QUEUED" ? job.waiting_reason : "");
   reasonBox.hidden = !reason;
   reasonBox.className = `alert ${ended && job.state !== "SUCCEEDED" ? "alert-error" : "alert-info"}`;
@@ -205,6 +229,7 @@ async function followLog() {
   let offset = 0;
   const decoder = new TextDecoder();
   for (let attempt = 0; attempt < 1000; attempt++) {
+    if (!job) return;  // deleted meanwhile
     const ended = TERMINAL.has(job.state);
     logStatus.textContent = ended ? "Loading the log…" : "Following the log as it grows…";
     try {
@@ -264,16 +289,78 @@ cancelBtn.addEventListener("click", async () => {
   }
 });
 
-resubmitBtn.addEventListener("click", async () => {
-  resubmitBtn.disabled = true;
+resubmitBtn.addEventListener("click", () => {
+  // Prefilled with what the job ran with; the changes go as the resubmit's JSON body.
+  document.getElementById("rs-command").value = job.command ? shellJoin(job.command) : "";
+  document.getElementById("rs-env").value = Object.entries(job.env || {}).map(([k, v]) => `${k}=${v}`).join("\n");
+  document.getElementById("rs-gpus").value = String(job.gpus);
+  document.getElementById("rs-timeout").value = String(job.timeout_s);
+  clear(document.getElementById("resubmit-error"));
+  resubmitDialog.showModal();
+  document.getElementById("rs-command").focus();
+});
+
+function resubmitChanges() {
+  const line = document.getElementById("rs-command").value.trim();
+  const gpus = Number(document.getElementById("rs-gpus").value);
+  const timeout = Number(document.getElementById("rs-timeout").value);
+  if (!Number.isInteger(gpus) || gpus < 0 || gpus > 64) throw new Error("GPUs must be a whole number from 0 to 64.");
+  if (!Number.isInteger(timeout) || timeout < 1 || timeout > 7 * 86400) {
+    throw new Error("The time limit must be between 1 second and 7 days (604800 seconds).");
+  }
+  return {
+    command: line ? shellSplit(line) : null,
+    env: parseEnv(document.getElementById("rs-env").value),
+    gpus,
+    timeout,
+  };
+}
+
+document.getElementById("rs-cancel").addEventListener("click", () => resubmitDialog.close());
+
+// Enter in a field submits too (the Resubmit button is the form's only submit button).
+resubmitForm.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const box = document.getElementById("resubmit-error");
+  const button = document.getElementById("rs-submit");
+  button.disabled = true;
   try {
-    const data = await api(`/jobs/${encodeURIComponent(ID)}/resubmit`, { method: "POST" });
+    const data = await api(`/jobs/${encodeURIComponent(ID)}/resubmit`, { method: "POST", json: resubmitChanges() });
     location.assign(`/jobs/${encodeURIComponent(data.job.id)}`);
-  } catch (e) {
-    alertIn(errorBox, "error", `Could not resubmit: ${e.message}`);
-    resubmitBtn.disabled = false;
+  } catch (err) {
+    alertIn(box, "error", `Could not resubmit: ${err.message}`);
+    button.disabled = false;
   }
 });
+
+deleteBtn.addEventListener("click", async () => {
+  const ok = await confirmDialog({
+    title: `Delete ${jobTitle(job)}?`,
+    body: "Its record, output archive and log are deleted for good; downloads of it stop working. This cannot be undone.",
+    confirm: "Delete job",
+    cancel: "Keep it",
+  });
+  if (!ok) return;
+  deleteBtn.disabled = true;
+  try {
+    const data = await api(`/jobs/${encodeURIComponent(ID)}`, { method: "DELETE" });
+    showDeleted(`You deleted job ${ID}. Its output and log are being removed from worker ${data.deleted.worker}.`);
+  } catch (e) {
+    alertIn(errorBox, "error", `Could not delete: ${e.message}`);
+    deleteBtn.disabled = false;
+  }
+});
+
+/** The page of a job that no longer exists: the reason, and the way back. */
+function showDeleted(text) {
+  if (stopEvents) { stopEvents(); stopEvents = null; }
+  job = null;
+  document.getElementById("job-actions").hidden = true;
+  document.querySelector(".grid-job").hidden = true;
+  reasonBox.hidden = true;
+  document.getElementById("live").textContent = "Deleted";
+  alertIn(errorBox, "info", text, " ", el("a", { href: "/jobs" }, "Back to your jobs"));
+}
 
 // ----- start ----------------------------------------------------------------------------------
 
@@ -281,6 +368,7 @@ async function start() {
   try {
     job = (await api(`/jobs/${encodeURIComponent(ID)}`)).job;
   } catch (e) {
+    if (e.status === 410) { showDeleted(`${e.message}.`); return; }
     alertIn(errorBox, "error", e.status === 404 ? `There is no job ${ID} (or it is not yours).` : e.message);
     document.getElementById("live").textContent = "";
     return;

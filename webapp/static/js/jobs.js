@@ -35,7 +35,7 @@ function row(job, showUser) {
     cell("Queue", queueText(job) || "—", "queue"),
     cell("Runtime", runtime === null ? "—" : el("span", { class: running ? "ticking" : "", dataset: { start: job.started_at } },
       fmtDuration(runtime)), "num"),
-    cell("Image", fmtBytes(job.image_bytes || null), "num"),
+    cell("Image", fmtBytes(job.image_size || null), "num"),  // its size (known once it started), not the upload's
     cell("Output", job.output === "none" ? "logs only" : fmtBytes(job.output_bytes || null), "num"),
     cell("Submitted", el("time", { datetime: new Date(job.created_at * 1000).toISOString(), title: fmtTime(job.created_at) },
       fmtAgo(job.created_at))),

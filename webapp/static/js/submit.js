@@ -40,12 +40,23 @@ const MAGIC = [
   [[0x42, 0x5a, 0x68], "bzip2", "bunzip2"],
 ];
 
-/** Why a file is not a plain tar archive (null when it looks like one), from its first block. */
-async function notATar(f) {
+/** The compression of a file ("gzip", "zstd", "xz", "bzip2"), from its first bytes; null for none. */
+async function compressionOf(f) {
+  const head = new Uint8Array(await f.slice(0, 8).arrayBuffer());
+  const found = MAGIC.find(([magic]) => magic.every((b, i) => head[i] === b));
+  return found ? found[1] : null;
+}
+
+/** Why a file is not a plain tar archive (null when it looks like one), from its first block.
+ * With ``compressedOk`` (an image: the server decompresses what `docker load` would), a
+ * compressed file passes too. */
+async function notATar(f, compressedOk = false) {
   if (f.size === 0) return "This file is empty.";
   const head = new Uint8Array(await f.slice(0, 512).arrayBuffer());
   for (const [magic, name, tool] of MAGIC) {
-    if (magic.every((b, i) => head[i] === b)) return `This file is ${name}-compressed. Decompress it first (${tool}).`;
+    if (magic.every((b, i) => head[i] === b)) {
+      return compressedOk ? null : `This file is ${name}-compressed. Decompress it first (${tool}).`;
+    }
   }
   const ustar = String.fromCharCode(...head.slice(257, 262));
   return head.length < 512 || ustar !== "ustar" ? "This is not a tar archive." : null;
@@ -54,8 +65,8 @@ async function notATar(f) {
 /** Cheap checks before sending anything; the server checks the whole archive as it streams. */
 async function precheck(f) {
   if (f.size > MAX) return `This file is ${fmtBytes(f.size)}; the largest upload this cluster takes is ${fmtBytes(MAX)}.`;
-  const problem = await notATar(f);
-  return problem && `${problem} Upload the plain .tar that \`docker save IMAGE -o image.tar\` writes.`;
+  const problem = await notATar(f, true);
+  return problem && `${problem} Upload the .tar that \`docker save IMAGE -o image.tar\` writes (or that .tar compressed with gzip, zstd, xz or bzip2).`;
 }
 
 // ----- the image id, read from the tarball without uploading it --------------------------------
@@ -99,6 +110,9 @@ async function tarIndex(f, wanted) {
 
 async function imageIdOf(f) {
   if (!crypto.subtle) return null;  // not a secure context (plain HTTP)
+  // A compressed archive would have to be read whole to find its manifest: it is uploaded,
+  // and the server reads the id as it decompresses it.
+  if (await compressionOf(f)) return null;
   const members = await tarIndex(f, (n) => n === "manifest.json" || n.endsWith(".json") || n.startsWith("blobs/"));
   const at = members.get("manifest.json");
   if (!at || at[1] > 1 << 20) return null;
@@ -260,6 +274,12 @@ function jobSpec(data) {
     const size = String(data.get(key) || "").trim();
     if (size) spec[key] = size;  // the server reads docker's size syntax
   }
+  if (data.get("notify")) spec.notify = true;
+  const webhook = String(data.get("webhook") || "").trim();
+  if (webhook) spec.webhook = webhook;
+  const retries = Number(data.get("retry_lost") || 0);
+  if (!Number.isInteger(retries) || retries < 0 || retries > 10) throw new Error("Retries if lost must be a whole number from 0 to 10.");
+  if (retries) spec.retry_lost = retries;
   return spec;
 }
 

@@ -1,0 +1,98 @@
+"""``pink resubmit`` (an ended job again, from the image its worker holds, with changes) and
+``pink rm`` (delete ended jobs with their output and log)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from pink.states import JobState
+
+from .errors import EXIT_JOB_FAILED, EXIT_OK, CliError
+from .http import Api, job_of
+from .jobs import describe, download_output, wait_for_job
+from .jobspec import job_spec
+from .logs import wait_following_log
+from .output import Ui, format_time, print_json
+from .settings import resolve_settings
+
+
+def _ui(args: argparse.Namespace) -> Ui:
+    return Ui(quiet=bool(getattr(args, "quiet", False)), fmt=getattr(args, "fmt", "table") or "table")
+
+
+def resubmit_changes(args: argparse.Namespace, old_env: dict[str, str]) -> dict[str, Any]:
+    """The body of POST /jobs/<id>/resubmit: only what the options change. ``-e``/``--env-file``
+    add to (or replace single variables of) the old job's environment, ``old_env``."""
+    changes = job_spec(args)
+    if "env" in changes:
+        changes["env"] = {**old_env, **changes["env"]}
+    for key, value in (("gpus", args.gpus), ("timeout", args.timeout), ("output", args.job_output),
+                       ("name", args.name), ("priority", args.priority)):
+        if value is not None:
+            changes[key] = value
+    return changes
+
+
+def cmd_resubmit(args: argparse.Namespace) -> int:
+    ui = _ui(args)
+    if args.download:
+        args.wait = True
+    with Api(resolve_settings(args)) as api:
+        old = api.job(args.job)
+        changes = resubmit_changes(args, dict(old.get("env") or {}))
+        job = job_of(api.json(
+            "POST", f"/jobs/{quote(args.job, safe='')}/resubmit", json=changes,
+            headers={"Idempotency-Key": args.idempotency_key or str(uuid.uuid4())}, ok=(200, 201),
+        ))
+        ui.info(f"resubmitted job {args.job} as job {job['id']} ({job.get('state', '?')}) on worker "
+                f"{job.get('worker', '?')}: 0 bytes sent, the worker holds the image")
+        if args.fmt == "json" and not args.wait:
+            print_json(job)
+            return EXIT_OK
+        if args.fmt != "json":
+            print(job["id"], flush=True)
+        if not args.wait:
+            return EXIT_OK
+        try:
+            job = (wait_for_job if args.fmt == "json" else wait_following_log)(api, str(job["id"]), ui)
+        except KeyboardInterrupt:
+            raise CliError(130, f"stopped waiting; job {job['id']} keeps running: follow it with "
+                                f"`pink status {job['id']}` or stop it with `pink cancel {job['id']}`") from None
+        ui.info(describe(job))
+        if args.download:
+            if not job.get("output_bytes"):
+                ui.info(f"job {job['id']} has no output archive to download")
+            else:
+                download_output(api, job, Path(args.download), ui)
+        if args.fmt == "json":
+            print_json(job)
+        return EXIT_OK if job.get("state") == JobState.SUCCEEDED.value else EXIT_JOB_FAILED
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    """Delete each job; a refusal of one (still running, not found) is told and the others
+    are still deleted. The exit code is that of the last refusal (0 when all went)."""
+    ui = _ui(args)
+    rc = EXIT_OK
+    deleted = []
+    with Api(resolve_settings(args)) as api:
+        for job_id in args.jobs:
+            try:
+                data = api.json("DELETE", f"/jobs/{quote(job_id, safe='')}").get("deleted") or {}
+            except CliError as exc:
+                print(f"pink: {job_id}: {exc}", file=sys.stderr)
+                rc = exc.code
+                continue
+            deleted.append(data)
+            if args.fmt != "json":
+                print(job_id, flush=True)
+            ui.info(f"deleted job {job_id} at {format_time(data.get('at'))}: its record now, its output and "
+                    f"log on worker {data.get('worker') or '?'} within moments")
+    if args.fmt == "json":
+        print_json(deleted)
+    return rc
