@@ -25,7 +25,7 @@ import re
 import tarfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import docker
 import docker.types
@@ -209,18 +209,18 @@ def write_dir(container, folder: str, sink: BinaryIO, entries: Entries) -> None:
         copy_path(container, folder, out, entries, root=remapped_root(container.attrs))
 
 
-def output_mounts(mode: str, image: dict) -> list[docker.types.Mount]:
+def output_mounts(mode: str, image: Callable[[], dict]) -> list[docker.types.Mount]:
     """The mount a job of output ``mode`` gets: for ``path:/DIR`` an anonymous volume at DIR
     (removed with the container), none otherwise.
 
-    The volume is empty and owned by the job's root. An image whose USER (``image``: its
-    ``docker inspect``) is not root could not write there: for it, docker copies the image's DIR
-    into the volume, with its owner, as for any volume; so such an image should have DIR, owned
-    by its user (and it starts with what the image has there)."""
+    The volume is empty and owned by the job's root. An image whose USER (``image()``: its
+    ``docker inspect``, asked for path: only) is not root could not write there: for it, docker
+    copies the image's DIR into the volume, with its owner, as for any volume; so such an image
+    should have DIR, owned by its user (and it starts with what the image has there)."""
     folder = output_dir(mode)
     if not folder:
         return []
-    user = ((image.get("Config") or {}).get("User") or "").split(":")[0]
+    user = ((image().get("Config") or {}).get("User") or "").split(":")[0]
     return [docker.types.Mount(target=folder, source=None, type="volume", no_copy=user in ("", "0", "root"))]
 
 

@@ -316,7 +316,7 @@ class JobRun:
                 "max-size": str(LOG_FILE_FACTOR * self.cfg.max_log_bytes), "max-file": "2"}),
             mounts=[docker.types.Mount(target=f"{DATA_DIR}/{name}", source=self._dataset_path(name), type="bind",
                                        read_only=True) for name in job.datasets] + self._input_mounts()
-            + output_mounts(job.output, self.engine.images.get(job.image_id).attrs),
+            + output_mounts(job.output, lambda: self.engine.images.get(job.image_id).attrs),
         )
         # None: the image's own. An empty entrypoint (not None) clears the image's.
         if job.command is not None:
