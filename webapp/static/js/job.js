@@ -281,7 +281,7 @@ cancelBtn.addEventListener("click", async () => {
     const data = await api(`/jobs/${encodeURIComponent(ID)}/cancel${query}`, { method: "POST" });
     job = data.job;
     render();
-    toast("Job cancelled.");
+    toast(job.state === "EXPORTING" ? "Stopping the job: what it wrote is kept as its output." : "Job cancelled.");
   } catch (e) {
     alertIn(errorBox, "error", `Could not cancel: ${e.message}`);
   } finally {
