@@ -27,6 +27,8 @@ Benchmarks (``--only``), one module each, in the order they run:
   etcd      etcd requests and bytes written per job over its whole life
   inputs    a second job with a held image and a held ``--input-size`` input: bytes the CLI
             sends, submit -> RUNNING; baseline the first job, which uploads the input
+  output    an image of --size in 6 layers whose job writes 10 MiB: container exit -> SUCCEEDED
+            and archive size for --output changes and path:/out, vs full
 
 The chaos soak is separate: ``python -m bench.chaos``.
 """
@@ -46,11 +48,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import dispatch, download, e2e, etcd, inputs, resubmit, upload
+from . import dispatch, download, e2e, etcd, inputs, output, resubmit, upload
 from . import harness as h
 
 BENCHES = {"upload": upload, "e2e": e2e, "resubmit": resubmit, "download": download,
-           "dispatch": dispatch, "etcd": etcd, "inputs": inputs}
+           "dispatch": dispatch, "etcd": etcd, "inputs": inputs, "output": output}
 
 
 # ------------------------------------------------------------------------------- report

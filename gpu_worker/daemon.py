@@ -34,7 +34,8 @@ from pink.store import QueueEntry, Store
 
 from .deletions import Deletions
 from .inputs import Inputs
-from .runner import JobRun, Preload, host_cpus, host_memory_bytes
+from .preload import Preload
+from .runner import JobRun, host_cpus, host_memory_bytes
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,8 @@ class WorkerDaemon:
                     self._engine_trouble.pop(job_id, None)
             elif job_id not in by_id or by_id[job_id].state not in CLAIMED:
                 run.cancel.set()
+            elif by_id[job_id].state is JobState.EXPORTING:
+                run.stop.set()  # cancelled while it ran: stop it and export (a no-op once it exited)
         # Claimed jobs nobody here runs: after a restart, adopt them.
         for entry in entries:
             if entry.state in CLAIMED and entry.job_id not in self.runs:
@@ -308,7 +311,7 @@ class WorkerDaemon:
                 self._launch(claimed, fresh=True)
 
     def _preload(self, by_id: dict[str, QueueEntry]) -> None:
-        """Load images while they are uploaded (see :class:`~gpu_worker.runner.Preload`)."""
+        """Load images while they are uploaded (see :class:`~gpu_worker.preload.Preload`)."""
         for job_id, preload in list(self.preloads.items()):
             entry = by_id.get(job_id)
             preload.state = entry.state if entry is not None else None
@@ -353,7 +356,7 @@ class WorkerDaemon:
             if job is None or job.state.terminal:
                 log.info("removing container of finished job %s", job_id)
                 try:
-                    container.remove(force=True)
+                    container.remove(force=True, v=True)
                 except docker.errors.APIError as exc:
                     if exc.status_code not in (404, 409):  # gone, or being removed: a race
                         raise

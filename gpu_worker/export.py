@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import docker
 import requests
@@ -66,53 +66,75 @@ def export_container(container, engine: docker.DockerClient, docker_url: str, co
                      archive: Path, max_bytes: int) -> tuple[int, str]:
     """Write ``container``'s filesystem, compressed, to ``archive``; return (size, sha256).
     Past ``max_bytes`` of archive, stop, delete it and raise :class:`OutputTooLarge`."""
-    part = archive.with_name(archive.name + ".part")
     cli = docker_cli(docker_url)
-    if cli:
-        exporter = subprocess.Popen([cli, "-H", docker_url, "export", container.id],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        proc = subprocess.Popen(list(compressor), stdin=exporter.stdout, stdout=subprocess.PIPE)
-        exporter.stdout.close()  # the compressor reads it now
-        started = [exporter, proc]
-    else:
-        proc = subprocess.Popen(list(compressor), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        errors: list[BaseException] = []
-        feeder = threading.Thread(target=_feed, args=(container, proc.stdin, errors), daemon=True)
-        feeder.start()
-        started = [proc]  # the feeder stops when the compressor is gone
+    if not cli:
+        return export_stream(lambda sink: _feed(container, sink), compressor, archive, max_bytes)
+    part = archive.with_name(archive.name + ".part")
+    exporter = subprocess.Popen([cli, "-H", docker_url, "export", container.id],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(list(compressor), stdin=exporter.stdout, stdout=subprocess.PIPE)
+    exporter.stdout.close()  # the compressor reads it now
     try:
         with proc.stdout:
             size, digest = _write(proc.stdout, part, max_bytes)
     except BaseException:
-        for process in started:
+        for process in (exporter, proc):
             process.kill()
             process.wait()
-        if cli:
-            exporter.stderr.close()
+        exporter.stderr.close()
         part.unlink(missing_ok=True)
         raise
-    if cli:
-        errors = _cli_errors(exporter, engine)
-    else:
-        feeder.join()
+    errors = _cli_errors(exporter, engine)
+    _finish(proc, errors, part, archive)
+    return size, digest
+
+
+def export_stream(feed: Callable[[BinaryIO], object], compressor: Sequence[str], archive: Path,
+                  max_bytes: int) -> tuple[int, str]:
+    """Write what ``feed(sink)`` writes to ``sink`` (from a thread), compressed, to ``archive``;
+    return (size, sha256). Past ``max_bytes`` of archive, stop, delete it and raise
+    :class:`OutputTooLarge`; a failure of ``feed`` is raised as :func:`export_container` does."""
+    part = archive.with_name(archive.name + ".part")
+    proc = subprocess.Popen(list(compressor), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            feed(proc.stdin)
+        except BaseException as exc:  # reported by the caller; the reader must not hang
+            errors.append(exc)
+        finally:
+            with contextlib.suppress(BrokenPipeError):  # the compressor was stopped
+                proc.stdin.close()
+
+    feeder = threading.Thread(target=run, daemon=True)
+    feeder.start()
+    try:
+        with proc.stdout:
+            size, digest = _write(proc.stdout, part, max_bytes)
+    except BaseException:
+        proc.kill()  # the feeder stops when the compressor is gone
+        proc.wait()
+        part.unlink(missing_ok=True)
+        raise
+    feeder.join()
+    _finish(proc, errors, part, archive)
+    return size, digest
+
+
+def _finish(proc: subprocess.Popen, errors: list[BaseException], part: Path, archive: Path) -> None:
+    """Rename the whole archive into place, or raise why it is not whole."""
     if proc.wait() != 0 or errors:
         part.unlink(missing_ok=True)
         if errors and isinstance(errors[0], TRANSIENT_ENGINE_ERRORS):
             raise errors[0]  # the engine went away mid-export: resume it later
         raise ExportError(f"export failed: {errors[0] if errors else 'compressor exit ' + str(proc.returncode)}")
     part.rename(archive)
-    return size, digest
 
 
-def _feed(container, sink: BinaryIO, errors: list[BaseException]) -> None:
-    try:
-        for chunk in container.export(chunk_size=CHUNK):
-            sink.write(chunk)
-    except BaseException as exc:  # reported by the caller; the reader must not hang
-        errors.append(exc)
-    finally:
-        with contextlib.suppress(BrokenPipeError):  # the compressor was stopped
-            sink.close()
+def _feed(container, sink: BinaryIO) -> None:
+    for chunk in container.export(chunk_size=CHUNK):
+        sink.write(chunk)
 
 
 def _cli_errors(exporter: subprocess.Popen, engine: docker.DockerClient) -> list[BaseException]:

@@ -8,7 +8,7 @@ change is a CAS; when one loses, the job was cancelled or marked LOST by someone
 run stops.
 
 The same code adopts a job after a worker restart: it looks at the container first, so a
-container that has started is never started again.
+container that has started is never started again. The archive is made by gpu_worker.outputs.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -31,8 +32,10 @@ from pink.model import Job, format_size, output_expiry
 from pink.states import JobState
 from pink.store import Store
 
-from .export import CHUNK, TRANSIENT_ENGINE_ERRORS, OutputTooLarge, export_container, open_for_transfer
+from .export import CHUNK, TRANSIENT_ENGINE_ERRORS, OutputTooLarge, open_for_transfer
 from .inputs import IN_DIR, InputError, Inputs
+from .outputs import export_output, output_mounts
+from .preload import Preload
 from .untag import without_tags
 
 log = logging.getLogger(__name__)
@@ -72,80 +75,6 @@ class Abort(Exception):
     """The job left our hands (cancelled, LOST) or failed permanently; stop this run."""
 
 
-class Preload:
-    """Loads an image into the engine while it is still being uploaded (DESIGN §2: overlap).
-
-    ``docker load`` reads the inbox file as it grows, so unpacking the layers overlaps the
-    upload instead of following it (a 1 GiB load takes ~13 s here, mostly waiting on the
-    disk). The daemon keeps :attr:`state` up to date from the queue: the stream ends when the
-    job is QUEUED (the upload is complete and valid; the web server holds back the last bytes
-    of an archive that fails validation, so a bad one never loads) and is cut off, failing the
-    load, when the job fails or disappears. The run then finds the image loaded, or loads it
-    itself as before if this did not work out.
-    """
-
-    #: Give up on an upload that stops growing for this long (its web server died).
-    STALL_S = 600.0
-
-    def __init__(self, job_id: str, inbox_file: Path, engine: docker.DockerClient) -> None:
-        self.job_id = job_id
-        self.inbox_file = inbox_file
-        self.engine = engine
-        self.state: JobState | None = JobState.UPLOADING
-        self.done = threading.Event()
-        self.loaded: set[str] = set()
-        self.error = ""
-        self.thread = threading.Thread(target=self._main, name=f"preload-{job_id}", daemon=True)
-
-    def start(self) -> "Preload":
-        self.thread.start()
-        return self
-
-    def _uploading(self) -> bool:
-        state = self.state
-        if state is JobState.UPLOADING:
-            return True
-        if state is None or state.terminal:
-            raise Abort(f"the upload of job {self.job_id} ended {state or 'without a record'}")
-        return False  # QUEUED or later: the file is complete
-
-    def _chunks(self):
-        stalled_at = time.monotonic()
-        complete = False
-        with self.inbox_file.open("rb") as f:
-            while True:
-                data = f.read(CHUNK)
-                if data:
-                    stalled_at = time.monotonic()
-                    yield data
-                elif complete:
-                    return
-                elif not self._uploading():
-                    complete = True  # read on to the end: it may have grown since the last read
-                elif time.monotonic() - stalled_at > self.STALL_S:
-                    raise Abort(f"the upload of job {self.job_id} stopped growing")
-                else:
-                    time.sleep(0.02)
-
-    def _main(self) -> None:
-        try:
-            while not self.inbox_file.exists():
-                if not self._uploading():
-                    return
-                time.sleep(0.02)
-            images = self.engine.images.load(without_tags(self._chunks()))
-            self.loaded = {i.id for i in images}
-            log.info("job %s: image loaded while it was uploaded (%s)", self.job_id, ", ".join(sorted(self.loaded)))
-        except Abort as exc:
-            self.error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - the run loads the image itself then
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.info("job %s: loading during the upload did not work (%s); loading afterwards",
-                     self.job_id, self.error)
-        finally:
-            self.done.set()
-
-
 def container_name(job_id: str) -> str:
     return f"pink-{job_id}"
 
@@ -170,6 +99,10 @@ class JobRun:
     #: The image being loaded while it was uploaded, if any (wait for it instead of loading).
     preload: Preload | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: Set by the daemon when a cancel moved the running job to EXPORTING (webapp/cancel.py);
+    #: then ``ended``, how the container ended, is recorded with the job's end.
+    stop: threading.Event = field(default_factory=threading.Event)
+    ended: dict = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -310,7 +243,8 @@ class JobRun:
             log_config=docker.types.LogConfig(type="json-file", config={
                 "max-size": str(LOG_FILE_FACTOR * self.cfg.max_log_bytes), "max-file": "2"}),
             mounts=[docker.types.Mount(target=f"{DATA_DIR}/{name}", source=self._dataset_path(name), type="bind",
-                                       read_only=True) for name in job.datasets] + self._input_mounts(),
+                                       read_only=True) for name in job.datasets] + self._input_mounts()
+            + output_mounts(job.output, lambda: self.engine.images.get(job.image_id).attrs),
         )
         # None: the image's own. An empty entrypoint (not None) clears the image's.
         if job.command is not None:
@@ -404,7 +338,9 @@ class JobRun:
             while not exited.is_set():
                 if self.cancel.is_set():
                     raise Abort("cancelled or lost")
-                if time.time() >= deadline:
+                if self.stop.is_set():
+                    outcome, reason = JobState.CANCELLED, self.job.reason
+                elif time.time() >= deadline:
                     outcome, reason = JobState.TIMED_OUT, f"stopped after its timeout of {self.job.timeout_s} s"
                 elif over_disk.is_set():
                     outcome, reason = JobState.FAILED, disk_reason(self.cfg.max_disk_bytes)
@@ -425,9 +361,15 @@ class JobRun:
         if outcome is JobState.SUCCEEDED and code != 0:
             outcome = JobState.FAILED
             reason = exit_reason(code, container.attrs["State"].get("OOMKilled", False), self.job.memory_bytes)
-        self.update(JobState.EXPORTING, exit_code=code, outcome=outcome.value, reason=reason,
-                    finished_at=finished,
-                    gpu_seconds=round(len(self.job.gpu_indices) * max(finished - started, 0), 3))
+        ended = dict(exit_code=code, finished_at=finished, gpu_seconds=round(len(self.job.gpu_indices) * max(finished - started, 0), 3))
+        moved = self.store.transition(self.job, JobState.EXPORTING, outcome=outcome.value, reason=reason, **ended)
+        if moved is None:
+            # A cancel moved it to EXPORTING first (perhaps racing the job's own end): export.
+            current = self.store.get_job(self.job.id)
+            if current is None or current.state is not JobState.EXPORTING:
+                raise Abort(f"job changed under us (now {current.state if current else 'deleted'})")
+            moved, self.ended = current, ended
+        self.job = moved
 
     def _disk_used(self, container) -> int | None:
         """The size of the job's writable layer in bytes (docker's SizeRw), or None when docker
@@ -489,16 +431,20 @@ class JobRun:
                 log.warning("job %s: log stream ended early", self.job.id)
 
     def _export_and_finish(self, container) -> None:
-        size, digest = 0, ""
+        size, digest, entries = 0, "", ()
         state, reason = JobState(self.job.outcome or JobState.FAILED.value), self.job.reason
-        if self.job.output != "none" and container is not None:
+        if container is not None:  # adopted while a cancel waited: stop it first, as _run would
+            container.reload()
+            if container.attrs.get("State", {}).get("Running"):
+                container.stop(timeout=int(self.cfg.stop_grace_s))
+        if self.job.output != "none" and not self.job.discard_output and container is not None:
             try:
-                size, digest = export_container(container, self.engine, self.cfg.docker_url, self.cfg.compressor,
-                                                self.archive_file, self.cfg.max_output_bytes)
+                size, digest, entries = export_output(self.job.output, container, self.engine, self.cfg.docker_url,
+                                                      self.cfg.compressor, self.archive_file, self.cfg.max_output_bytes)
             except OutputTooLarge as exc:
                 state, reason = JobState.FAILED, "; ".join(filter(None, (reason, str(exc))))
-        self.update(state, reason=reason,
-                    output_bytes=size, output_sha256=digest, log_bytes=self._log_bytes(),
+        self.update(state, reason=reason, **self.ended,
+                    output_bytes=size, output_sha256=digest, output_entries=entries, log_bytes=self._log_bytes(),
                     output_expires_at=output_expiry(time.time(), self.cfg.output_retention_s))
         log.info("job %s: %s (exit %s, archive %d bytes)", self.job.id, self.job.state, self.job.exit_code, size)
 
@@ -532,7 +478,7 @@ class JobRun:
                 return
         if container is not None:
             try:
-                container.remove(force=True)
+                container.remove(force=True, v=True)  # with a path: mode's volume
             except (docker.errors.APIError, *TRANSIENT_ENGINE_ERRORS) as exc:
                 # Gone or being removed already (a race), or the engine is away: the daemon's
                 # sweep removes containers of finished jobs later.
@@ -579,8 +525,6 @@ def _docker_time(text: str) -> float | None:
     """Docker's RFC 3339 nanosecond timestamps to UNIX seconds."""
     if not text or text.startswith("0001-"):
         return None
-    from datetime import datetime
-
     main, _, frac = text.rstrip("Z").partition(".")
     seconds = datetime.fromisoformat(main + "+00:00").timestamp()
     return seconds + (float("0." + frac[:9]) if frac else 0.0)

@@ -18,7 +18,16 @@ WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 #: A job's input (its files at /in) is named by the sha256 of its tar archive, as uploaded.
 INPUT_ID = IMAGE_ID
-OUTPUT_MODES = ("full", "none")
+#: What a job's output archive holds: the container's filesystem, only what the job changed
+#: (with a list of what it deleted), one directory made empty and writable for it, or nothing.
+OUTPUT_MODES = ("full", "changes", "path:/DIR", "none")
+#: The most top-level entries of an archive a job records (Job.output_entries).
+MAX_OUTPUT_ENTRIES = 50
+_OUTPUT_DIR = re.compile(r"^(/[A-Za-z0-9_.@+-]+){1,16}$")
+#: Directories an output directory may not be, nor lie under: the job's inputs and datasets,
+#: the kernel's and docker's own mounts, and what the image needs to run.
+_RESERVED_DIRS = ("/in", "/data", "/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32",
+                  "/lib64", "/libx32", "/run", "/var", "/boot")
 #: Operator-declared dataset names (worker.datasets), mounted at /data/NAME.
 DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 #: The least memory docker gives a container.
@@ -42,6 +51,31 @@ def parse_size(text: str | int) -> int:
         raise ValueError(f"{text!r} is not a size (bytes, or a number with b/k/m/g/t, e.g. 512m, 16g)")
     number, unit = match.groups()
     return int(Fraction(number) * _SIZE_UNITS[unit and unit.lower()])
+
+
+def valid_output(text: str) -> str:
+    """``text`` as an output mode (``full``, ``changes``, ``none`` or ``path:/DIR``), or raise
+    ValueError saying what is wrong. DIR must be absolute and normalised (no ``..``, ``//``,
+    trailing ``/``), at most 200 characters of letters, digits and ``_.@+-``, and neither ``/``
+    nor a system directory (or one under it) such as /in, /data, /proc, /etc, /usr."""
+    if text in ("full", "changes", "none"):
+        return text
+    if not text.startswith("path:"):
+        raise ValueError(f"output must be one of full, changes, none or path:/DIR (e.g. path:/out), not {text!r}")
+    folder = text[len("path:"):]
+    if len(folder) > 200 or not _OUTPUT_DIR.fullmatch(folder) or any(p in (".", "..") for p in folder.split("/")):
+        raise ValueError(f"output path:{folder} must name an absolute, normalised directory such as path:/out "
+                         f"(letters, digits and _.@+-, no '..', at most 200 characters)")
+    for reserved in _RESERVED_DIRS:
+        if folder == reserved or folder.startswith(reserved + "/"):
+            raise ValueError(f"output path:{folder} is not allowed: {reserved} belongs to the system or to "
+                             f"PINK; use a directory of your own such as /out")
+    return text
+
+
+def output_dir(mode: str) -> str:
+    """The directory of a ``path:/DIR`` output mode ("" for the other modes)."""
+    return mode[len("path:"):] if mode.startswith("path:") else ""
 
 
 def format_size(n: float) -> str:
@@ -90,6 +124,12 @@ class Job:
     outcome: str = ""
     output_bytes: int = 0
     output_sha256: str = ""
+    #: Top-level entries of the archive (at most MAX_OUTPUT_ENTRIES, largest first), recorded
+    #: at the end of an export of mode changes or path:: {"name", "bytes", "type": file, dir,
+    #: link or deleted}.
+    output_entries: tuple[dict, ...] = ()
+    #: Set by a cancel that asked to throw the job's output away (no export).
+    discard_output: bool = False
     log_bytes: int = 0
     #: When the worker deletes the archive and log (None: never, or nothing to keep).
     output_expires_at: float | None = None
@@ -155,6 +195,7 @@ class Job:
         data["history"] = tuple(data.get("history", ()))
         data["gpu_indices"] = tuple(data.get("gpu_indices", ()))
         data["datasets"] = tuple(data.get("datasets", ()))
+        data["output_entries"] = tuple(data.get("output_entries", ()))
         for argv in ("command", "entrypoint"):
             if data.get(argv) is not None:
                 data[argv] = tuple(data[argv])

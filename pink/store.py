@@ -306,12 +306,14 @@ class Store(DeletesMixin):
         return self._move(job, JobState.STARTING, compare=compare, ops=ops,
                           gpu_indices=tuple(gpu_indices), array_slot=array_slot)
 
-    def mark_lost_if_unclaimed(self, job: Job, reason: str, now: float, output_expires_at: float) -> Job | None:
-        """A claimed job -> LOST, only while its claim key is gone (its worker's lease ended).
+    def mark_lost_if_unclaimed(self, job: Job, reason: str, now: float, output_expires_at: float | None,
+                               new: JobState = JobState.LOST) -> Job | None:
+        """A claimed job -> LOST (or ``new``: CANCELLED for a job whose cancel waited on its
+        worker), only while its claim key is gone (its worker's lease ended).
 
         Every claim renewal rewrites the job, so of many web servers sweeping at once, and a
         worker re-attaching its claim, exactly one wins."""
-        return self._move(job, JobState.LOST, reason=reason, now=now, output_expires_at=output_expires_at,
+        return self._move(job, new, reason=reason, now=now, output_expires_at=output_expires_at,
                           compare=[tx.version(self.claim_key(job.id)) == 0])
 
     def fail_stale_upload(self, job: Job, reason: str, now: float) -> Job | None:

@@ -122,8 +122,8 @@ def print_array(array: dict[str, Any]) -> None:
         print_table(["INDEX", "ID", "STATE", "WORKER", "RUNTIME", "EXIT"], rows)
 
 
-def cancel_array(api: Api, array_id: str) -> dict[str, Any]:
-    return api.json("POST", f"/arrays/{quote(array_id, safe='')}/cancel")
+def cancel_array(api: Api, array_id: str, discard: bool = False) -> dict[str, Any]:
+    return api.json("POST", f"/arrays/{quote(array_id, safe='')}/cancel" + ("?discard=1" if discard else ""))
 
 
 def job_or_array(call_job, call_array):

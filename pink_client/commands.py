@@ -277,6 +277,23 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _kept_label(job: dict[str, Any], expires: float | None, now: float) -> str:
+    """What the worker keeps until ``expires``: the archive and the log, or the log alone (a
+    job cancelled before it ran, with --discard, or with --output none has no archive)."""
+    kept = "output and log" if job.get("output_bytes") else "log"
+    return f"{kept} deleted after" if expires and expires < now else f"{kept} kept until"
+
+
+def _entries(job: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The archive's top entries, one row each (``changes`` and ``path:`` modes)."""
+    rows = []
+    for i, entry in enumerate(job.get("output_entries") or ()):
+        kind = entry.get("type", "file")
+        size = "deleted" if kind == "deleted" else f"{kind}, {human_bytes(entry.get('bytes') or 0)}"
+        rows.append(("archive holds" if i == 0 else "", f"{entry.get('name')}  ({size})"))
+    return rows
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     with _api(args) as api:
         kind, job = job_or_array(lambda: api.job(args.job), lambda: get_array(api, args.job))
@@ -325,11 +342,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("exit code", job.get("exit_code")),
         ("reason", job.get("reason")),
         ("gpu time", human_duration(job.get("gpu_seconds")) if job.get("gpu_seconds") else None),
-        ("output", job.get("output")),
+        ("output", f"{job.get('output')}, thrown away by a cancel with --discard"
+         if job.get("discard_output") else job.get("output")),
         ("output size", human_bytes(job.get("output_bytes")) if job.get("output_bytes") else None),
         ("output sha256", job.get("output_sha256")),
+        *_entries(job),
         # Only about files there are: a job cancelled before it started has neither.
-        ("outputs deleted after" if expires and expires < now else "outputs kept until",
+        (_kept_label(job, expires, now),
          format_time(expires) if expires and (job.get("output_bytes") or job.get("log_bytes")) else None),
         ("log size", human_bytes(job.get("log_bytes")) if job.get("log_bytes") else None),
         ("resubmit of", job.get("resubmit_of")),
@@ -389,8 +408,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     ui = _ui(args)
     with _api(args) as api:
-        kind, answer = job_or_array(lambda: job_of(api.json("POST", f"/jobs/{quote(args.job, safe='')}/cancel")),
-                                    lambda: cancel_array(api, args.job))
+        query = "?discard=1" if args.discard else ""
+        kind, answer = job_or_array(lambda: job_of(api.json("POST", f"/jobs/{quote(args.job, safe='')}/cancel{query}")),
+                                    lambda: cancel_array(api, args.job, args.discard))
     if kind == "array":
         if args.fmt == "json":
             print_json(answer)
@@ -404,6 +424,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     else:
         print(f"{job['id']}  {job.get('state', '?')}")
         ui.info(describe(job))
+        if job.get("state") == JobState.EXPORTING.value:
+            ui.info(f"its worker stops it and keeps what it wrote as its output; `pink status {job['id']}` "
+                    f"shows when it is CANCELLED")
     return EXIT_OK
 
 

@@ -12,6 +12,7 @@ import sys
 from typing import Any, Callable
 
 from pink import __version__
+from pink.model import valid_output
 from pink.states import JobState
 
 from .commands import (
@@ -43,6 +44,13 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
     return value
+
+
+def output_mode(text: str) -> str:
+    try:
+        return valid_output(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_int(text: str) -> int:
@@ -125,8 +133,11 @@ def _add_job_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     p.add_argument(
         "--output",
         dest="job_output",
-        choices=("full", "none"),
-        help="keep the container's filesystem (full) or not",
+        type=output_mode,
+        metavar="MODE",
+        help="what the output archive holds: full (the container's filesystem, the default), "
+        "changes (only what the job wrote, plus a list of what it deleted), path:/DIR (only "
+        "DIR, made empty and writable for the job, e.g. path:/out) or none",
     )
     p.add_argument("--name", help="a name for the job (default: the image's tag)")
     p.add_argument(
@@ -299,8 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", metavar="ID")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
 
-    p = add("cancel", cmd_cancel, "cancel a job, or every job of an array that has not ended")
+    p = add("cancel", cmd_cancel, "cancel a job, or every job of an array that has not ended (a running job "
+                                  "still exports what it wrote)")
     p.add_argument("job", metavar="ID")
+    p.add_argument("--discard", action="store_true", help="throw away what a running job wrote: no output archive")
     _add_format(p)
 
     p = add("download", cmd_download, "download a job's output archive (resumes a partial one)")

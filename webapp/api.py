@@ -16,6 +16,7 @@ from pink.states import JobState
 
 from . import jobs as joblogic
 from .auth import admin_required, current_user, login_required, store
+from .cancel import CannotCancel, cancel, discard_requested
 from .errors import error_response
 from .events import JobChanges
 from .arrays_api import array_json
@@ -158,11 +159,12 @@ def get_job(job_id: str):
 @bp.post("/jobs/<job_id>/cancel")
 @login_required
 def cancel_job(job_id: str):
+    discard = discard_requested(request.args)
     for _ in range(10):  # a busy job may change under us; each try re-reads it
-        job = own_job(job_id)
-        if job.state.terminal:
-            return error_response(409, f"job {job_id} already ended ({job.state})")
-        done = joblogic.cancel(store(), job, g.user.name)
+        try:
+            done = cancel(store(), own_job(job_id), g.user.name, discard=discard)
+        except CannotCancel as exc:
+            return error_response(409, str(exc))
         if done is not None:
             return jsonify(job=job_json(done))
     return error_response(503, "the job changed too often to cancel it; try again")
@@ -233,7 +235,9 @@ _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 def job_output(job_id: str):
     job = own_job(job_id)
     if not job.state.terminal or not job.output_bytes:
-        why = "has no output archive" if job.state.terminal else f"is {job.state}; the archive comes when it ends"
+        why = f"is {job.state}; the archive comes when it ends" if not job.state.terminal else \
+            "has no output archive: its cancel threw what it wrote away" if job.discard_output else \
+            "has no output archive (--output none)" if job.output == "none" else "has no output archive"
         return error_response(409, f"job {job_id} {why}")
     size = job.output_bytes
     start, end = 0, size - 1

@@ -3,7 +3,7 @@ cancelling every job of it that has not ended (docs/api.md)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, g, jsonify
+from flask import Blueprint, abort, g, jsonify, request
 
 from pink import arraystore
 from pink.errors import PinkError
@@ -11,8 +11,8 @@ from pink.model import JOB_ID, Job
 from pink.states import CLAIMED
 
 from . import arrays
-from . import jobs as joblogic
 from .auth import login_required, store
+from .cancel import CannotCancel, cancel, discard_requested
 from .errors import error_response
 
 bp = Blueprint("arrays_api", __name__, url_prefix="/api/v1")
@@ -48,9 +48,11 @@ def get_array(array_id: str):
 @bp.post("/arrays/<array_id>/cancel")
 @login_required
 def cancel_array(array_id: str):
-    """Cancel each job of the array that has not ended, each its own CAS transition (a job
-    that ends meanwhile stays as it ended); the waiting ones first, so none of them starts."""
+    """Cancel each job of the array that has not ended, as a cancel of that job would
+    (webapp/cancel.py; ``discard=1`` for all), each its own CAS transition (a job that ends
+    meanwhile stays as it ended); the waiting ones first, so none of them starts."""
     jobs = own_array(array_id)
+    discard = discard_requested(request.args)
     cancelled: list[str] = []
     # Waiting jobs first: a claimed job's end frees a run slot another job would take.
     for job in sorted(jobs, key=lambda j: j.state in CLAIMED):
@@ -58,7 +60,9 @@ def cancel_array(array_id: str):
             if job.state.terminal:
                 break
             try:
-                done = joblogic.cancel(store(), job, g.user.name)
+                done = cancel(store(), job, g.user.name, discard=discard)
+            except CannotCancel:
+                break  # it finished running meanwhile: its own output is being exported
             except PinkError as exc:
                 return error_response(503, f"cancelled {len(cancelled)} jobs of array {array_id}, then: {exc}")
             if done is not None:

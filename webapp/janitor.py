@@ -3,6 +3,7 @@
 * A claimed job (STARTING/RUNNING/EXPORTING) whose claim key vanished with its worker's lease
   becomes LOST. The transaction also compares that the claim is still absent, and every claim
   renewal rewrites the job, so exactly one writer wins even with many web servers sweeping.
+  A job being cancelled (EXPORTING with outcome CANCELLED) becomes CANCELLED instead.
 * QUEUED jobs of a worker without a lease wait ``lost_worker_grace_s`` (a reboot keeps the
   inbox), then FAIL with a reason.
 * UPLOADING jobs whose upload key vanished with their web server's lease (it died mid-upload)
@@ -26,13 +27,15 @@ from pink.model import output_expiry
 from pink.states import CLAIMED, JobState
 from pink.store import Store
 
+from .cancel import cancelling
+
 log = logging.getLogger(__name__)
 
 
 def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, int]:
     """One pass; returns how many jobs it moved, by new state."""
     now = time.time() if now is None else now
-    moved = {"LOST": 0, "FAILED": 0}
+    moved = {"LOST": 0, "FAILED": 0, "CANCELLED": 0}
     workers = store.workers()
     alive = {w.name for w in workers if w.alive}
     retention = {w.name: w.output_retention_s for w in workers}
@@ -48,10 +51,18 @@ def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, i
                 if job is None or job.state not in CLAIMED:
                     continue
                 was = job.state
+                expires = output_expiry(now, retention.get(worker, 0))
+                if cancelling(job):  # the user cancelled it; its worker died before exporting
+                    done = store.mark_lost_if_unclaimed(
+                        job, now=now, output_expires_at=expires, new=JobState.CANCELLED,
+                        reason=f"{job.reason.split(';')[0]}; worker {worker} went away before it exported "
+                               f"what the job wrote, so nothing is kept")
+                    moved["CANCELLED"] += done is not None
+                    continue
                 then = (f"it asked to be retried if LOST (retry_lost={job.retry_lost})" if job.retry_lost
                         else "PINK never re-runs it by itself: resubmit it if needed")
                 done = store.mark_lost_if_unclaimed(
-                    job, now=now, output_expires_at=output_expiry(now, retention.get(worker, 0)),
+                    job, now=now, output_expires_at=expires,
                     reason=f"worker {worker} went away while the job was {was}; it may or may not "
                            f"have run to the end. {then}",
                 )

@@ -12,7 +12,7 @@ from pink import arraystore, scheduling
 from pink.config import Config
 from pink.errors import ArchiveTooLarge, ImageArchiveError, InputUnavailable, PinkError, TransferError
 from pink.layers import held_prefix, parse_held
-from pink.model import INPUT_ID, InputRecord, Job, User, WorkerInfo, new_job_id, output_expiry
+from pink.model import INPUT_ID, InputRecord, Job, User, WorkerInfo, new_job_id
 from pink.lease import Lease
 from pink.notify import check_request
 from pink.states import CLAIMED, JobState
@@ -386,16 +386,6 @@ def queue_info(store: Store, jobs: list[Job]) -> dict[str, tuple[int, str]]:
                                  cpus=cpus, memory=memory, array_running={a: len(t) for a, t in taken.items()}):
             out[d.job_id] = (d.position, reason_all or d.reason or "starting")
     return out
-
-
-def cancel(store: Store, job: Job, by: str) -> Job | None:
-    """Cancel ``job`` (as read; not ended) for user ``by``: the CANCELLED job, or None when it
-    changed first (re-read it and try again)."""
-    expires = None
-    if job.state in CLAIMED:  # it has a log on the worker, kept as long as its retention says
-        worker = store.get_worker(job.worker)
-        expires = output_expiry(time.time(), worker.output_retention_s if worker else 0)
-    return store.transition(job, JobState.CANCELLED, reason=f"cancelled by {by}", output_expires_at=expires)
 
 
 def public_jobs(store: Store, jobs: list[Job]) -> list[dict]:

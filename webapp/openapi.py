@@ -25,6 +25,10 @@ def _id_param(name: str) -> dict:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": _SHA256}}
 
 _ARGV = {"type": "array", "items": {"type": "string"}, "maxItems": 1024}
+_OUTPUT = {"type": "string", "pattern": "^(full|changes|none|path:/.+)$",
+           "description": "full (the container's filesystem, default) | changes (what the job added or changed, "
+                          "plus .pink-deleted listing what it deleted) | path:/DIR (DIR alone, empty and writable "
+                          "for the job; not /, /in, /data or a system directory) | none"}
 _SIZE = {"oneOf": [{"type": "integer"}, {"type": "string"}],
          "description": 'bytes, or docker\'s syntax: "512m", "16g" (b/k/m/g/t, powers of 1024)'}
 
@@ -59,7 +63,7 @@ SPEC = {
                     "shm_size": {**_SIZE, "description": "size of /dev/shm, at least 1 MiB; " + _SIZE["description"]},
                     "input": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$",
                               "description": "an input you uploaded (POST /inputs), mounted read-only at /in"},
-                    "gpus": {"type": "integer"}, "timeout": {"type": "integer"}, "output": {"type": "string"},
+                    "gpus": {"type": "integer"}, "timeout": {"type": "integer"}, "output": _OUTPUT,
                     "name": {"type": "string"}, "priority": {"type": "integer"},
                     "retry_lost": {"type": "integer", "minimum": 0, "maximum": 10,
                                    "description": "re-run the job up to N times if it ends LOST"},
@@ -104,6 +108,12 @@ SPEC = {
                     "history": {"type": "array", "items": {"type": "object"}},
                     "exit_code": {"type": "integer", "nullable": True}, "reason": {"type": "string"},
                     "output_bytes": {"type": "integer"}, "output_sha256": {"type": "string"},
+                    "output_entries": {"type": "array", "maxItems": 50, "description":
+                                       "top entries of the archive (changes and path: modes), largest first",
+                                       "items": {"type": "object", "properties": {
+                                           "name": {"type": "string"}, "bytes": {"type": "integer"},
+                                           "type": {"type": "string", "enum": ["file", "dir", "link", "deleted"]}}}},
+                    "discard_output": {"type": "boolean", "description": "cancelled with discard=1: no archive"},
                     "log_bytes": {"type": "integer"}, "gpu_seconds": {"type": "number"},
                     "started_at": {"type": "number", "nullable": True}, "finished_at": {"type": "number", "nullable": True},
                     "resubmit_of": {"type": "string"}, "queue_position": {"type": "integer", "nullable": True},
@@ -165,7 +175,7 @@ SPEC = {
                 "parameters": [
                     _param("gpus", kind="integer", text="GPUs (0 = CPU only)"),
                     _param("timeout", kind="integer", text="seconds before SIGTERM"),
-                    _param("output", text="full | none"), _param("name"), _param("priority", kind="integer"),
+                    _param("output", text=_OUTPUT["description"]), _param("name"), _param("priority", kind="integer"),
                     _param("image", text="sha256:<hex> of an image a worker already holds"),
                     _param("omitted_layers", text="comma-separated diff_ids of the bottom layers this "
                                                   "(thin) archive leaves out; see POST /layers"),
@@ -220,9 +230,12 @@ SPEC = {
                            "404": _ERR, "409": {**_ERR, "description": "the job has not ended: cancel it first"},
                            "410": _ERR}},
         },
-        "/jobs/{job_id}/cancel": {"post": {"summary": "Cancel a job", "parameters": [_ID],
-                                           "responses": {"200": _ok({"type": "object"}), "404": _ERR, "409": _ERR,
-                                                         "410": _ERR}}},
+        "/jobs/{job_id}/cancel": {"post": {
+            "summary": "Cancel a job. A running job is stopped by its worker, which exports what it wrote "
+                       "(state EXPORTING, then CANCELLED with the archive) unless discard=1",
+            "parameters": [_ID, _param("discard", text="1: keep nothing the job wrote (it ends CANCELLED at once)")],
+            "responses": {"200": _ok({"type": "object", "properties": {"job": _JOB}}), "400": _ERR, "404": _ERR,
+                          "409": _ERR, "410": _ERR}}},
         "/jobs/{job_id}/logs": {"get": {"summary": "The container's log", "parameters": [
             _ID, _param("offset", kind="integer"), _param("follow", text="1: stream until the job ends")],
             "responses": {"200": {"description": "log text", "content": {"text/plain": {}}}, "400": _ERR,

@@ -14,7 +14,7 @@ from typing import Any
 from pink.arrays import ArrayRangeError, ArraySpec, parse_array
 from pink.errors import PinkError
 from pink.layers import DIFF_ID
-from pink.model import DATASET_NAME, IMAGE_ID, INPUT_ID, MIN_MEMORY_BYTES, OUTPUT_MODES, User, format_size, parse_size
+from pink.model import DATASET_NAME, IMAGE_ID, INPUT_ID, MIN_MEMORY_BYTES, User, format_size, parse_size, valid_output
 
 #: Most layers a client may name (docker images have tens).
 MAX_LAYERS = 500
@@ -118,9 +118,10 @@ class JobSpec:
         if len(omitted) > MAX_LAYERS or not all(DIFF_ID.fullmatch(d) for d in omitted):
             raise _bad(f"omitted_layers must be at most {MAX_LAYERS} comma-separated "
                        "layer diff_ids (sha256:<64 hex digits>)")
-        output = _text(given, "output") or "full"
-        if output not in OUTPUT_MODES:
-            raise _bad(f"output must be one of {', '.join(OUTPUT_MODES)}")
+        try:
+            output = valid_output(_text(given, "output") or "full")
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
         name = _text(given, "name")
         if len(name) > 120 or not name.isprintable():
             raise _bad("name must be at most 120 printable characters")

@@ -100,7 +100,9 @@ def test_outputs_are_deleted_after_the_retention_and_then_answer_410(cluster, im
     # A job cancelled while it runs has a log: the web server stamps it with the same retention.
     running = submit(api, images["sleeper"]).json()["job"]["id"]
     wait_state(api, running, {"RUNNING"})
-    cancelled = api.post(f"/api/v1/jobs/{running}/cancel").json()["job"]
+    assert api.post(f"/api/v1/jobs/{running}/cancel").json()["job"]["state"] == "EXPORTING"
+    cancelled = wait_state(api, running, TERMINAL)
+    assert cancelled["state"] == "CANCELLED"
     assert cancelled["output_expires_at"] == pytest.approx(cancelled["updated_at"] + 3, abs=1)
 
 
@@ -121,7 +123,9 @@ def test_cancel_while_running_stops_the_container(cluster, images):
     job_id = submit(api, images["sleeper"], timeout=300).json()["job"]["id"]
     wait_state(api, job_id, {"RUNNING"})
     r = api.post(f"/api/v1/jobs/{job_id}/cancel")
-    assert r.status_code == 200 and r.json()["job"]["state"] == "CANCELLED"
+    # Its worker stops it and exports what it wrote (tests/integration/test_output_modes.py).
+    assert r.status_code == 200 and r.json()["job"]["state"] == "EXPORTING"
+    assert wait_state(api, job_id, TERMINAL)["state"] == "CANCELLED"
     assert api.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 409
     with contextlib.closing(docker.DockerClient(base_url=c.workers[0].docker_url)) as engine:
         dev.wait_until(lambda: not engine.containers.list(all=True, filters={"name": f"pink-{job_id}"}), 30,

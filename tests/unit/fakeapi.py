@@ -62,6 +62,8 @@ class Fake:
     #: job id -> states that successive GETs of the job walk through
     scripts: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     output: bytes = b""
+    #: the state a cancel moves a job to (a running job's real cancel answers EXPORTING)
+    cancel_to: str = "CANCELLED"
     #: what GET /datasets answers
     datasets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     range_supported: bool = True
@@ -235,7 +237,7 @@ class Handler(BaseHTTPRequestHandler):
             if method == "POST" and rest == ["cancel"]:
                 if job["state"] in jobs.TERMINAL_STATES:
                     return self._error(409, f"job {job['id']} already ended ({job['state']})")
-                job["state"] = "CANCELLED"
+                job["state"] = fake.cancel_to
                 return self._json(200, {"job": job})
             if method == "GET" and rest == ["logs"]:
                 return self._logs(fake, params)

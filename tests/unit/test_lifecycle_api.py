@@ -105,7 +105,11 @@ def test_a_job_that_has_not_ended_must_be_cancelled_first(client, as_user, clust
     resp = client.delete(f"/api/v1/jobs/{job.id}", headers=as_user("alice"))
     assert resp.status_code == 409 and "cancel it first" in resp.get_json()["error"]
     assert cluster.store.get_job(job.id) is not None
-    client.post(f"/api/v1/jobs/{job.id}/cancel", headers=as_user("alice"))
+    # A plain cancel hands a running job to its worker to export (EXPORTING): still not ended.
+    assert client.post(f"/api/v1/jobs/{job.id}/cancel", headers=as_user("alice")).get_json()["job"]["state"] == \
+        "EXPORTING"
+    assert client.delete(f"/api/v1/jobs/{job.id}", headers=as_user("alice")).status_code == 409
+    client.post(f"/api/v1/jobs/{job.id}/cancel?discard=1", headers=as_user("alice"))
     assert client.delete(f"/api/v1/jobs/{job.id}", headers=as_user("alice")).status_code == 200
 
 

@@ -138,9 +138,13 @@ def test_status_says_outputs_are_kept_only_when_there_are_some(
     logged_in: Fake, capsys: pytest.CaptureFixture[str]
 ) -> None:
     nothing = logged_in.add_job(state="CANCELLED", output_expires_at=4_000_000_000.0)
-    assert "outputs kept until" not in _status(nothing["id"], capsys)
+    assert not any("kept until" in key for key in _status(nothing["id"], capsys))
+    # A log but no archive: the row names what there is.
     with_log = logged_in.add_job(state="CANCELLED", output_expires_at=4_000_000_000.0, log_bytes=10)
-    assert "outputs kept until" in _status(with_log["id"], capsys)
+    rows = _status(with_log["id"], capsys)
+    assert "log kept until" in rows and "output and log kept until" not in rows
+    both = logged_in.add_job(state="CANCELLED", output_expires_at=4_000_000_000.0, log_bytes=10, output_bytes=99)
+    assert "output and log kept until" in _status(both["id"], capsys)
 
 
 def test_status_tells_the_image_size_from_what_was_uploaded(

@@ -321,10 +321,12 @@ def test_cancel_retries_when_the_worker_moves_the_job_meanwhile(client, as_user,
         return real(current, new, **kw)
 
     monkeypatch.setattr(cluster.store, "transition", worker_first)
-    resp = client.post(f"/api/v1/jobs/{job.id}/cancel", headers=as_user("alice"))
+    # discard=1: a running job ends at once (without it, its worker stops and exports it first).
+    resp = client.post(f"/api/v1/jobs/{job.id}/cancel?discard=1", headers=as_user("alice"))
     assert resp.status_code == 200
     done = resp.get_json()["job"]
-    assert done["state"] == "CANCELLED" and done["reason"] == "cancelled by alice"
+    assert done["state"] == "CANCELLED" and done["reason"] == "cancelled by alice; its output thrown away as asked"
+    assert done["discard_output"] is True
     assert [h["state"] for h in done["history"]][-2:] == ["RUNNING", "CANCELLED"]
     # A claimed job has a log on the worker: it is kept for the worker's retention (1 day).
     assert done["output_expires_at"] == pytest.approx(time.time() + 86400, abs=30)
@@ -361,7 +363,7 @@ CFG = WebConfig(lost_worker_grace_s=60)
 def test_sweep_leaves_a_live_worker_alone(cluster):
     cluster.add_worker()
     jobs = [cluster.add_job(state=s) for s in (JobState.QUEUED, JobState.RUNNING, JobState.UPLOADING)]
-    assert sweep(cluster.store, CFG) == {"LOST": 0, "FAILED": 0}
+    assert sweep(cluster.store, CFG) == {"LOST": 0, "FAILED": 0, "CANCELLED": 0}
     assert [cluster.store.get_job(j.id).state for j in jobs] == [j.state for j in jobs]
 
 
@@ -371,13 +373,13 @@ def test_sweep_marks_claimed_jobs_of_a_dead_worker_lost_and_waits_for_queued_one
     queued = cluster.add_job(state=JobState.QUEUED)
     cluster.worker_dies()
     now = time.time()
-    assert sweep(cluster.store, CFG, now=now) == {"LOST": 1, "FAILED": 0}
+    assert sweep(cluster.store, CFG, now=now) == {"LOST": 1, "FAILED": 0, "CANCELLED": 0}
     lost = cluster.store.get_job(running.id)
     assert lost.state is JobState.LOST and "may or may not have run" in lost.reason
     assert lost.output_expires_at == pytest.approx(now + 86400)
     # Within the grace the queued job waits (a reboot keeps the inbox); after it, it fails.
-    assert sweep(cluster.store, CFG, now=now + 30) == {"LOST": 0, "FAILED": 0}
-    assert sweep(cluster.store, CFG, now=now + 61) == {"LOST": 0, "FAILED": 1}
+    assert sweep(cluster.store, CFG, now=now + 30) == {"LOST": 0, "FAILED": 0, "CANCELLED": 0}
+    assert sweep(cluster.store, CFG, now=now + 61) == {"LOST": 0, "FAILED": 1, "CANCELLED": 0}
     failed = cluster.store.get_job(queued.id)
     assert failed.state is JobState.FAILED and "never started" in failed.reason
 

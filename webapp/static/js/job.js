@@ -16,6 +16,8 @@ const output = document.getElementById("output");
 const errorBox = document.getElementById("job-error");
 const reasonBox = document.getElementById("job-reason");
 const cancelBtn = document.getElementById("cancel");
+const discardBox = document.getElementById("discard-box");
+const discard = document.getElementById("discard");
 const resubmitBtn = document.getElementById("resubmit");
 const deleteBtn = document.getElementById("delete");
 const resubmitDialog = document.getElementById("resubmit-dialog");
@@ -39,6 +41,27 @@ function endedAt(j) {
   return last && TERMINAL.has(last.state) ? last.at : j.updated_at;
 }
 
+const OUTPUT_TEXT = {
+  full: "the container's filesystem (.tar.zst)",
+  changes: "what the job changed, and a list of what it deleted (.tar.zst)",
+  none: "logs only",
+};
+
+function outputText(j) {
+  const text = j.output && j.output.startsWith("path:") ? `only ${j.output.slice(5)} (.tar.zst)` : OUTPUT_TEXT[j.output] || j.output;
+  return j.discard_output ? `${text}, thrown away by the cancel` : text;
+}
+
+/** The archive's top entries (changes and path: modes), largest first. */
+function entriesList(j) {
+  const entries = j.output_entries || [];
+  if (!entries.length) return null;
+  return el("div", { id: "output-entries" },
+    el("p", { class: "muted small" }, "It holds:"),
+    el("ul", { class: "entries mono small" }, ...entries.map((e) => el("li", { "data-type": e.type },
+      e.name, " ", el("span", { class: "muted" }, e.type === "deleted" ? "(deleted)" : `(${e.type}, ${fmtBytes(e.bytes)})`)))));
+}
+
 function renderFacts() {
   const runtime = runtimeOf(job);
   const rows = [
@@ -46,7 +69,7 @@ function renderFacts() {
     fact("Worker", job.worker || "—", "mono"),
     fact("GPUs", job.gpus ? gpuText(job) : "none (CPU only)"),
     fact("Time limit", fmtDuration(job.timeout_s)),
-    fact("Output", job.output === "none" ? "logs only" : "files (.tar.zst)"),
+    fact("Output", outputText(job)),
     fact("Priority", String(job.priority)),
     fact("Image", el("span", { class: "mono", title: job.image_id || null }, job.image_id ? job.image_id.slice(0, 19) + "…" : "—")),
     // The image's own size (its worker counts it when the job starts), and what was sent for this job.
@@ -144,11 +167,12 @@ function renderOutput() {
   if (!TERMINAL.has(job.state)) {
     clear(output, el("p", { class: "muted" }, job.output === "none"
       ? "This job keeps no files; its log is below."
-      : "The container's files can be downloaded here when the job ends."));
+      : `Its output, ${outputText(job)}, can be downloaded here when the job ends.`));
     return;
   }
   if (!job.output_bytes) {
-    clear(output, el("p", { class: "muted" }, job.output === "none" ? "This job kept no files (logs only)." : "This job left no archive."));
+    clear(output, el("p", { class: "muted" }, job.output === "none" ? "This job kept no files (logs only)."
+      : job.discard_output ? "Its cancel threw its files away: there is no archive." : "This job left no archive."));
     return;
   }
   if (job.output_expires_at && job.output_expires_at < Date.now() / 1000) {
@@ -165,8 +189,9 @@ function renderOutput() {
       el("span", { class: "muted" }, fmtBytes(job.output_bytes))),
     el("div", { class: "copy-row" }, el("span", { class: "muted small" }, "SHA-256"),
       el("code", { class: "mono small break", id: "sha256" }, job.output_sha256), copy),
-    el("p", { class: "muted small" }, "A zstd-compressed tar of the container's filesystem: ",
+    el("p", { class: "muted small" }, `A zstd-compressed tar of ${outputText(job).replace(" (.tar.zst)", "")}: `,
       el("code", {}, `zstd -dc pink-${job.id}.tar.zst | tar -x`), "."),
+    entriesList(job),
     job.output_expires_at ? el("p", { class: "muted small", id: "expires" },
       `The worker keeps it until ${fmtTime(job.output_expires_at)}.`) : null);
 }
@@ -181,6 +206,7 @@ function render() {
   renderOutput();
   const ended = TERMINAL.has(job.state);
   cancelBtn.hidden = ended;
+  discardBox.hidden = job.state !== "RUNNING" || job.output === "none";
   resubmitBtn.hidden = !(ended && job.image_id && job.user === ME);
   deleteBtn.hidden = !(ended && (job.user === ME || IS_ADMIN));
   const reason = job.reason || (job.state === "QUEUED" ? job.waiting_reason : "");
@@ -246,19 +272,20 @@ async function followLog() {
 cancelBtn.addEventListener("click", async () => {
   const ok = await confirmDialog({
     title: `Cancel ${jobTitle(job)}?`,
-    body: job.state === "RUNNING"
-      ? "The container is stopped (SIGTERM, then SIGKILL after a grace period). This cannot be undone."
-      : "The job will not run. This cannot be undone.",
+    body: job.state !== "RUNNING" ? "The job will not run. This cannot be undone."
+      : "The container is stopped (SIGTERM, then SIGKILL after a grace period). This cannot be undone. "
+        + (discard.checked ? "What it wrote is thrown away." : "What it wrote so far is kept as its output."),
     confirm: "Cancel job",
     cancel: "Keep it running",
   });
   if (!ok) return;
   cancelBtn.disabled = true;
   try {
-    const data = await api(`/jobs/${encodeURIComponent(ID)}/cancel`, { method: "POST" });
+    const query = discard.checked && !discardBox.hidden ? "?discard=1" : "";
+    const data = await api(`/jobs/${encodeURIComponent(ID)}/cancel${query}`, { method: "POST" });
     job = data.job;
     render();
-    toast("Job cancelled.");
+    toast(job.state === "EXPORTING" ? "Stopping the job: what it wrote is kept as its output." : "Job cancelled.");
   } catch (e) {
     alertIn(errorBox, "error", `Could not cancel: ${e.message}`);
   } finally {

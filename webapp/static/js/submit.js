@@ -292,7 +292,14 @@ function params() {
   if (!(timeout >= 1 && timeout <= 7 * 86400)) throw new Error("The time limit must be between 1 second and 7 days.");
   p.set("gpus", String(gpus));
   p.set("timeout", String(timeout));
-  p.set("output", data.get("output") || "full");
+  const output = data.get("output") || "full";
+  if (output === "path") {
+    const dir = String(data.get("output_dir") || "").trim();
+    if (!/^\/[A-Za-z0-9_.@+\/-]+$/.test(dir)) throw new Error("The output directory must be an absolute path such as /out.");
+    p.set("output", `path:${dir}`);
+  } else {
+    p.set("output", output);
+  }
   p.set("name", (data.get("name") || "").trim() || file.name.replace(/\.tar$/i, ""));
   const priority = Number(data.get("priority") || 0);
   if (priority) p.set("priority", String(priority));
