@@ -93,8 +93,10 @@ def test_an_array_is_listed_as_one_line_and_cancelled_as_a_group(cluster, images
     r = _cli(c, "alice", "cancel", array_id)
     assert r.returncode == 0, r.stderr
     assert "cancelled 5 jobs" in r.stderr
-    array = api.get(f"/api/v1/arrays/{array_id}").json()["array"]
-    assert array["counts"] == {"CANCELLED": 5} and array["ended"]
+    # The running ones are stopped by their worker, which keeps what they wrote, then end.
+    array = wait_until(lambda: (a := api.get(f"/api/v1/arrays/{array_id}").json()["array"])["ended"] and a,
+                       60, "the array's cancelled jobs to end")
+    assert array["counts"] == {"CANCELLED": 5}
     indexes = sorted(j["array_index"] for j in array["jobs"])
     assert indexes == [1, 3, 5, 6, 7]
     # The claimed ones had their containers stopped; none of the queued ones ever started.
