@@ -177,6 +177,8 @@ class Job:
     #: When the end was announced (e-mail and/or webhook; None: not yet), and what failed.
     notified_at: float | None = None
     notify_note: str = ""
+    #: When the job was added to its user's usage rollup (pink.store_usage; None: not yet).
+    accounted_at: float | None = None
     #: etcd mod_revision this record was read at (0 = not stored yet). Not serialised.
     mod_revision: int = dataclasses.field(default=0, compare=False)
 

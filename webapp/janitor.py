@@ -8,6 +8,8 @@
   inbox), then FAIL with a reason.
 * UPLOADING jobs whose upload key vanished with their web server's lease (it died mid-upload)
   FAIL; the worker's sweep removes the partial file.
+* Ended jobs are added to the usage rollups once, and their records leave etcd when their
+  retention runs out (:func:`tidy`).
 
 The same thread keeps this web server process's lease alive.
 """
@@ -83,6 +85,21 @@ def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, i
     return moved
 
 
+#: Jobs each janitor pass accounts, and job records it retires, at most (each one transaction).
+TIDY_BATCH = 200
+
+
+def tidy(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, int]:
+    """Account ended jobs in the usage rollups, then remove the records whose retention ran out
+    (``web.job_record_retention_days``; pink.store_usage, pink.store_retention). Every step is
+    a CAS transaction, so janitors of many web servers may run it at once."""
+    accounted = store.account_pending(limit=TIDY_BATCH, now=now)
+    retired = store.retire_expired(cfg.job_record_retention_days * 86400, now=now, limit=TIDY_BATCH)
+    if retired:
+        log.info("janitor: removed %d job records past their retention", retired)
+    return {"accounted": accounted, "retired": retired}
+
+
 def start(app: Flask) -> threading.Thread:
     """The janitor's thread, and the reactor's (retries of LOST jobs, notifications)."""
     from . import reactor
@@ -98,6 +115,7 @@ def start(app: Flask) -> threading.Thread:
             try:
                 lease.keepalive()
                 sweep(store, cfg)
+                tidy(store, cfg)
                 failing = False
             except PinkError as exc:
                 # Log the first failure, stay quiet while it lasts.
