@@ -26,37 +26,16 @@ uses it); bytes out = its output archive (``output_bytes``).
 
 from __future__ import annotations
 
-import calendar
 import dataclasses
 import json
-import re
 import time
 from typing import TYPE_CHECKING
 
 from .etcd import transactions as tx
-from .model import Job
+from .model import Job, day_of
 
 if TYPE_CHECKING:
     from .store import Store
-
-DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def day_of(ts: float) -> str:
-    """The UTC day of ``ts``: ``"2026-12-02"``."""
-    return time.strftime("%Y-%m-%d", time.gmtime(ts))
-
-
-def parse_day(text: str) -> str:
-    """``text`` checked as a day ``YYYY-MM-DD`` (ValueError saying so otherwise)."""
-    try:
-        if not DAY.match(text):
-            raise ValueError
-        calendar.timegm(time.strptime(text, "%Y-%m-%d"))
-    except ValueError:
-        raise ValueError(f"{text!r} is not a day: write YYYY-MM-DD, e.g. 2026-12-01") from None
-    return text
-
 
 def ended_at(job: Job) -> float:
     return job.finished_at or job.updated_at

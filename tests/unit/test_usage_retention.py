@@ -11,7 +11,7 @@ import pytest
 from pink.config import WebConfig
 from pink.model import Job, new_job_id
 from pink.states import JobState
-from pink.store_usage import day_of, parse_day
+from pink.model import day_of, parse_day
 from webapp.janitor import tidy
 
 DAY_S = 86400.0
