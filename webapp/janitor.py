@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from flask import Flask
 
@@ -100,8 +101,32 @@ def tidy(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, in
     return {"accounted": accounted, "retired": retired}
 
 
+def repeat(name: str, interval_s: float, step: Callable[[], None]) -> threading.Thread:
+    """A daemon thread that runs ``step`` every ``interval_s`` for good. etcd trouble is logged
+    when it starts, not on every pass while it lasts; any other failure is logged each time."""
+
+    def loop() -> None:
+        failing = False
+        while True:
+            try:
+                step()
+                failing = False
+            except PinkError as exc:
+                if not failing:
+                    log.warning("%s: %s", name, exc)
+                failing = True
+            except Exception:
+                log.exception("%s pass failed", name)
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=loop, name=f"pink-{name}", daemon=True)
+    thread.start()
+    return thread
+
+
 def start(app: Flask) -> threading.Thread:
-    """The janitor's thread, and the reactor's (retries of LOST jobs, notifications)."""
+    """The janitor's thread, the accounting and retention thread (:func:`tidy`), and the
+    reactor's (retries of LOST jobs, notifications)."""
     from . import reactor
 
     reactor.start(app)
@@ -109,23 +134,11 @@ def start(app: Flask) -> threading.Thread:
     lease: Lease = app.extensions["pink.lease"]
     cfg: WebConfig = app.extensions["pink.config"].web
 
-    def loop() -> None:
-        failing = False
-        while True:
-            try:
-                lease.keepalive()
-                sweep(store, cfg)
-                tidy(store, cfg)
-                failing = False
-            except PinkError as exc:
-                # Log the first failure, stay quiet while it lasts.
-                if not failing:
-                    log.warning("janitor: %s", exc)
-                failing = True
-            except Exception:
-                log.exception("janitor pass failed")
-            time.sleep(cfg.janitor_interval_s)
+    def step() -> None:
+        lease.keepalive()
+        sweep(store, cfg)
 
-    thread = threading.Thread(target=loop, name="pink-janitor", daemon=True)
-    thread.start()
-    return thread
+    # Accounting and retention in a thread of their own: a backlog of them never delays the
+    # lease renewal above.
+    repeat("tidy", cfg.janitor_interval_s, lambda: tidy(store, cfg) and None)
+    return repeat("janitor", cfg.janitor_interval_s, step)
