@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from pink.model import Job, new_job_id
 from pink.states import JobState
 from tests.unit.test_accounts import _login
@@ -25,7 +27,7 @@ def test_users_see_their_own_usage_and_admins_anyones(client, as_user, cluster):
     mine = client.get("/api/v1/usage", headers=as_user("alice")).get_json()
     assert [u["user"] for u in mine["by_user"]] == ["alice"]
     assert mine["total"]["jobs"] == 1 and mine["total"]["gpu_seconds"] == 7200.0
-    assert mine["total"]["cpu_seconds"] == 3600.0
+    assert mine["total"]["cpu_seconds"] == pytest.approx(3600.0, abs=1)  # 1 CPU x 1 h
     assert client.get("/api/v1/usage?user=bob", headers=as_user("alice")).status_code == 403
     everyone = client.get("/api/v1/usage", headers=as_user("root")).get_json()
     assert [u["user"] for u in everyone["by_user"]] == ["alice", "bob"]
