@@ -67,3 +67,30 @@ def test_the_usage_page_is_for_admins(client):
     _login(client2, "root")
     page = client2.get("/usage")
     assert page.status_code == 200 and b"usage-by-user" in page.data
+
+
+class _Pages:
+    """GET /jobs answers from a list of ids, as the server pages them (the CLI's side)."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids, self.asked = ids, []
+
+    def json(self, method: str, path: str, params: dict) -> dict:
+        self.asked.append(dict(params))
+        rest = [i for i in self.ids if not params.get("before") or i < params["before"]]
+        page = rest[:params["limit"]]
+        return {"jobs": [{"id": i} for i in page], "next": page[-1] if len(rest) > len(page) else None}
+
+
+def test_pink_ls_reads_page_by_page_and_says_how_to_go_on(monkeypatch):
+    from pink_client import usage
+    from pink_client.usage import list_pages
+
+    monkeypatch.setattr(usage, "PAGE_MAX", 3)  # the server's cap, small: 4 jobs take two pages
+    api, notes = _Pages([f"{i:020x}" for i in range(9, -1, -1)]), []
+    jobs = list_pages(api, {"all": 1}, limit=4, note=notes.append)
+    assert [j["id"] for j in jobs] == [f"{i:020x}" for i in (9, 8, 7, 6)]
+    assert notes == [f"older jobs: pink ls --all --before {6:020x}"]
+    assert [(a["limit"], a.get("before")) for a in api.asked] == [(3, None), (1, f"{7:020x}")]
+    rest = list_pages(api, {}, limit=100, before=f"{6:020x}", note=notes.append)
+    assert len(rest) == 6 and len(notes) == 1  # the last page: nothing more to say
