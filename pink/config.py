@@ -61,6 +61,10 @@ class WebConfig:
     lost_worker_grace_s: float = 600.0
     #: Each web server process holds a lease; its uploads die with it (DESIGN §3).
     lease_ttl_s: int = 15
+    #: Ended job records leave etcd this many days after their outputs expire (after their end
+    #: when the outputs never expire); their usage stays in the rollups (pink.store_usage).
+    #: 0 keeps every record forever. Fractions are allowed (tests use seconds).
+    job_record_retention_days: float = 30.0
     #: API tokens last this many days unless their request asks for fewer, at most max.
     token_days: float = 90.0
     token_max_days: float = 365.0
@@ -249,6 +253,9 @@ class Config:
             raise ConfigError(
                 f"etcd.timeout_s ({self.etcd.timeout_s}) must be at most half of worker.lease_ttl_s"
             )
+        if self.web.job_record_retention_days < 0:
+            raise ConfigError(f"web.job_record_retention_days ({self.web.job_record_retention_days}) must be "
+                              f">= 0 (0 keeps job records forever)")
         if self.web.lease_ttl_s < 3 * self.web.janitor_interval_s:
             raise ConfigError(
                 f"web.lease_ttl_s ({self.web.lease_ttl_s}) must be at least 3 x web.janitor_interval_s "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import json
 import os
@@ -84,6 +85,26 @@ def format_size(n: float) -> str:
         if abs(n) >= scale:
             return f"{round(n / scale, 1):g} {unit}"
     return f"{n:g} bytes"
+
+
+#: A day as usage queries take it (UTC).
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def day_of(ts: float) -> str:
+    """The UTC day of ``ts``: ``"2026-12-02"``."""
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def parse_day(text: str) -> str:
+    """``text`` checked as a day ``YYYY-MM-DD`` (ValueError saying so otherwise)."""
+    try:
+        if not DAY.match(text):
+            raise ValueError
+        calendar.timegm(time.strptime(text, "%Y-%m-%d"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a day: write YYYY-MM-DD, e.g. 2026-12-01") from None
+    return text
 
 
 def new_job_id(now: float | None = None) -> str:
@@ -177,6 +198,8 @@ class Job:
     #: When the end was announced (e-mail and/or webhook; None: not yet), and what failed.
     notified_at: float | None = None
     notify_note: str = ""
+    #: When the job was added to its user's usage rollup (pink.store_usage; None: not yet).
+    accounted_at: float | None = None
     #: etcd mod_revision this record was read at (0 = not stored yet). Not serialised.
     mod_revision: int = dataclasses.field(default=0, compare=False)
 

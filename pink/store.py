@@ -25,6 +25,7 @@ Key layout under the prefix (default ``/pink``)::
     down/<name>               when a web server first saw the worker without a lease
     react/<id>                outbox of a job to retry if LOST or to notify (pink.reactions)
     deleted/<id>              tombstone of a deleted job (pink/store_deletes.py); on a lease
+    acct/, usage/, retire/    accounting and record retention: pink/store_usage.py
     users/<name>, tokens/<sha256(token)>
 """
 
@@ -46,6 +47,8 @@ from .etcd import EtcdClient, transactions as tx
 from .model import InputRecord, Job, Token, User, WorkerInfo
 from .scheduling import QueuedJob
 from .store_deletes import DeletesMixin
+from .store_retention import RetentionMixin
+from .store_usage import UsageMixin
 from .states import CLAIMED, JobState, can_transition
 
 log = logging.getLogger(__name__)
@@ -103,7 +106,7 @@ class QueueEntry:
                          self.cpus, self.memory_bytes, self.array_id, self.array_limit)
 
 
-class Store(DeletesMixin):
+class Store(DeletesMixin, UsageMixin, RetentionMixin):
     def __init__(self, cfg: EtcdConfig, client: EtcdClient | None = None) -> None:
         self.prefix = cfg.prefix.rstrip("/")
         self.etcd = client or EtcdClient(cfg)
@@ -224,14 +227,9 @@ class Store(DeletesMixin):
         return jobs
 
     def list_jobs(self, user: str | None = None, limit: int = 200) -> list[Job]:
-        """Newest first. With ``user``, only that user's jobs (read through the user index)."""
-        if user is None:
-            rows = self._get_prefix(self._k("jobs", ""))
-            jobs = [Job.from_json(v, rev) for _, v, rev in rows]
-            return sorted(jobs, key=lambda j: j.id, reverse=True)[:limit]
-        keys = self._get_prefix(self._k("userjobs", user, ""), keys_only=True)
-        ids = sorted((k.rsplit("/", 1)[1] for k, _, _ in keys), reverse=True)[:limit]
-        return sorted(self.get_jobs(ids), key=lambda j: j.id, reverse=True)
+        """Newest first. With ``user``, only that user's jobs (read through the user index).
+        Pages: :meth:`jobs_page`."""
+        return self.jobs_page(user, limit)[0]
 
     def transition(
         self,
@@ -273,7 +271,8 @@ class Store(DeletesMixin):
         if job.state is JobState.UPLOADING:
             success.append(tx.delete(self.upload_key(job.id)))
         if new.terminal:
-            success += [tx.delete(self.queue_key(job.worker, job.id)), tx.delete(self.claim_key(job.id))]
+            success += [tx.delete(self.queue_key(job.worker, job.id)), tx.delete(self.claim_key(job.id)),
+                        tx.put(self.account_marker_key(job.id), b"")]  # to account (pink.store_usage)
             if job.array_slot >= 0:  # give the array's run slot back
                 success.append(tx.delete(arraystore.slot_key(self, job.array_id, job.array_slot)))
         else:

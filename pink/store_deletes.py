@@ -60,24 +60,13 @@ class DeletesMixin:
             raise ValueError(f"job {job.id} is {job.state}: only an ended job can be deleted")
         now = time.time() if now is None else now
         stone = Tombstone(job.id, job.user, by, now, job.worker)
+        # Not accounted yet (pink.store_usage): its usage goes into the rollup in this very
+        # transaction, so a deleted job is counted once too.
+        compare, success = self.account_ops(job) if job.accounted_at is None else ([], [])
         lease = self.grant_lease(max(1, int(ttl_s)))
         key = self.job_key(job.id)
-        success = [
-            tx.delete(key),
-            tx.delete(self.queue_key(job.worker, job.id)),  # gone already for an ended job; harmless
-            tx.delete(self.claim_key(job.id)),
-            tx.delete(self._k("userjobs", job.user, job.id)),
-            tx.put(self.tombstone_key(job.id), stone.to_json(), lease=lease),
-        ]
-        if job.array_id:  # out of its array's index too
-            success.append(tx.delete(arraystore.index_key(self, job.array_id, job.id)))
-        if job.idempotency_key:
-            from .store import _hash  # the store's one way of naming idempotency keys
-
-            # The key would point at nothing: a later submission with it makes a new job.
-            idem = self._k("idem", job.user, _hash(job.idempotency_key))
-            success.append(tx.delete(idem))
-        ok, _, _ = self._txn([tx.mod(key) == job.mod_revision, tx.version(key) > 0], success,
+        success += [*self.removal_ops(job), tx.put(self.tombstone_key(job.id), stone.to_json(), lease=lease)]
+        ok, _, _ = self._txn([tx.mod(key) == job.mod_revision, tx.version(key) > 0, *compare], success,
                              f"delete job {job.id}")
         if ok:
             return stone
@@ -85,6 +74,25 @@ class DeletesMixin:
         # A retried transaction that committed before its answer was lost: the tombstone is ours.
         found = self.tombstone(job.id)
         return found if found == stone else None
+
+    def removal_ops(self, job: Job) -> list:
+        """The deletes that remove ended ``job``'s record and every key that indexes it (its
+        idempotency key too: it would point at nothing, so a later submission with it makes a
+        new job); shared by deletion and retention (pink/store_retention.py)."""
+        success = [
+            tx.delete(self.job_key(job.id)),
+            tx.delete(self.queue_key(job.worker, job.id)),  # gone already for an ended job; harmless
+            tx.delete(self.claim_key(job.id)),
+            tx.delete(self._k("userjobs", job.user, job.id)),
+            tx.delete(self.retire_key(job)),  # its retention key (pink.store_usage)
+        ]
+        if job.array_id:  # out of its array's index too
+            success.append(tx.delete(arraystore.index_key(self, job.array_id, job.id)))
+        if job.idempotency_key:
+            from .store import _hash  # the store's one way of naming idempotency keys
+
+            success.append(tx.delete(self._k("idem", job.user, _hash(job.idempotency_key))))
+        return success
 
     def tombstone(self, job_id: str) -> Tombstone | None:
         raw, _ = self._get(self.tombstone_key(job_id))

@@ -31,6 +31,7 @@ from .logs import show_log, wait_following_log
 from .output import (
     Ui, format_time, human_bytes, human_duration, isatty, print_json, print_table,
 )
+from .usage import list_pages
 from .settings import (
     Settings, is_loopback, load_config, normalize_url, resolve_settings, save_config,
 )
@@ -257,13 +258,13 @@ def _job_row(job: dict[str, Any], now: float) -> list[str]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    params: dict[str, Any] = {"limit": args.limit}
+    params: dict[str, Any] = {}
     if args.state:
         params["state"] = args.state
     if args.all:
         params["all"] = 1
     with _api(args) as api:
-        jobs = api.json("GET", "/jobs", params=params).get("jobs") or []
+        jobs = list_pages(api, params, args.limit, args.before or "")
     if args.fmt == "json":
         print_json(jobs)
         return EXIT_OK

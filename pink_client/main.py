@@ -12,7 +12,7 @@ import sys
 from typing import Any, Callable
 
 from pink import __version__
-from pink.model import valid_output
+from pink.model import parse_day, valid_output
 from pink.states import JobState
 
 from .commands import (
@@ -22,6 +22,7 @@ from .commands import (
 from .errors import EXIT_OK, EXIT_USAGE, CliError
 from .reactions import cmd_notify
 from .lifecycle import cmd_resubmit, cmd_rm
+from .usage import cmd_usage
 
 STATE_NAMES = tuple(s.value for s in JobState)
 
@@ -49,6 +50,13 @@ def non_negative_int(text: str) -> int:
 def output_mode(text: str) -> str:
     try:
         return valid_output(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def day(text: str) -> str:
+    try:
+        return parse_day(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -298,8 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a line per job of an array too (default: one line per array with its counts)",
     )
     p.add_argument(
-        "-n", "--limit", type=positive_int, default=50, help="at most this many (default 50)"
+        "-n", "--limit", type=positive_int, default=50, help="at most this many (default 50), read page by page"
     )
+    p.add_argument("--before", metavar="ID", help="only jobs older than job ID (the cursor `pink ls` prints)")
+    _add_format(p)
+
+    p = add("usage", cmd_usage, "jobs, GPU-hours, CPU-hours and bytes in/out per user or per day, of the jobs "
+                                "that ended in a window (yours; admins: anyone's)")
+    p.add_argument("--since", type=day, metavar="DATE", help="first day, YYYY-MM-DD UTC (default 29 days ago)")
+    p.add_argument("--until", type=day, metavar="DATE", help="last day, YYYY-MM-DD UTC (default today)")
+    p.add_argument("--user", metavar="NAME", help="only this user (admins; default: everyone for admins)")
+    p.add_argument("--by", choices=("user", "day"), default="user", help="a row per user (default) or per day")
     _add_format(p)
 
     p = add("status", cmd_status, "show everything about a job, or an array and its jobs")

@@ -143,11 +143,15 @@ def list_jobs():
         limit = min(max(int(request.args.get("limit", 200)), 1), 1000)
     except ValueError:
         abort(400, "limit must be a number")
-    jobs = store().list_jobs(None if everyone else g.user.name, limit=limit)
+    before = request.args.get("before", "")
+    if before and not JOB_ID.match(before):
+        abort(400, "before must be a job id (the `next` of the previous page)")
+    # One sorted etcd range: only the page shown is read (pink/store_retention.py).
+    jobs, cursor = store().jobs_page(None if everyone else g.user.name, limit=limit, before=before)
     state = request.args.get("state")
-    if state:
+    if state:  # filters this page; `next` still pages through all jobs
         jobs = [j for j in jobs if j.state.value == state.upper()]
-    return jsonify(jobs=jobs_json(jobs, g.user.name))
+    return jsonify(jobs=jobs_json(jobs, g.user.name), next=cursor or None)
 
 
 @bp.get("/jobs/<job_id>")

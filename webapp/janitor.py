@@ -8,6 +8,8 @@
   inbox), then FAIL with a reason.
 * UPLOADING jobs whose upload key vanished with their web server's lease (it died mid-upload)
   FAIL; the worker's sweep removes the partial file.
+* Ended jobs are added to the usage rollups once, and their records leave etcd when their
+  retention runs out (:func:`tidy`).
 
 The same thread keeps this web server process's lease alive.
 """
@@ -84,6 +86,21 @@ def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, i
     return moved
 
 
+#: Jobs each janitor pass accounts, and job records it retires, at most (each one transaction).
+TIDY_BATCH = 200
+
+
+def tidy(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, int]:
+    """Account ended jobs in the usage rollups, then remove the records whose retention ran out
+    (``web.job_record_retention_days``; pink.store_usage, pink.store_retention). Every step is
+    a CAS transaction, so janitors of many web servers may run it at once."""
+    accounted = store.account_pending(limit=TIDY_BATCH, now=now)
+    retired = store.retire_expired(cfg.job_record_retention_days * 86400, now=now, limit=TIDY_BATCH)
+    if retired:
+        log.info("janitor: removed %d job records past their retention", retired)
+    return {"accounted": accounted, "retired": retired}
+
+
 def repeat(name: str, interval_s: float, step: Callable[[], None]) -> threading.Thread:
     """A daemon thread that runs ``step`` every ``interval_s`` for good. etcd trouble is logged
     when it starts, not on every pass while it lasts; any other failure is logged each time."""
@@ -108,7 +125,8 @@ def repeat(name: str, interval_s: float, step: Callable[[], None]) -> threading.
 
 
 def start(app: Flask) -> threading.Thread:
-    """The janitor's thread, and the reactor's (retries of LOST jobs, notifications)."""
+    """The janitor's thread, the accounting and retention thread (:func:`tidy`), and the
+    reactor's (retries of LOST jobs, notifications)."""
     from . import reactor
 
     reactor.start(app)
@@ -120,4 +138,7 @@ def start(app: Flask) -> threading.Thread:
         lease.keepalive()
         sweep(store, cfg)
 
+    # Accounting and retention in a thread of their own: a backlog of them never delays the
+    # lease renewal above.
+    repeat("tidy", cfg.janitor_interval_s, lambda: tidy(store, cfg) and None)
     return repeat("janitor", cfg.janitor_interval_s, step)

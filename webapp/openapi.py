@@ -32,6 +32,16 @@ _OUTPUT = {"type": "string", "pattern": "^(full|changes|none|path:/.+)$",
 _SIZE = {"oneOf": [{"type": "integer"}, {"type": "string"}],
          "description": 'bytes, or docker\'s syntax: "512m", "16g" (b/k/m/g/t, powers of 1024)'}
 
+_USAGE = {"type": "object", "properties": {
+    "day": {"type": "string", "description": "YYYY-MM-DD; empty in sums over days"},
+    "user": {"type": "string", "description": "empty in sums over users"},
+    "jobs": {"type": "integer"},
+    "states": {"type": "object", "additionalProperties": {"type": "integer"}, "description": "jobs by end state"},
+    "gpu_seconds": {"type": "number"},
+    "cpu_seconds": {"type": "number", "description": "the job's CPUs (the worker's when unlimited) x run time"},
+    "bytes_in": {"type": "integer", "description": "uploaded image + input size"},
+    "bytes_out": {"type": "integer", "description": "output archive"}}}
+
 SPEC = {
     "openapi": "3.0.3",
     "info": {"title": "PINK API", "version": "1", "description": "Run docker images on GPU servers, at most once."},
@@ -139,6 +149,8 @@ SPEC = {
                     "notified_at": {"type": "number", "nullable": True,
                                     "description": "when its end was announced (e-mail, webhook)"},
                     "notify_note": {"type": "string", "description": "what failed announcing it"},
+                    "accounted_at": {"type": "number", "nullable": True,
+                                     "description": "when it was added to its user's usage rollup (GET /usage)"},
                     "array_id": {"type": "string", "description": "its job array; empty: none"},
                     "array_index": {"type": "integer", "nullable": True, "description": "PINK_ARRAY_INDEX"},
                     "array_size": {"type": "integer"},
@@ -202,11 +214,29 @@ SPEC = {
                                          "same Idempotency-Key"),
                               "400": _ERR, "401": _ERR, "409": _ERR, "411": _ERR, "413": _ERR, "429": _ERR, "503": _ERR},
             },
-            "get": {"summary": "List your jobs, newest first",
-                    "parameters": [_param("state"), _param("limit", kind="integer"), _param("all", text="1: everyone's (admins)")],
-                    "responses": {"200": _ok({"type": "object", "properties": {"jobs": {"type": "array", "items": _JOB}}}),
-                                  "400": _ERR}},
+            "get": {"summary": "List your jobs, newest first, a page at a time (only the page is read)",
+                    "parameters": [_param("state", text="only jobs in this state (filters the page)"),
+                                   _param("limit", kind="integer", text="jobs per page, 1-1000 (default 200)"),
+                                   _param("before", text="only jobs older than this job id: the `next` of the "
+                                                         "previous page"),
+                                   _param("all", text="1: everyone's (admins)")],
+                    "responses": {"200": _ok({"type": "object", "properties": {
+                        "jobs": {"type": "array", "items": _JOB},
+                        "next": {"type": "string", "nullable": True,
+                                 "description": "before= of the next (older) page; null: this was the last"}}}),
+                        "400": _ERR}},
         },
+        "/usage": {"get": {
+            "summary": "Usage of the jobs that ended in a window (UTC days, by their end): yours; admins "
+                       "anyone's (user=) or everyone's. From rollups that outlive job-record retention",
+            "parameters": [_param("since", text="first day, YYYY-MM-DD (default 29 days ago)"),
+                           _param("until", text="last day, YYYY-MM-DD (default today)"),
+                           _param("user", text="only this user (others than yourself: admins)")],
+            "responses": {"200": _ok({"type": "object", "properties": {
+                "since": {"type": "string"}, "until": {"type": "string"},
+                "rows": {"type": "array", "items": _USAGE, "description": "one per day and user"},
+                "by_user": {"type": "array", "items": _USAGE}, "by_day": {"type": "array", "items": _USAGE},
+                "total": _USAGE}}), "400": _ERR, "403": _ERR}}},
         "/arrays/{array_id}": {"get": {
             "summary": "A job array: its counts per state and its jobs", "parameters": [_ARRAY_ID],
             "responses": {"200": _ok({"type": "object", "properties": {"array": _ARRAY}}), "404": _ERR}}},

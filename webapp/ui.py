@@ -150,6 +150,14 @@ def users():
     return render("users.html", nav="users")
 
 
+@bp.get("/usage")
+@page
+def usage():
+    if not g.user.admin:
+        return render("error.html", 403, message="Only admins can see the usage page; use `pink usage` for your own.")
+    return render("usage.html", nav="usage")
+
+
 def _error_page(exc: HTTPException):
     """JSON for the API (as errors.py does), a page for people everywhere else."""
     if request.path.startswith("/api/"):

@@ -80,11 +80,15 @@ class MemEtcd:
     # ----- the RPCs the client calls --------------------------------------------------------
     def Range(self, req: etcdrpc.RangeRequest, *_, **__) -> etcdrpc.RangeResponse:
         with self._lock:
-            kvs = [self.kvs[k] for k in self._range_keys(req.key, req.range_end)]
+            keys = self._range_keys(req.key, req.range_end)
+            if req.sort_order == etcdrpc.RangeRequest.DESCEND:  # (only sorts by key, as the store asks)
+                keys.reverse()
+            count = len(keys)
+            kvs = [self.kvs[k] for k in (keys[:req.limit] if req.limit else keys)]
             if req.keys_only:
                 kvs = [KeyValue(key=kv.key, mod_revision=kv.mod_revision, version=kv.version,
                                         create_revision=kv.create_revision, lease=kv.lease) for kv in kvs]
-            return etcdrpc.RangeResponse(header=self._header(), kvs=kvs, count=len(kvs))
+            return etcdrpc.RangeResponse(header=self._header(), kvs=kvs, count=count, more=len(kvs) < count)
 
     def Put(self, req: etcdrpc.PutRequest, *_, **__) -> etcdrpc.PutResponse:
         with self._lock:

@@ -1,6 +1,6 @@
 // Jobs page: the caller's jobs (admins: optionally everyone's), live through server-sent events.
 import {
-  IS_ADMIN, TERMINAL, badge, clear, el, fmtAgo, fmtBytes, fmtDuration, fmtTime, gpuText,
+  IS_ADMIN, TERMINAL, alertIn, api, badge, clear, el, fmtAgo, fmtBytes, fmtDuration, fmtTime, gpuText,
   jobTitle, liveEvents, queueText, runtimeOf,
 } from "./app.js";
 import { countsText, foldArrays } from "./arrays.js";
@@ -16,6 +16,11 @@ const filterAll = document.getElementById("filter-all");
 
 let jobs = [];
 let stop = null;
+// "Older jobs": pages before the live list (GET /jobs?before=ID), and the cursor of the next one.
+const PAGE = 200;  // what the live list shows (the events' default limit)
+const olderButton = document.getElementById("jobs-older");
+let older = [];
+let olderNext = "";
 
 function cell(label, content, cls) {
   const empty = content === "—" ? " is-empty" : "";  // hidden on narrow screens
@@ -80,7 +85,8 @@ function visible(job) {
 function render() {
   const showUser = Boolean(filterAll && filterAll.checked);
   table.querySelector(".col-user").hidden = !showUser;
-  const shown = jobs.filter(visible);
+  const all = [...jobs, ...older.filter((j) => !jobs.some((k) => k.id === j.id))];
+  const shown = all.filter(visible);
   // Keep rows whose job did not change, so focus and selection survive updates.
   const old = new Map([...body.children].map((tr) => [tr.dataset.id, tr]));
   // The jobs of an array fold into one row (its page lists them).
@@ -98,8 +104,23 @@ function render() {
   while (body.children.length > rows.length) body.lastElementChild.remove();
   empty.hidden = shown.length > 0;
   table.hidden = shown.length === 0;
-  const active = jobs.filter((j) => !TERMINAL.has(j.state)).length;
-  counts.textContent = `${shown.length} of ${jobs.length} shown · ${active} not ended`;
+  const active = all.filter((j) => !TERMINAL.has(j.state)).length;
+  counts.textContent = `${shown.length} of ${all.length} shown · ${active} not ended`;
+  olderButton.hidden = older.length ? !olderNext : jobs.length < PAGE;
+}
+
+async function loadOlder() {
+  const before = older.length ? olderNext : jobs[jobs.length - 1].id;
+  const params = new URLSearchParams({ limit: String(PAGE), before });
+  if (filterAll && filterAll.checked) params.set("all", "1");
+  try {
+    const answer = await api(`/jobs?${params}`);
+    older = [...older, ...answer.jobs];
+    olderNext = answer.next || "";
+    render();
+  } catch (e) {
+    alertIn(errorBox, "error", e.message);
+  }
 }
 
 function connect() {
@@ -125,7 +146,8 @@ setInterval(() => {
 
 filterText.addEventListener("input", render);
 filterState.addEventListener("change", render);
-if (filterAll) filterAll.addEventListener("change", () => { jobs = []; render(); connect(); });
+if (filterAll) filterAll.addEventListener("change", () => { jobs = []; older = []; render(); connect(); });
+olderButton.addEventListener("click", loadOlder);
 if (!IS_ADMIN && filterAll) filterAll.closest(".field-check").hidden = true;
 window.addEventListener("pagehide", () => stop && stop());
 connect();
