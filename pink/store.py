@@ -38,7 +38,7 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 
-from . import arraystore
+from . import arraystore, metrics
 from . import reactions
 from .config import EtcdConfig
 from .errors import InputUnavailable, StoreUnavailable
@@ -284,6 +284,8 @@ class Store(DeletesMixin):
         except StoreUnavailable:
             raise
         if ok:
+            if new.terminal:
+                metrics.job_ended(new.value)
             return dataclasses.replace(updated, mod_revision=revision)
         # The compare failed. If an earlier attempt of this very call committed before its
         # answer was lost (the retry helper re-sent it), the record carries our write id.
