@@ -4,8 +4,11 @@ server (gunicorn, two processes) and worker daemon directly while a job runs; ng
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 import requests
@@ -16,11 +19,18 @@ import pink_dev as dev
 from pink_dev.prometheus import Prometheus
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _count(text: str, name: str) -> float:
     match = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
+
+
+def test_the_example_scrape_config_is_valid():
+    check = subprocess.run(["promtool", "check", "config", str(REPO / "docs" / "prometheus.yml")],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_prometheus_scrapes_web_and_worker_after_a_job(cluster, images, tmp_path, request):
@@ -67,6 +77,12 @@ def test_prometheus_scrapes_web_and_worker_after_a_job(cluster, images, tmp_path
         prom.wait_for(f'pink_worker_job_slots{{worker="{worker}"}}', at_least(1))
         prom.wait_for(f'pink_worker_waiting_jobs{{worker="{worker}", reason="gpus"}}', lambda r: len(r) == 1)
         assert prom.query("pink_gpu_utilization_ratio") == []  # no NVML here: no GPU series
+        # Every query of the Grafana dashboard in docs/ parses and names series that exist.
+        dashboard = json.loads((REPO / "docs" / "grafana-pink.json").read_text())
+        exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+        for expr in exprs:
+            prom.query(expr)  # raises on a query Prometheus refuses
+        assert prom.query('max(pink_jobs) by (state)') and prom.query('sum(pink_worker_waiting_jobs) by (reason)')
 
     # The load balancer answers 404 for /metrics; the web server answers it on its own port.
     public = requests.get(f"{c.url}/metrics", verify=str(c.ca_cert), timeout=5)

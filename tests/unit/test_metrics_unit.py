@@ -287,3 +287,30 @@ def test_pink_status_shows_the_gpu_use_of_a_run(logged_in, capsys):
     cpu = logged_in.add_job(state="SUCCEEDED")
     assert cli.main(["status", cpu["id"]]) == 0
     assert "gpu use" not in capsys.readouterr().out
+
+
+# ----- several gunicorn processes ----------------------------------------------------------------
+
+def test_metrics_merge_the_counters_of_all_processes_of_a_web_server(client, tmp_path, monkeypatch):
+    """Two processes (as gunicorn's) observe a submit each into the multiprocess folder; the
+    route, answering in a third, shows both: whichever process Prometheus reaches."""
+    import os
+    import subprocess
+    import sys
+    from types import SimpleNamespace as NS
+
+    from pink import gunicorn_metrics
+
+    folder = tmp_path / "metrics"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    (folder / "stale.db").parent.mkdir()
+    (folder / "stale.db").write_bytes(b"from the last run")
+    gunicorn_metrics.on_starting(NS())  # the master empties the folder when it starts
+    assert list(folder.iterdir()) == []
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", "from pink.metrics import SUBMIT_SECONDS; SUBMIT_SECONDS.observe(0.2)"],
+                       check=True, env={**os.environ}, cwd=os.getcwd())
+    got = samples(client.get("/metrics").get_data(as_text=True))
+    assert got[("pink_submit_seconds_count", ())] == 2
+    assert got[("pink_jobs", (("state", "QUEUED"),))] == 0  # the etcd gauges come along
+    gunicorn_metrics.child_exit(NS(), NS(pid=12345))  # a process gone: nothing to fold, no error
