@@ -104,6 +104,24 @@ def test_jobs_ended_count_the_transitions_this_process_made(cluster):
     assert value("pink_jobs_ended_total", outcome="CANCELLED") == before + 1
 
 
+def test_an_end_whose_answer_was_lost_and_resent_counts_once(cluster, monkeypatch):
+    """The retry helper re-sent a committed transition (its answer was lost): the resent one
+    fails its compare, the store finds its own write id, and the end is counted once."""
+    cluster.add_worker("w1")
+    job = cluster.add_job(state=JobState.QUEUED)
+    before = value("pink_jobs_ended_total", outcome="FAILED")
+    original = cluster.store._txn
+
+    def committed_then_resent(*args, **kwargs):
+        original(*args, **kwargs)  # commits; its answer is "lost"
+        return original(*args, **kwargs)  # the re-sent attempt: the compare fails now
+
+    monkeypatch.setattr(cluster.store, "_txn", committed_then_resent)
+    moved = cluster.store.transition(job, JobState.FAILED, reason="test")
+    assert moved is not None and moved.state is JobState.FAILED
+    assert value("pink_jobs_ended_total", outcome="FAILED") == before + 1
+
+
 def test_dispatch_latency_is_measured_from_queued(cluster):
     cluster.add_worker("w1")
     job = cluster.add_job(state=JobState.RUNNING)
