@@ -1,5 +1,5 @@
-"""Metrics on real parts: a real Prometheus (Debian's package) scrapes the dev cluster's web
-server (gunicorn, two processes) and worker daemon directly while a job runs; nginx keeps
+"""Metrics on real parts: a real Prometheus (Debian's package) scrapes the dev cluster's two web
+servers (gunicorn, two processes each) and its worker daemon directly while a job runs; nginx keeps
 /metrics off the public side."""
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ def test_the_example_scrape_config_is_valid():
 
 
 def test_prometheus_scrapes_web_and_worker_after_a_job(cluster, images, tmp_path, request):
-    c = cluster(nginx=True)
-    web_target = c.web[0].url.removeprefix("http://")
+    c = cluster(nginx=True, web_servers=2)
+    web_targets = [web.url.removeprefix("http://") for web in c.web]
     worker_target = c.workers[0].metrics_address
-    prom = Prometheus(tmp_path / "prometheus", port=dev.free_port(), web_targets=[web_target],
+    prom = Prometheus(tmp_path / "prometheus", port=dev.free_port(), web_targets=web_targets,
                       worker_targets=[worker_target], scrape_interval_s=0.5)
     track_logs(request.node, prom)
     with prom:
@@ -53,10 +53,10 @@ def test_prometheus_scrapes_web_and_worker_after_a_job(cluster, images, tmp_path
 
         # Gunicorn runs two processes: they write their counters into the multiprocess folder
         # and every scrape (whichever process answers) merges them, so each sees the submit.
-        assert list((c.web[0].base_dir / "metrics").glob("counter_*.db")), "not in multiprocess mode"
+        assert any((web.base_dir / "metrics").glob("counter_*.db") for web in c.web), "not in multiprocess mode"
         for _ in range(6):
-            text = requests.get(f"{c.web[0].url}/metrics", timeout=5).text
-            assert _count(text, "pink_submit_seconds_count") >= 1, text
+            texts = [requests.get(f"{web.url}/metrics", timeout=5).text for web in c.web]
+            assert sum(_count(text, "pink_submit_seconds_count") for text in texts) == 1, texts
 
         def at_least(n):
             return lambda result: bool(result) and float(result[0]["value"][1]) >= n
@@ -70,7 +70,9 @@ def test_prometheus_scrapes_web_and_worker_after_a_job(cluster, images, tmp_path
         prom.wait_for('sum(pink_transfer_bytes_total{direction="download"})', at_least(job["output_bytes"]))
         prom.wait_for('sum(pink_lease_renew_seconds_count)', at_least(1))
         # Live jobs, read from etcd by the web server: none left, every state present.
-        live = prom.wait_for('pink_jobs{job="pink-web"}', lambda result: len(result) == 5)
+        # Both web servers read the same etcd: the same values twice (take max, not sum).
+        live = prom.wait_for('max(pink_jobs{job="pink-web"}) by (state)', lambda result: len(result) == 5)
+        assert len(prom.query('pink_jobs{job="pink-web", state="QUEUED"}')) == 2
         assert {s["metric"]["state"]: float(s["value"][1]) for s in live} == {
             "UPLOADING": 0, "QUEUED": 0, "STARTING": 0, "RUNNING": 0, "EXPORTING": 0}
         worker = c.workers[0].name
