@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
 from pink.metrics import reason_kind
@@ -62,22 +62,39 @@ class WorkerCollector:
         yield waiting
 
 
-def serve(daemon: "WorkerDaemon") -> bool:
-    """Register the worker's collectors and serve them on ``worker.metrics_address``.
+class _ProcessCollector:
+    """The process-wide registry (pink/metrics.py's counters, process and Python series)."""
 
-    Returns False (after a warning) when metrics are off or the address cannot be bound: the
+    def collect(self):
+        yield from REGISTRY.collect()
+
+
+def registry_for(daemon: "WorkerDaemon") -> CollectorRegistry:
+    """What the daemon's ``/metrics`` shows: the process's counters and this daemon's gauges.
+
+    A registry per daemon, so that several daemons in one process (a bench) do not clash."""
+    registry = CollectorRegistry()
+    registry.register(_ProcessCollector())
+    registry.register(WorkerCollector(daemon))
+    nvml = gpustats.shared() if daemon.gpus else None
+    if nvml is not None:
+        registry.register(gpustats.GpuCollector(nvml, [g.index for g in daemon.gpus]))
+    return registry
+
+
+def serve(daemon: "WorkerDaemon") -> bool:
+    """Serve the daemon's metrics on ``worker.metrics_address``.
+
+    Returns False (after a log line) when metrics are off or the address cannot be bound: the
     worker runs jobs without metrics rather than not at all.
     """
     bind = daemon.wcfg.metrics_bind
-    REGISTRY.register(WorkerCollector(daemon))
-    nvml = gpustats.shared() if daemon.gpus else None
-    if nvml is not None:
-        REGISTRY.register(gpustats.GpuCollector(nvml, [g.index for g in daemon.gpus]))
     if bind is None:
         log.info("metrics off (worker.metrics_address)")
         return False
+    registry = registry_for(daemon)
     try:
-        start_http_server(bind[1], addr=bind[0])
+        start_http_server(bind[1], addr=bind[0], registry=registry)
     except OSError as exc:
         log.warning("cannot serve metrics on %s:%s: %s; running without them", *bind, exc)
         return False

@@ -332,3 +332,38 @@ def test_metrics_merge_the_counters_of_all_processes_of_a_web_server(client, tmp
     assert got[("pink_submit_seconds_count", ())] == 2
     assert got[("pink_jobs", (("state", "QUEUED"),))] == 0  # the etcd gauges come along
     gunicorn_metrics.child_exit(NS(), NS(pid=12345))  # a process gone: nothing to fold, no error
+
+
+def test_each_worker_daemon_of_a_process_has_its_own_registry():
+    """Several daemons in one process (a bench) each show their own gauges and the shared counters."""
+    from gpu_worker.metrics import registry_for
+
+    def daemon(name):
+        return SimpleNamespace(wcfg=WorkerConfig(name=name), queued_count=1, runs={}, gpus=[], waiting={})
+
+    texts = [generate_latest(registry_for(daemon(n))).decode() for n in ("w1", "w2")]
+    assert 'pink_worker_queued_jobs{worker="w1"} 1.0' in texts[0] and 'worker="w2"' not in texts[0]
+    assert 'pink_worker_queued_jobs{worker="w2"} 1.0' in texts[1]
+    assert all("pink_etcd_retries_total" in t for t in texts)
+
+
+def test_a_worker_serves_its_metrics_over_http_or_not_at_all(caplog):
+    import socket
+
+    import requests
+
+    from gpu_worker.metrics import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = SimpleNamespace(wcfg=WorkerConfig(name="served", metrics_address=f"127.0.0.1:{port}"), queued_count=2,
+                        runs={}, gpus=[], waiting={})
+    assert serve(d) is True
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert 'pink_worker_queued_jobs{worker="served"} 2.0' in text
+    with caplog.at_level(logging.WARNING):
+        assert serve(d) is False  # the port is taken now: a warning, no crash
+    assert "cannot serve metrics" in caplog.text
+    d.wcfg = WorkerConfig(name="quiet", metrics_address="off")
+    assert serve(d) is False
