@@ -72,7 +72,7 @@ def test_prometheus_scrapes_web_and_worker_after_a_job(cluster, images, tmp_path
         # Live jobs, read from etcd by the web server: none left, every state present.
         # Both web servers read the same etcd: the same values twice (take max, not sum).
         live = prom.wait_for('max(pink_jobs{job="pink-web"}) by (state)', lambda result: len(result) == 5)
-        assert len(prom.query('pink_jobs{job="pink-web", state="QUEUED"}')) == 2
+        prom.wait_for('pink_jobs{job="pink-web", state="QUEUED"}', lambda result: len(result) == 2)
         assert {s["metric"]["state"]: float(s["value"][1]) for s in live} == {
             "UPLOADING": 0, "QUEUED": 0, "STARTING": 0, "RUNNING": 0, "EXPORTING": 0}
         worker = c.workers[0].name
@@ -84,7 +84,7 @@ def test_prometheus_scrapes_web_and_worker_after_a_job(cluster, images, tmp_path
         exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
         for expr in exprs:
             prom.query(expr)  # raises on a query Prometheus refuses
-        assert prom.query('max(pink_jobs) by (state)') and prom.query('sum(pink_worker_waiting_jobs) by (reason)')
+        prom.wait_for('sum(pink_worker_waiting_jobs) by (reason)', bool)
 
     # The load balancer answers 404 for /metrics; the web server answers it on its own port.
     public = requests.get(f"{c.url}/metrics", verify=str(c.ca_cert), timeout=5)
