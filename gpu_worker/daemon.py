@@ -33,6 +33,7 @@ from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
 
 from .deletions import Deletions
+from . import metrics as worker_metrics
 from .inputs import Inputs
 from .preload import Preload
 from .runner import JobRun, host_cpus, host_memory_bytes
@@ -82,6 +83,9 @@ class WorkerDaemon:
         #: job id -> when the engine first failed it (runs resume until engine_grace_s).
         self._engine_trouble: dict[str, float] = {}
         self._heartbeat_sent = ""
+        #: For the metrics (gpu_worker/metrics.py): queued jobs at the last cycle, and why each waits.
+        self.queued_count = 0
+        self.waiting: dict[str, str] = {}
         for folder in (self.wcfg.inbox, self.wcfg.outbox, self.wcfg.inputs_dir):
             Path(folder).mkdir(parents=True, exist_ok=True)
 
@@ -276,9 +280,13 @@ class WorkerDaemon:
 
     def _start_queued(self, entries: list[QueueEntry]) -> None:
         queued = [e.queued_job() for e in entries if e.state is JobState.QUEUED]
+        self.queued_count = len(queued)
         # Most cycles are woken by a running job's own state change: nothing to start, so no
         # need to ask etcd whether the worker is drained.
         if not queued or len(self.runs) >= self.wcfg.max_parallel_jobs or self.store.is_drained(self.wcfg.name):
+            why = "drained" if queued and len(self.runs) < self.wcfg.max_parallel_jobs else \
+                f"waiting for a free job slot ({len(self.runs)} running)"
+            self.waiting = {q.job_id: why for q in queued}
             return
         running: dict[str, int] = {}
         for run in self.runs.values():
@@ -291,9 +299,10 @@ class WorkerDaemon:
                                  self.host_memory)
         # Arrays with a %N limit: their jobs claimed on every worker (the taken run slots).
         taken = arraystore.running_per_array(self.store, {q.array_id: q.array_limit for q in queued})
-        for decision in scheduling.plan(queued, running, free, slots, total_gpus=len(self.gpus),
-                                        cpus=cpus, memory=memory,
-                                        array_running={a: len(s) for a, s in taken.items()}):
+        decisions = scheduling.plan(queued, running, free, slots, total_gpus=len(self.gpus), cpus=cpus,
+                                    memory=memory, array_running={a: len(s) for a, s in taken.items()})
+        self.waiting = {d.job_id: d.reason for d in decisions if not d.starts}
+        for decision in decisions:
             if not decision.starts:
                 continue
             job = self.store.get_job(decision.job_id)
@@ -399,6 +408,7 @@ class WorkerDaemon:
         log.info("worker %s starting: engine %s, GPUs %s, runtime %s", self.wcfg.name, self.wcfg.docker_url,
                  [g.index for g in self.gpus] or "none (CPU-only)", self.runtime or "default")
         last_sweep = 0.0
+        worker_metrics.serve(self)
         threading.Thread(target=self.keep_lease_alive, name="lease", daemon=True).start()
         threading.Thread(target=self.follow_image_events, name="image-events", daemon=True).start()
         try:

@@ -26,12 +26,14 @@ import docker.errors
 import docker.types
 import requests
 
+from pink import metrics
 from pink.config import WorkerConfig
 from pink.errors import PinkError
 from pink.model import Job, format_size, output_expiry
 from pink.states import JobState
 from pink.store import Store
 
+from . import gpustats
 from .export import CHUNK, TRANSIENT_ENGINE_ERRORS, OutputTooLarge, open_for_transfer
 from .inputs import IN_DIR, InputError, Inputs
 from .outputs import export_output, output_mounts
@@ -225,7 +227,7 @@ class JobRun:
             log.info("job %s: adopting container %s that already started", self.job.id, container.short_id)
         started = _docker_time(container.attrs["State"]["StartedAt"])
         size = self.engine.api.inspect_image(self.job.image_id).get("Size") or 0  # the image's, not the upload's
-        self.update(JobState.RUNNING, started_at=started, image_size=int(size))
+        metrics.job_dispatched(self.update(JobState.RUNNING, started_at=started, image_size=int(size)))
         return container
 
     def _create(self):
@@ -328,6 +330,7 @@ class JobRun:
         # The disk cap: a helper thread asks docker for the writable layer's size, which may
         # take a while on a large layer, so the loop below keeps watching cancel and timeout.
         over_disk, stop_watching = threading.Event(), threading.Event()
+        sampler = gpustats.JobSampler(self.job.gpu_indices, self.cfg.gpu_sample_interval_s, stop_watching).start()
         if self.cfg.max_disk_bytes:
             threading.Thread(target=self._watch_disk, args=(container, over_disk, stop_watching),
                              name=f"disk-{self.job.id}", daemon=True).start()
@@ -361,7 +364,7 @@ class JobRun:
         if outcome is JobState.SUCCEEDED and code != 0:
             outcome = JobState.FAILED
             reason = exit_reason(code, container.attrs["State"].get("OOMKilled", False), self.job.memory_bytes)
-        ended = dict(exit_code=code, finished_at=finished, gpu_seconds=round(len(self.job.gpu_indices) * max(finished - started, 0), 3))
+        ended = dict(exit_code=code, finished_at=finished, gpu_seconds=round(len(self.job.gpu_indices) * max(finished - started, 0), 3), **sampler.fields())
         moved = self.store.transition(self.job, JobState.EXPORTING, outcome=outcome.value, reason=reason, **ended)
         if moved is None:
             # A cancel moved it to EXPORTING first (perhaps racing the job's own end): export.

@@ -144,6 +144,21 @@ class WorkerConfig:
     compressor: tuple[str, ...] = ("zstd", "-1", "-T0", "-q")
     archive_suffix: str = ".tar.zst"
     drain: bool = False
+    #: Where the worker serves Prometheus metrics (host:port; "" or "off": nowhere). See docs/metrics.md.
+    metrics_address: str = "127.0.0.1:9464"
+    #: How often a running GPU job's GPUs are sampled (utilisation, memory) through NVML.
+    gpu_sample_interval_s: float = 5.0
+
+    @property
+    def metrics_bind(self) -> tuple[str, int] | None:
+        """``metrics_address`` as (host, port), or None when metrics are off."""
+        if self.metrics_address.strip().lower() in ("", "off"):
+            return None
+        host, sep, port = self.metrics_address.strip().rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"worker.metrics_address ({self.metrics_address!r}) must be host:port "
+                              "(e.g. 127.0.0.1:9464, 0.0.0.0:9464) or off")
+        return host.strip("[]") or "0.0.0.0", int(port)
 
     @property
     def output_retention_s(self) -> float:
@@ -176,6 +191,9 @@ class WorkerConfig:
                               f"{MIN_DISK_BYTES}")
         if not math.isfinite(self.disk_check_interval_s) or self.disk_check_interval_s <= 0:
             raise ConfigError(f"worker.disk_check_interval_s ({self.disk_check_interval_s}) must be more than 0")
+        if not math.isfinite(self.gpu_sample_interval_s) or self.gpu_sample_interval_s <= 0:
+            raise ConfigError(f"worker.gpu_sample_interval_s ({self.gpu_sample_interval_s}) must be more than 0")
+        self.metrics_bind  # noqa: B018 - raises ConfigError when it does not parse
         for key, low in (("memory_per_job", MIN_MEMORY_BYTES), ("max_memory_per_job", MIN_MEMORY_BYTES),
                          ("shm_per_job", 1 << 20)):
             try:

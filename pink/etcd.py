@@ -29,6 +29,7 @@ import grpc  # noqa: E402
 
 from .config import EtcdConfig  # noqa: E402
 from .errors import ConfigError, StoreError, StoreUnavailable  # noqa: E402
+from .metrics import ETCD_ERRORS  # noqa: E402
 from .retry import Retry  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,9 @@ class EtcdClient:
                 return fn(client)
             except (*_TRANSIENT, grpc.RpcError) as exc:
                 if isinstance(exc, grpc.RpcError) and not is_transient_rpc_error(exc):
+                    ETCD_ERRORS.labels(kind="refused").inc()
                     raise StoreError(f"etcd refused {what}: {exc.code().name}: {exc.details()}") from None
+                ETCD_ERRORS.labels(kind="unavailable").inc()
                 self._failover(idx)
                 raise StoreUnavailable(
                     f"etcd is unavailable ({what}: {type(exc).__name__}); "

@@ -155,6 +155,12 @@ class Job:
     #: When the worker deletes the archive and log (None: never, or nothing to keep).
     output_expires_at: float | None = None
     gpu_seconds: float = 0.0
+    #: Sampled through NVML while the job ran (gpu_worker/gpustats.py; None: no GPU, no NVML on
+    #: its worker, or a record from before): utilisation of its GPUs in percent, mean and max
+    #: over all samples, and the most memory one of its GPUs held, in bytes.
+    gpu_util_mean: float | None = None
+    gpu_util_max: float | None = None
+    gpu_mem_peak_bytes: int | None = None
     started_at: float | None = None
     finished_at: float | None = None
     resubmit_of: str = ""

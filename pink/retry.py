@@ -8,6 +8,7 @@ import time
 from typing import Callable, TypeVar
 
 from .errors import StoreUnavailable
+from .metrics import ETCD_RETRIES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,6 +53,7 @@ class Retry:
                 left = end - self._clock()
                 if left <= 0:
                     raise
+                ETCD_RETRIES.inc()
                 pause = min(random.uniform(0, delay), left)
                 log.debug("%s failed (attempt %d: %s); retrying in %.2fs", what, attempt, exc, pause)
                 self._sleep(pause)

@@ -39,7 +39,7 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 
-from . import arraystore
+from . import arraystore, metrics
 from . import reactions
 from .config import EtcdConfig
 from .errors import InputUnavailable, StoreUnavailable
@@ -283,13 +283,15 @@ class Store(DeletesMixin, UsageMixin, RetentionMixin):
         except StoreUnavailable:
             raise
         if ok:
-            return dataclasses.replace(updated, mod_revision=revision)
-        # The compare failed. If an earlier attempt of this very call committed before its
-        # answer was lost (the retry helper re-sent it), the record carries our write id.
-        current = self.get_job(job.id)
-        if current is not None and current.write_id == updated.write_id:
-            return current
-        return None
+            moved = dataclasses.replace(updated, mod_revision=revision)
+        else:  # If an earlier attempt of this very call committed before its answer was lost
+            # (the retry helper re-sent it), the record carries our write id.
+            moved = self.get_job(job.id)
+            if moved is None or moved.write_id != updated.write_id:
+                return None
+        if new.terminal:
+            metrics.job_ended(new.value)  # counted by the process that ended it (pink/metrics.py)
+        return moved
 
     def claim(self, job: Job, worker: str, lease_id: int, gpu_indices: tuple[int, ...],
               array_slot: int = -1) -> Job | None:

@@ -29,7 +29,7 @@ from .jobspec import job_spec, spec_headers
 from .reactions import status_rows
 from .logs import show_log, wait_following_log
 from .output import (
-    Ui, format_time, human_bytes, human_duration, isatty, print_json, print_table,
+    Ui, format_time, gpu_use, human_bytes, human_duration, isatty, print_json, print_table,
 )
 from .usage import list_pages
 from .settings import (
@@ -341,6 +341,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("exit code", job.get("exit_code")),
         ("reason", job.get("reason")),
         ("gpu time", human_duration(job.get("gpu_seconds")) if job.get("gpu_seconds") else None),
+        ("gpu use", gpu_use(job)),
         ("output", f"{job.get('output')}, thrown away by a cancel with --discard"
          if job.get("discard_output") else job.get("output")),
         ("output size", human_bytes(job.get("output_bytes")) if job.get("output_bytes") else None),

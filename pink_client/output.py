@@ -25,6 +25,16 @@ def human_bytes(n: float | int | None, binary: bool = False) -> str:
     raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
 
 
+def gpu_use(job: dict) -> str | None:
+    """``utilisation mean 91.5%, max 100%, peak memory 74.0 GiB``: the GPU samples of a job's
+    run (None: it has none: no GPU, no NVML on its worker, or it has not ended)."""
+    if job.get("gpu_util_mean") is None:
+        return None
+    peak = job.get("gpu_mem_peak_bytes")
+    return f"utilisation mean {job['gpu_util_mean']:g}%, max {job.get('gpu_util_max') or 0:g}%" + \
+        (f", peak memory {human_bytes(peak, binary=True)}" if peak is not None else "")
+
+
 def human_duration(seconds: float | int | None) -> str:
     if seconds is None:
         return "-"

@@ -14,7 +14,7 @@ ROOT=$(pwd)
 PACKAGES=(
     docker.io etcd-server etcd-client openssh-server openssh-client nginx busybox-static
     zstd pigz openssl iproute2 procps python3-venv curl ca-certificates git tar chromium
-    debootstrap
+    debootstrap prometheus
 )
 
 # Timings from bash's own clock (microseconds), so a bare machine needs no bc or python.
@@ -39,7 +39,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     step "apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     # Keep the packages' own services (etcd on 2379, nginx on 80, sshd on 22, dockerd) from
-    # starting on install: PINK runs its own instances on its own ports.
+    # starting on install: PINK runs its own instances on its own ports (prometheus: the metrics
+    # tests start their own on a free port).
     policy=/usr/sbin/policy-rc.d
     made_policy=0
     if [ ! -e "$policy" ]; then

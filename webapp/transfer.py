@@ -27,11 +27,13 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from typing import IO, BinaryIO, Iterator
 
 import paramiko
 from scp import SCPClient, SCPException
 
+from pink import metrics
 from pink.errors import TransferError, WorkerUnavailable
 from pink.model import INPUT_ID, JOB_ID, WorkerInfo
 
@@ -274,6 +276,11 @@ class WorkerLink:
         self._put(self.input_part_path(upload_id), source, size)
 
     def _put(self, path: str, source: BinaryIO, size: int) -> None:
+        start = time.monotonic()
+        self._put_bytes(path, source, size)
+        metrics.transferred("upload", size, time.monotonic() - start)
+
+    def _put_bytes(self, path: str, source: BinaryIO, size: int) -> None:
         if self.ssh_binary and size >= BULK_BYTES:
             return self._upload_openssh(path, source, size)
         client = SCPClient(self.transport(), buff_size=CHUNK, socket_timeout=60.0)
@@ -317,6 +324,9 @@ class WorkerLink:
     def read(self, job_id: str, kind: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         """Yield the bytes of the job's archive or log from ``offset`` on (``length``: how many
         the caller expects, when it knows)."""
+        return iter(metrics.counted_stream(self._read(job_id, kind, offset, length)))
+
+    def _read(self, job_id: str, kind: str, offset: int, length: int | None) -> Iterator[bytes]:
         if offset < 0:
             raise ValueError("offset must be >= 0")
         command = f"tail -c +{offset + 1} {self.outbox_path(job_id, kind)}"

@@ -71,6 +71,11 @@ class WorkerHandle:
     daemon: WorkerDaemon
     dockerd: Dockerd | None = None  # None: the system engine
 
+    @property
+    def metrics_address(self) -> str:
+        """host:port of the daemon's Prometheus metrics (worker.metrics_address)."""
+        return pink_config.load(str(self.config_path), env={}).worker.metrics_address
+
     def docker(self, *args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the docker CLI against this worker's engine."""
         return docker(*args, url=self.docker_url, timeout=timeout, check=check)
@@ -249,6 +254,7 @@ class LocalCluster:
                 "ssh_host": "127.0.0.1",
                 "ssh_port": sshd.port,
                 "ssh_user": user,
+                "metrics_address": f"127.0.0.1:{free_port()}",
                 **self.worker_overrides,
             }
             cfg = write_config(wdir / "pink.toml", etcd=self._etcd_section(), web=web_section, worker=worker_section)

@@ -150,6 +150,10 @@ http {{
         location / {{
             proxy_pass http://pink_web;
         }}
+        # Metrics are for Prometheus, which scrapes each web server on its own port (docs/metrics.md).
+        location = /metrics {{
+            return 404;
+        }}
         location = /api/v1/jobs {{
             client_max_body_size {self.max_upload_bytes};
             proxy_pass http://pink_web;
@@ -257,6 +261,9 @@ class Gunicorn(Service):
             "proc_name": f"pink-web-{self.port}",
         }
         lines = ["# Written by pink_dev."] + [f"{k} = {v!r}" for k, v in settings.items()]
+        # /metrics merges the counters of all gunicorn processes (pink/gunicorn_metrics.py).
+        lines += ["import os", f"os.environ['PROMETHEUS_MULTIPROC_DIR'] = {str(self.base_dir / 'metrics')!r}",
+                  "from pink.gunicorn_metrics import child_exit, on_starting  # noqa: E402,F401"]
         self.conf_path.write_text("\n".join(lines) + "\n")
 
     def command(self) -> list[str]:

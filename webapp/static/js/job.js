@@ -80,6 +80,7 @@ function renderFacts() {
       job.exit_code ? "bad" : ""),
     fact("Runtime", fmtDuration(runtime)),
     fact("GPU time", job.gpus ? fmtDuration(job.gpu_seconds) : "—"),
+    ...gpuUseFacts(job),
     fact("Submitted", fmtTime(job.created_at)),
     fact("Started", fmtTime(job.started_at)),
     fact("Ended", fmtTime(job.finished_at || (TERMINAL.has(job.state) ? endedAt(job) : null))),
@@ -94,6 +95,15 @@ function renderFacts() {
   }
   rows.push(...endFacts(job));
   clear(facts, ...rows.flat());
+}
+
+/** The GPU samples of its run (its worker's NVML), when it has them. */
+function gpuUseFacts(job) {
+  if (job.gpu_util_mean === null || job.gpu_util_mean === undefined) return [];
+  return [
+    fact("GPU utilisation", `mean ${job.gpu_util_mean}%, max ${job.gpu_util_max}%`, "job-gpu-util"),
+    fact("GPU memory peak", fmtBytes(job.gpu_mem_peak_bytes, true), "job-gpu-mem"),
+  ];
 }
 
 /** What happens when the job ends: its retry chain (retry of X, retried as Y) and notifications. */
