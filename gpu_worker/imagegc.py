@@ -122,7 +122,6 @@ class ImageGC:
         self.fallback_dir = fallback_dir
         #: Images taken out of the heartbeat because they are about to go.
         self.hidden: set[str] = set()
-        self._sizes: dict[str, int] = {}
         self._root: str | None = None
 
     @property
@@ -141,33 +140,19 @@ class ImageGC:
             self._root = root if root and os.path.isdir(root) else self.fallback_dir
         return shutil.disk_usage(self._root).free
 
-    def sizes(self, present: Collection[str]) -> dict[str, int]:
-        """Size of each image in ``present`` (inspected once per image)."""
-        sizes: dict[str, int] = {}
-        for i in present:
-            if i not in self._sizes:
-                try:
-                    self._sizes[i] = int(self.engine.api.inspect_image(i).get("Size") or 0)
-                except docker.errors.NotFound:
-                    continue
-            sizes[i] = self._sizes[i]
-        self._sizes = {i: s for i, s in self._sizes.items() if i in sizes}
-        return sizes
-
-    def cache_bytes(self, present: Collection[str]) -> int:
+    def cache_bytes(self, sizes: Mapping[str, int]) -> int:
         """Bytes of the images PINK loaded that the engine holds (an upper bound: see above)."""
-        return sum(s for i, s in self.sizes([i for i in present if i in self.record.used]).items())
+        return sum(size for i, size in sizes.items() if i in self.record.used)
 
-    def collect(self, present: Collection[str], needed: Callable[[], set[str]],
+    def collect(self, sizes: Mapping[str, int], needed: Callable[[], set[str]],
                 publish: Callable[[], None]) -> list[str]:
-        """One GC pass. ``needed()`` re-reads what jobs here need (the queue in etcd, runs,
+        """One GC pass over the engine's images (``sizes``: id -> bytes). ``needed()`` re-reads what jobs here need (the queue in etcd, runs,
         preloads); ``publish()`` sends a heartbeat without :attr:`hidden`. Returns the ids
         removed."""
-        self.record.keep_only(present)
-        self.hidden &= set(present)
+        self.record.keep_only(sizes)
+        self.hidden &= set(sizes)
         if not self.enabled:
             return []
-        sizes = self.sizes(present)
         chosen = plan_gc(sizes, needed(), self.record.used, self.data_root_free(), self.cap, self.min_free)
         if not chosen:
             return []
@@ -193,5 +178,5 @@ class ImageGC:
             log.info("image GC: removed image %s (%d MiB, last used %s)", image, sizes[image] >> 20,
                      time.strftime("%Y-%m-%d %H:%M", time.gmtime(self.record.used.get(image, 0))))
             removed.append(image)
-        self.record.keep_only([i for i in present if i not in removed])
+        self.record.keep_only([i for i in sizes if i not in removed])
         return removed
