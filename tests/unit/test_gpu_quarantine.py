@@ -88,3 +88,18 @@ def test_a_lost_gpu_is_quarantined_with_the_drivers_message(cluster, tmp_path, m
     host.listing, host.list_rc = "query_lost.txt", 15
     daemon.check_gpus()
     assert daemon.info().quarantined == {"0": "GPU is lost (GPU is lost. Reboot the system to recover this GPU)"}
+
+
+def test_placement_counts_only_gpus_out_of_quarantine():
+    from pink import scheduling
+
+    def view(name, quarantined):
+        return scheduling.WorkerView(name=name, alive=True, drained=False, gpus=2, cpus=8, images=frozenset(),
+                                     queued_gpu_seconds=0, active_jobs=0, quarantined_gpus=quarantined)
+    sick, well = view("a", 1), view("b", 0)
+    assert scheduling.choose_worker([sick, well], 2).name == "b"
+    assert scheduling.choose_worker([sick], 2) is None
+    assert scheduling.explain_no_worker([sick], 2) == "no worker has 2 GPUs out of quarantine (most: 1)"
+    assert scheduling.choose_worker([sick], 1).name == "a"
+    # Resources stay a share of all the worker's GPUs.
+    assert scheduling.job_resources(sick, 1).cpus == scheduling.job_resources(well, 1).cpus
