@@ -64,3 +64,59 @@ def test_an_unreadable_record_keeps_every_image(tmp_path, caplog):
     path.write_text("{not json")
     assert LoadRecord(path).used == {}
     assert "images loaded before are kept" in caplog.text
+
+
+class Engine:
+    """The engine calls the GC makes: info (the data root) and remove_image."""
+
+    def __init__(self, root, in_use=()):
+        self.root, self.in_use, self.removed = root, set(in_use), []
+        self.api = self
+
+    def info(self):
+        return {"DockerRootDir": str(self.root)}
+
+    def remove_image(self, image, force=False, noprune=False):
+        import docker.errors
+
+        assert force is False
+        if image in self.in_use:
+            raise docker.errors.APIError("conflict", explanation=f"image {image} is being used by a container")
+        self.removed.append(image)
+
+
+def test_a_resubmit_placed_while_the_gc_picked_its_image_keeps_it(tmp_path):
+    from gpu_worker.imagegc import ImageGC
+
+    record = LoadRecord(tmp_path / "images.json")
+    record.loaded(["sha256:old", "sha256:mid"], at=1.0)
+    engine = Engine(tmp_path)
+    gc = ImageGC(record, engine, min_free=1 << 60, cap=0, fallback_dir=str(tmp_path))
+    published = []
+    needed_calls = []
+
+    def needed():
+        # First read: nothing needs them. The re-read after the heartbeat: a resubmit of "mid"
+        # was queued meanwhile.
+        needed_calls.append(1)
+        return set() if len(needed_calls) == 1 else {"sha256:mid"}
+
+    def publish():
+        published.append(set(gc.hidden))
+
+    removed = gc.collect({"sha256:old": GB, "sha256:mid": GB, "sha256:foreign": GB}, needed, publish)
+    assert published == [{"sha256:old", "sha256:mid"}], "both left the heartbeat before anything was removed"
+    assert removed == engine.removed == ["sha256:old"]
+    assert gc.hidden == {"sha256:old"} and set(record.used) == {"sha256:mid"}
+
+
+def test_an_image_a_container_still_uses_is_kept_and_offered_again(tmp_path):
+    from gpu_worker.imagegc import ImageGC
+
+    record = LoadRecord(tmp_path / "images.json")
+    record.loaded(["sha256:old"], at=1.0)
+    gc = ImageGC(record, Engine(tmp_path, in_use={"sha256:old"}), min_free=1 << 60, cap=0,
+                 fallback_dir=str(tmp_path))
+    assert gc.collect({"sha256:old": GB}, set, lambda: None) == []
+    assert gc.hidden == set() and "sha256:old" in record.used
+    assert ImageGC(record, Engine(tmp_path), 0, 0, str(tmp_path)).collect({"sha256:old": GB}, set, lambda: None) == []
