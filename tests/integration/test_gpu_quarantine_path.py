@@ -14,16 +14,15 @@ from pathlib import Path
 
 import pytest
 
+import pink_dev as dev
 from pink_dev.sampleimage import build_sample_image
 from tests.helpers import TERMINAL, submit, wait_state
 
 pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).resolve().parents[1] / "unit" / "data" / "gpuhealth"
-#: Discovery's query, for the two GPUs of the fixtures (same UUIDs).
-DISCOVERY = """0, GPU-5f8e8c6e-1b4a-4c2e-9f3d-7a1b2c3d4e5f, NVIDIA H100 80GB HBM3, 81559 MiB
-1, GPU-a2c4e6f8-0b1d-4e3f-8a5c-6d7e8f9a0b1c, NVIDIA H100 80GB HBM3, 81559 MiB
-"""
+#: The two GPUs of the fixtures.
+UUIDS = ("GPU-5f8e8c6e-1b4a-4c2e-9f3d-7a1b2c3d4e5f", "GPU-a2c4e6f8-0b1d-4e3f-8a5c-6d7e8f9a0b1c")
 
 
 def _script(path: Path, text: str) -> None:
@@ -43,21 +42,10 @@ def _wait_worker(api, check, timeout=30):
 
 
 def test_a_gpu_that_turns_bad_gets_no_jobs_and_admins_quarantine_and_release(cluster, tmp_path):
-    fakebin, answers = tmp_path / "fakebin", tmp_path / "answers"
-    fakebin.mkdir()
-    answers.mkdir()
-    (answers / "discovery").write_text(DISCOVERY)
-    shutil.copy(DATA / "query_2gpus.csv", answers / "list")
-    shutil.copy(DATA / "q_healthy_h100.txt", answers / "detail")
-    _script(fakebin / "nvidia-smi", f"""#!/bin/sh
-case "$*" in
-  *index,uuid,name,memory.total*) exec cat {answers}/discovery ;;
-  *index,uuid,pci.bus_id*) exec cat {answers}/list ;;
-  "-q -d ECC,PAGE_RETIREMENT,ROW_REMAPPER") exec cat {answers}/detail ;;
-esac
-echo "fake nvidia-smi: unexpected arguments $*" >&2
-exit 2
-""")
+    fakebin = tmp_path / "fakebin"
+    dev.fake_nvidia_smi(fakebin, [(uuid, "NVIDIA H100 80GB HBM3", 81559) for uuid in UUIDS])
+    answers = fakebin / "answers"  # what it prints: healthy to begin with
+    assert (answers / "list").read_text() == (DATA / "query_2gpus.csv").read_text()
     _script(fakebin / "nvidia-container-runtime-hook", "#!/bin/sh\nexit 0\n")
     path = f"{fakebin}:{os.environ['PATH']}"
 

@@ -71,7 +71,8 @@ function gpuBoxes(w) {
 }
 
 function card(w, mine) {
-  const used = w.alive ? w.gpus.length - (w.gpus_free || []).length : 0;
+  const quarantined = w.alive ? Object.keys(w.quarantined || {}).length : 0;
+  const used = w.alive ? w.gpus.length - (w.gpus_free || []).length - quarantined : 0;
   const actions = [];
   if (IS_ADMIN) {
     const undo = w.drained;
