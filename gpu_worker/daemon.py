@@ -409,8 +409,13 @@ class WorkerDaemon:
 
     # ----- housekeeping ----------------------------------------------------------------------------
     def images_needed(self) -> set[str]:
-        """Images jobs here need: those of its queue in etcd (re-read), runs and preloads."""
-        needed = {e.image_id for e in self.store.queue(self.wcfg.name)
+        """Images jobs here need: those of its queue in etcd (re-read), runs and preloads.
+        While an upload to this worker is in flight, every image: a thin upload leaves out
+        layers of images held here, and which ones its queue entry does not say."""
+        entries = self.store.queue(self.wcfg.name)
+        if any(e.state is JobState.UPLOADING for e in entries):
+            return set(self._layer_cache)
+        needed = {e.image_id for e in entries
                   if e.state.value in ("QUEUED", "STARTING", "RUNNING", "EXPORTING") and e.image_id}
         needed |= {run.job.image_id for run in self.runs.values()}
         for preload in list(self.preloads.values()):

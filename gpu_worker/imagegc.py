@@ -12,7 +12,10 @@ Never removed:
   job that used it here, or its load). Images present before PINK or loaded by hand are never
   in it;
 - an image a job of this worker needs: one QUEUED, STARTING, RUNNING or EXPORTING (its queue
-  in etcd), one being run, or one being loaded while its upload arrives.
+  in etcd), one being run, or one being loaded while its upload arrives; and no image at all
+  while an upload to the worker is in flight (a thin upload relies on layers of held images).
+  Images the GC is about to remove leave the heartbeat's layer list too, so no new thin upload
+  counts on them.
 
 The removal is made safe against a resubmit placed on the worker meanwhile (web servers place a
 resubmit where the heartbeat says the image is): the daemon first takes the image out of its
