@@ -167,7 +167,8 @@ class WorkerDaemon:
             gpus_free=tuple(g.index for g in self.gpus if g.index not in busy and g.index not in quarantined),
             running=len(self.runs), max_parallel_jobs=self.wcfg.max_parallel_jobs,
             heartbeat_at=time.time(), quarantined={str(i): why for i, why in quarantined.items()},
-            image_cache_bytes=(cache := self.image_gc.cache_bytes(self._image_sizes)) - cache % DISK_FREE_STEP,
+            # Changes only with the image list: no rounding needed to keep heartbeats rare.
+            image_cache_bytes=self.image_gc.cache_bytes(self._image_sizes),
         )
 
     def _refresh_images(self, force: bool = False) -> None:
