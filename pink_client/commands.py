@@ -37,7 +37,7 @@ from .settings import (
 
 log = logging.getLogger(__name__)
 
-def _ui(args: argparse.Namespace) -> Ui:
+def ui_for(args: argparse.Namespace) -> Ui:
     return Ui(
         quiet=bool(getattr(args, "quiet", False)), fmt=getattr(args, "fmt", "table") or "table"
     )
@@ -48,7 +48,7 @@ def _api(args: argparse.Namespace) -> Api:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    ui = _ui(args)
+    ui = ui_for(args)
     if bool(args.tarball) == bool(args.image):
         raise CliError(
             EXIT_USAGE,
@@ -94,40 +94,38 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
         job = submit(api, params, headers, key, ui, image_id=image_id, archive=archive,
                      image=args.image)
-        if job.get("array_id"):
-            return _submitted_array(api, args, ui, job)
         ui.info(f"submitted job {job['id']} ({job.get('state', '?')})")
-        if args.fmt == "json" and not args.wait:
-            print_json(job)
-            return EXIT_OK
-        if args.fmt != "json":
-            print(job["id"], flush=True)
-        if not args.wait:
-            return EXIT_OK
+        return after_submit(api, args, ui, job)
 
-        try:
-            # The log on stdout as the job runs (not in JSON: stdout is the job's JSON then).
-            if args.fmt == "json":
-                job = wait_for_job(api, str(job["id"]), ui)
-            else:
-                job = wait_following_log(api, str(job["id"]), ui)
-        except KeyboardInterrupt:
-            raise CliError(
-                130,
-                f"stopped waiting; job {job['id']} keeps running: follow it with "
-                f"`pink status {job['id']}` or stop it with `pink cancel {job['id']}`",
-            ) from None
-        rc = EXIT_OK if job.get("state") == JobState.SUCCEEDED.value else EXIT_JOB_FAILED
-        if args.download:
-            if job.get("output") == "none" or not (
-                job.get("output_bytes") or job.get("output_sha256")
-            ):
-                ui.info(f"job {job['id']} has no output archive to download")
-            else:
-                download_output(api, job, Path(args.download), ui)
-        if args.fmt == "json":
-            print_json(job)
-        return rc
+
+def after_submit(api: Api, args: argparse.Namespace, ui: Ui, job: dict[str, Any]) -> int:
+    """What ``pink submit`` and ``pink resubmit`` do with the job (or array) they made: its id
+    on stdout; with --wait, follow it (its log on stdout, unless JSON) and, with --download,
+    fetch its archive. The exit code."""
+    if job.get("array_id"):
+        return _submitted_array(api, args, ui, job)
+    if args.fmt == "json" and not args.wait:
+        print_json(job)
+        return EXIT_OK
+    if args.fmt != "json":
+        print(job["id"], flush=True)
+    if not args.wait:
+        return EXIT_OK
+    try:
+        # The log on stdout as the job runs (not in JSON: stdout is the job's JSON then).
+        job = (wait_for_job if args.fmt == "json" else wait_following_log)(api, str(job["id"]), ui)
+    except KeyboardInterrupt:
+        raise CliError(130, f"stopped waiting; job {job['id']} keeps running: follow it with "
+                            f"`pink status {job['id']}` or stop it with `pink cancel {job['id']}`") from None
+    ui.info(describe(job))
+    if args.download:
+        if not job.get("output_bytes"):
+            ui.info(f"job {job['id']} has no output archive to download")
+        else:
+            download_output(api, job, Path(args.download), ui)
+    if args.fmt == "json":
+        print_json(job)
+    return EXIT_OK if job.get("state") == JobState.SUCCEEDED.value else EXIT_JOB_FAILED
 
 
 def _submitted_array(api: Api, args: argparse.Namespace, ui: Ui, first: dict[str, Any]) -> int:
@@ -151,7 +149,7 @@ def _submitted_array(api: Api, args: argparse.Namespace, ui: Ui, first: dict[str
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    ui = _ui(args)
+    ui = ui_for(args)
     cfg = load_config()
     file_url = normalize_url(str(cfg.get("url") or ""))
     url = normalize_url(args.server or args.url or os.environ.get("PINK_URL") or file_url)
@@ -214,7 +212,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
-    ui = _ui(args)
+    ui = ui_for(args)
     cfg = load_config()
     if not cfg.get("token"):
         ui.info("not logged in")
@@ -401,12 +399,12 @@ def _ran_with(job: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     with _api(args) as api:
-        show_log(api, args.job, args.follow, _ui(args))
+        show_log(api, args.job, args.follow, ui_for(args))
     return EXIT_OK
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    ui = _ui(args)
+    ui = ui_for(args)
     with _api(args) as api:
         query = "?discard=1" if args.discard else ""
         kind, answer = job_or_array(lambda: job_of(api.json("POST", f"/jobs/{quote(args.job, safe='')}/cancel{query}")),
@@ -431,7 +429,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    ui = _ui(args)
+    ui = ui_for(args)
     with _api(args) as api:
         job = api.job(args.job)
         dest = Path(args.file or f"pink-{job['id']}.tar.zst")
@@ -490,7 +488,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         print_json(datasets)
         return EXIT_OK
     if not datasets:
-        _ui(args).info("no worker offers a dataset (worker.datasets in the workers' configuration)")
+        ui_for(args).info("no worker offers a dataset (worker.datasets in the workers' configuration)")
         return EXIT_OK
     print_table(
         ["NAME", "AVAILABLE", "WORKERS"],

@@ -6,23 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pink.states import JobState
-
-from .errors import EXIT_JOB_FAILED, EXIT_OK, CliError
+from .commands import after_submit, ui_for
+from .errors import EXIT_OK, CliError
 from .http import Api, job_of
-from .jobs import describe, download_output, wait_for_job
 from .jobspec import job_spec
-from .logs import wait_following_log
-from .output import Ui, format_time, print_json
+from .output import format_time, print_json
 from .settings import resolve_settings
-
-
-def _ui(args: argparse.Namespace) -> Ui:
-    return Ui(quiet=bool(getattr(args, "quiet", False)), fmt=getattr(args, "fmt", "table") or "table")
 
 
 def resubmit_changes(args: argparse.Namespace, old_env: dict[str, str]) -> dict[str, Any]:
@@ -39,7 +31,7 @@ def resubmit_changes(args: argparse.Namespace, old_env: dict[str, str]) -> dict[
 
 
 def cmd_resubmit(args: argparse.Namespace) -> int:
-    ui = _ui(args)
+    ui = ui_for(args)
     if args.download:
         args.wait = True
     with Api(resolve_settings(args)) as api:
@@ -51,33 +43,13 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
         ))
         ui.info(f"resubmitted job {args.job} as job {job['id']} ({job.get('state', '?')}) on worker "
                 f"{job.get('worker', '?')}: 0 bytes sent, the worker holds the image")
-        if args.fmt == "json" and not args.wait:
-            print_json(job)
-            return EXIT_OK
-        if args.fmt != "json":
-            print(job["id"], flush=True)
-        if not args.wait:
-            return EXIT_OK
-        try:
-            job = (wait_for_job if args.fmt == "json" else wait_following_log)(api, str(job["id"]), ui)
-        except KeyboardInterrupt:
-            raise CliError(130, f"stopped waiting; job {job['id']} keeps running: follow it with "
-                                f"`pink status {job['id']}` or stop it with `pink cancel {job['id']}`") from None
-        ui.info(describe(job))
-        if args.download:
-            if not job.get("output_bytes"):
-                ui.info(f"job {job['id']} has no output archive to download")
-            else:
-                download_output(api, job, Path(args.download), ui)
-        if args.fmt == "json":
-            print_json(job)
-        return EXIT_OK if job.get("state") == JobState.SUCCEEDED.value else EXIT_JOB_FAILED
+        return after_submit(api, args, ui, job)
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
     """Delete each job; a refusal of one (still running, not found) is told and the others
     are still deleted. The exit code is that of the last refusal (0 when all went)."""
-    ui = _ui(args)
+    ui = ui_for(args)
     rc = EXIT_OK
     deleted = []
     with Api(resolve_settings(args)) as api:

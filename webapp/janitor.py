@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from flask import Flask
 
@@ -83,6 +84,29 @@ def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, i
     return moved
 
 
+def repeat(name: str, interval_s: float, step: Callable[[], None]) -> threading.Thread:
+    """A daemon thread that runs ``step`` every ``interval_s`` for good. etcd trouble is logged
+    when it starts, not on every pass while it lasts; any other failure is logged each time."""
+
+    def loop() -> None:
+        failing = False
+        while True:
+            try:
+                step()
+                failing = False
+            except PinkError as exc:
+                if not failing:
+                    log.warning("%s: %s", name, exc)
+                failing = True
+            except Exception:
+                log.exception("%s pass failed", name)
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=loop, name=f"pink-{name}", daemon=True)
+    thread.start()
+    return thread
+
+
 def start(app: Flask) -> threading.Thread:
     """The janitor's thread, and the reactor's (retries of LOST jobs, notifications)."""
     from . import reactor
@@ -92,22 +116,8 @@ def start(app: Flask) -> threading.Thread:
     lease: Lease = app.extensions["pink.lease"]
     cfg: WebConfig = app.extensions["pink.config"].web
 
-    def loop() -> None:
-        failing = False
-        while True:
-            try:
-                lease.keepalive()
-                sweep(store, cfg)
-                failing = False
-            except PinkError as exc:
-                # Log the first failure, stay quiet while it lasts.
-                if not failing:
-                    log.warning("janitor: %s", exc)
-                failing = True
-            except Exception:
-                log.exception("janitor pass failed")
-            time.sleep(cfg.janitor_interval_s)
+    def step() -> None:
+        lease.keepalive()
+        sweep(store, cfg)
 
-    thread = threading.Thread(target=loop, name="pink-janitor", daemon=True)
-    thread.start()
-    return thread
+    return repeat("janitor", cfg.janitor_interval_s, step)

@@ -23,13 +23,14 @@ from flask import Flask
 
 from pink import notify, reactions
 from pink.config import Config
-from pink.errors import PinkError, StoreUnavailable
+from pink.errors import StoreUnavailable
 from pink.lease import Lease
 from pink.model import Job
 from pink.reactions import Outbox
 from pink.store import Store
 
 from . import jobs as joblogic
+from .janitor import repeat
 from .spec import JobSpec, SubmitError
 from .transfer import WorkerLinks
 
@@ -162,21 +163,5 @@ def start(app: Flask) -> threading.Thread:
     links: WorkerLinks = app.extensions["pink.links"]
     cfg: Config = app.extensions["pink.config"]
 
-    def loop() -> None:
-        failing = False
-        while True:
-            try:
-                react(cfg, store, links, lease)
-                failing = False
-            except PinkError as exc:
-                if not failing:
-                    log.warning("reactor: %s", exc)
-                failing = True
-            except Exception:
-                log.exception("reactor pass failed")
-            time.sleep(cfg.notify.interval_s)
-
-    thread = threading.Thread(target=loop, name="pink-reactor", daemon=True)
-    thread.start()
-    return thread
+    return repeat("reactor", cfg.notify.interval_s, lambda: react(cfg, store, links, lease))
 
