@@ -23,7 +23,7 @@ import docker.errors
 import requests
 
 from pink import config as pink_config
-from pink import arraystore, scheduling
+from pink import arraystore, quarantine, scheduling
 from pink.errors import PinkError
 from gpu_worker.gpus import Gpu, discover_gpus
 from pink.layers import held_entry
@@ -34,6 +34,8 @@ from pink.store import QueueEntry, Store
 
 from .deletions import Deletions
 from . import metrics as worker_metrics
+from .gpuhealth import GpuHealth
+from .imagegc import ImageGC, LoadRecord
 from .inputs import Inputs
 from .preload import Preload
 from .runner import JobRun, host_cpus, host_memory_bytes
@@ -59,6 +61,19 @@ class WorkerDaemon:
                                           max_pool_size=3 * self.wcfg.max_parallel_jobs + 8)
         self.gpus: list[Gpu] = discover_gpus(self.wcfg.gpus)
         self.runtime = self.wcfg.runtime or ("nvidia" if self.gpus else "")
+        self.health = GpuHealth(self.gpus, xid_source=self.wcfg.gpu_xid_source,
+                                xid_quarantine_s=self.wcfg.gpu_xid_quarantine_s)
+        #: GPU index -> why it gets no new jobs: the health check's, and admins' (etcd).
+        self.sick: dict[int, str] = {}
+        self.admin_quarantine: dict[int, str] = {}
+        self.quarantine_changed = threading.Event()
+        self.quarantine_changed.set()
+        self.check_gpus()
+        self.image_gc = ImageGC(LoadRecord(Path(self.wcfg.state_path) / "images.json"), self.engine,
+                                self.wcfg.image_gc_min_free_bytes, self.wcfg.image_cache_max_bytes, self.wcfg.inbox)
+        self._image_sizes: dict[str, int] = {}
+        #: job id -> the images the engine held when its preload started (not PINK's load).
+        self._preload_before: dict[str, frozenset[str]] = {}
         self.host_cpus, self.host_memory = host_cpus(), host_memory_bytes()
         self._datasets: tuple[str, ...] = ()
         self.runs: dict[str, JobRun] = {}
@@ -74,6 +89,7 @@ class WorkerDaemon:
         self.lease = Lease(self.store, self.wcfg.lease_ttl_s, f"worker {self.wcfg.name}")
         self._unwatch = None
         self._unwatch_deleted = None
+        self._unwatch_quarantine = None
         self._failing = False
         self._last_status = ""
         self._images: tuple[str, ...] = ()
@@ -101,8 +117,36 @@ class WorkerDaemon:
                 log.warning("dataset %s: %s is not a folder on this host; not offered to jobs", name, path)
         return tuple(present)
 
+    # ----- GPU health and quarantine ---------------------------------------------------------------
+    def check_gpus(self) -> None:
+        """Run the GPU health checks (gpu_worker.gpuhealth); log what changed."""
+        sick = self.health.check()
+        for index in sorted(set(sick) | set(self.sick)):
+            if sick.get(index) != self.sick.get(index):
+                if index in sick:
+                    log.warning("GPU %d quarantined: %s", index, sick[index])
+                else:
+                    log.info("GPU %d passes its health checks again", index)
+        self.sick = sick
+
+    def quarantined(self) -> dict[int, str]:
+        """GPU index -> why it gets no new jobs (an admin's reason first)."""
+        if self.quarantine_changed.is_set():
+            self.quarantine_changed.clear()
+            try:
+                self.admin_quarantine = {i: quarantine.reason_text(e) for i, e in
+                                         quarantine.admin_quarantines(self.store, self.wcfg.name).items()}
+            except BaseException:
+                self.quarantine_changed.set()
+                raise
+        merged = dict(self.sick)
+        for index, why in self.admin_quarantine.items():
+            merged[index] = f"{why}; {merged[index]}" if index in merged else why
+        return {i: merged[i] for i in sorted(merged) if any(g.index == i for g in self.gpus)}
+
     def info(self) -> WorkerInfo:
         busy = {i for run in self.runs.values() for i in run.gpu_indices}
+        quarantined = self.quarantined()
         disk = shutil.disk_usage(self.wcfg.inbox)
         w = self.wcfg
         # "No limit" is the host; a default without a value of its own is the maximum. Memory
@@ -124,9 +168,11 @@ class WorkerDaemon:
             default_shm_bytes=w.shm_per_job_bytes, max_cpus=max_cpus, max_memory_bytes=max_memory,
             # Rounded down to 256 MiB, so that writing a file is not news for the heartbeat.
             disk_free_bytes=disk.free - disk.free % DISK_FREE_STEP, images=self._images, layers=self._layers,
-            gpus_free=tuple(g.index for g in self.gpus if g.index not in busy),
+            gpus_free=tuple(g.index for g in self.gpus if g.index not in busy and g.index not in quarantined),
             running=len(self.runs), max_parallel_jobs=self.wcfg.max_parallel_jobs,
-            heartbeat_at=time.time(),
+            heartbeat_at=time.time(), quarantined={str(i): why for i, why in quarantined.items()},
+            # Changes only with the image list: no rounding needed to keep heartbeats rare.
+            image_cache_bytes=self.image_gc.cache_bytes(self._image_sizes),
         )
 
     def _refresh_images(self, force: bool = False) -> None:
@@ -137,16 +183,22 @@ class WorkerDaemon:
         ids = set(self.engine.api.images(quiet=True))
         # The image list carries no layers: inspect each image once and remember it.
         cache: dict[str, tuple[str, ...]] = {}
+        sizes: dict[str, int] = {}
         for i in ids:
             layers = self._layer_cache.get(i)
-            if layers is None:
+            if layers is None or i not in self._image_sizes:
                 try:
-                    layers = tuple(self.engine.api.inspect_image(i).get("RootFS", {}).get("Layers", ()))
+                    found = self.engine.api.inspect_image(i)
                 except docker.errors.NotFound:
                     continue  # deleted since the list
+                layers = tuple(found.get("RootFS", {}).get("Layers", ()))
+                self._image_sizes[i] = int(found.get("Size") or 0)
             cache[i] = layers
+            sizes[i] = self._image_sizes[i]
         self._layer_cache = cache
-        ids = set(cache)
+        self._image_sizes = sizes
+        # Images the GC is about to remove are no longer offered to resubmits (imagegc).
+        ids = set(cache) - self.image_gc.hidden
         self._images = tuple(sorted(ids))
         # Per image, the chain ids of its layers: what a thin upload may leave out (pink.layers).
         self._layers = tuple(held_entry(i, self._layer_cache[i]) for i in self._images if self._layer_cache[i])
@@ -215,7 +267,8 @@ class WorkerDaemon:
         # Heartbeats only carry news: the lease refresh alone keeps the worker alive. The count
         # of running jobs is not news (the API counts them from the queue), or every start and
         # end of a job would rewrite the image and layer lists in etcd.
-        key = repr((info.disk_free_bytes, info.images, info.layers, info.gpus_free, info.max_parallel_jobs))
+        key = repr((info.disk_free_bytes, info.images, info.layers, info.gpus_free, info.max_parallel_jobs,
+                    info.image_cache_bytes, info.quarantined))
         if key != self._heartbeat_sent:
             self.store.heartbeat(info, self.lease.id)
             self._heartbeat_sent = key
@@ -226,6 +279,13 @@ class WorkerDaemon:
             self._unwatch = self.store.watch_prefix(("queue", self.wcfg.name, ""), lambda _ok: self.wake.set())
         if self._unwatch_deleted is None:
             self._unwatch_deleted = self.store.watch_prefix(("deleted", ""), self._on_deleted)
+        if self._unwatch_quarantine is None:
+            self._unwatch_quarantine = self.store.watch_prefix(("quarantine", self.wcfg.name, ""),
+                                                               self._on_quarantine)
+
+    def _on_quarantine(self, _ok: bool) -> None:
+        self.quarantine_changed.set()
+        self.wake.set()
 
     def _on_deleted(self, _ok: bool) -> None:
         self.deleted.set()
@@ -255,6 +315,9 @@ class WorkerDaemon:
         for job_id, run in list(self.runs.items()):
             if run.done.is_set():
                 del self.runs[job_id]
+                if run.loaded_image:
+                    self.image_gc.record.loaded([run.job.image_id])
+                self.image_gc.record.touch(run.job.image_id)
                 if self.store.tombstone(job_id) is not None:
                     self.deleted.set()  # deleted while it ran: its files could not go then
                 if run.engine_trouble:
@@ -291,7 +354,7 @@ class WorkerDaemon:
         running: dict[str, int] = {}
         for run in self.runs.values():
             running[run.job.user] = running.get(run.job.user, 0) + 1
-        busy = {i for run in self.runs.values() for i in run.gpu_indices}
+        busy = {i for run in self.runs.values() for i in run.gpu_indices} | set(self.quarantined())
         free = [g.index for g in self.gpus if g.index not in busy]
         slots = self.wcfg.max_parallel_jobs - len(self.runs)
         cpus = scheduling.Pool(self.host_cpus - sum(run.job.cpus for run in self.runs.values()), self.host_cpus)
@@ -326,10 +389,13 @@ class WorkerDaemon:
             preload.state = entry.state if entry is not None else None
             if preload.done.is_set():
                 del self.preloads[job_id]  # a run still waiting holds its own reference
+                # Only images the engine did not hold before are PINK's to remove later.
+                self.image_gc.record.loaded(preload.loaded - self._preload_before.pop(job_id, frozenset()))
         for job_id, entry in by_id.items():
             if entry.state is JobState.UPLOADING and job_id not in self.preloads and JOB_ID.match(job_id) \
                     and len(self.preloads) < MAX_PRELOADS:
                 inbox_file = Path(self.wcfg.inbox) / f"{entry.array_id or job_id}.tar"
+                self._preload_before[job_id] = frozenset(self._layer_cache)
                 self.preloads[job_id] = Preload(job_id, inbox_file, self.engine).start()
 
     def _launch(self, job, fresh: bool = False) -> None:
@@ -343,13 +409,41 @@ class WorkerDaemon:
     def _log_status(self, entries: list[QueueEntry]) -> None:
         queued = sum(1 for e in entries if e.state is JobState.QUEUED)
         busy = {i for run in self.runs.values() for i in run.gpu_indices}
+        sick = self.quarantined()
         status = f"worker {self.wcfg.name}: {len(self.runs)} running, {queued} queued, " \
-                 f"GPUs free {[g.index for g in self.gpus if g.index not in busy]}"
+                 f"GPUs free {[g.index for g in self.gpus if g.index not in busy and g.index not in sick]}" \
+                 + (f", quarantined {sorted(sick)}" if sick else "")
         if status != self._last_status:
             log.info("%s", status)
             self._last_status = status
 
     # ----- housekeeping ----------------------------------------------------------------------------
+    def images_needed(self) -> set[str]:
+        """Images jobs here need: those of its queue in etcd (re-read), runs and preloads.
+        While an upload to this worker is in flight, every image: a thin upload leaves out
+        layers of images held here, and which ones its queue entry does not say."""
+        entries = self.store.queue(self.wcfg.name)
+        if any(e.state is JobState.UPLOADING for e in entries):
+            return set(self._layer_cache)
+        needed = {e.image_id for e in entries
+                  if e.state.value in ("QUEUED", "STARTING", "RUNNING", "EXPORTING") and e.image_id}
+        needed |= {run.job.image_id for run in self.runs.values()}
+        for preload in list(self.preloads.values()):
+            needed |= preload.loaded
+        return needed
+
+    def collect_images(self) -> None:
+        """Image GC (gpu_worker.imagegc): hide, publish, re-check, remove."""
+        self._refresh_images(force=True)
+        if self.image_gc.collect(self._image_sizes, self.images_needed, self._publish_now):
+            self._refresh_images(force=True)
+            self.heartbeat()
+
+    def _publish_now(self) -> None:
+        self._refresh_images(force=True)
+        self.store.heartbeat(self.info(), self.lease.id)
+        self._heartbeat_sent = ""
+
     def sweep_orphans(self) -> None:
         """Remove containers and inbox files whose job is over or unknown (never a live one)."""
         entries = self.store.queue(self.wcfg.name)
@@ -407,7 +501,7 @@ class WorkerDaemon:
     def run(self) -> None:
         log.info("worker %s starting: engine %s, GPUs %s, runtime %s", self.wcfg.name, self.wcfg.docker_url,
                  [g.index for g in self.gpus] or "none (CPU-only)", self.runtime or "default")
-        last_sweep = 0.0
+        last_sweep = last_gc = last_health = 0.0
         worker_metrics.serve(self)
         threading.Thread(target=self.keep_lease_alive, name="lease", daemon=True).start()
         threading.Thread(target=self.follow_image_events, name="image-events", daemon=True).start()
@@ -422,6 +516,14 @@ class WorkerDaemon:
                         self.inputs.sweep(self.store)
                         self.deletions.sweep(self.store, busy=self.runs)
                         last_sweep = time.monotonic()
+                    if time.monotonic() - last_gc > self.wcfg.image_gc_interval_s:
+                        self.collect_images()
+                        last_gc = time.monotonic()
+                    if self.wcfg.gpu_health_interval_s and \
+                            time.monotonic() - last_health > self.wcfg.gpu_health_interval_s:
+                        if last_health:  # the first check ran at start
+                            self.check_gpus()
+                        last_health = time.monotonic()
                     if self._failing:
                         log.info("worker %s: back to normal", self.wcfg.name)
                     self._failing = False
@@ -433,7 +535,7 @@ class WorkerDaemon:
                     self._failing = True
                 self.wake.wait(self.wcfg.loop_interval_s)
         finally:
-            for unwatch in (self._unwatch, self._unwatch_deleted):
+            for unwatch in (self._unwatch, self._unwatch_deleted, self._unwatch_quarantine):
                 if unwatch is not None:
                     unwatch()
             log.info("worker %s stopped; %d containers keep running and are adopted on restart",

@@ -100,6 +100,8 @@ class JobRun:
     fresh: bool = False
     #: The image being loaded while it was uploaded, if any (wait for it instead of loading).
     preload: Preload | None = None
+    #: Set when this run loaded the image into the engine (the image GC may remove it later).
+    loaded_image: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
     #: Set by the daemon when a cancel moved the running job to EXPORTING (webapp/cancel.py);
     #: then ``ended``, how the container ended, is recorded with the job's end.
@@ -193,8 +195,9 @@ class JobRun:
         except docker.errors.ImageNotFound:
             pass
         if not self.inbox_file.exists():
-            raise Abort(self._fail(f"image {self.job.image_id} is neither on worker {self.cfg.name} "
-                                   f"nor in its inbox; submit again"))
+            # A resubmit placed just as the image GC removed the image (gpu_worker.imagegc).
+            raise Abort(self._fail(f"image {self.job.image_id} is no longer held by worker {self.cfg.name} "
+                                   f"(removed to free disk space, or by hand): submit the tarball again"))
         with self.inbox_file.open("rb") as f:
             try:
                 images = self.engine.images.load(without_tags(iter(lambda: f.read(CHUNK), b"")))
@@ -202,6 +205,7 @@ class JobRun:
                 raise Abort(self._fail(f"docker could not load the image: {exc.explanation or exc}")) from None
         if self.job.image_id not in {i.id for i in images}:
             raise Abort(self._fail(f"the archive did not load image {self.job.image_id}"))
+        self.loaded_image = True
 
     def _start(self, container):
         if container is None:

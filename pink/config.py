@@ -148,6 +148,21 @@ class WorkerConfig:
     metrics_address: str = "127.0.0.1:9464"
     #: How often a running GPU job's GPUs are sampled (utilisation, memory) through NVML.
     gpu_sample_interval_s: float = 5.0
+    #: Image GC (gpu_worker.imagegc): remove the job images PINK loaded, least recently used
+    #: first, while the engine's data root has less than image_gc_min_free_bytes free or they
+    #: take more than image_cache_max_bytes (0 switches a rule off); every image_gc_interval_s.
+    image_gc_min_free_bytes: int = 10 << 30
+    image_cache_max_bytes: int = 0
+    image_gc_interval_s: float = 60.0
+    #: Where the worker keeps its small state files (the images it loaded); "" = the folder
+    #: "state" next to the inbox.
+    state_dir: str = ""
+    #: GPU health checks (gpu_worker.gpuhealth), at start and this often (0: only at start).
+    gpu_health_interval_s: float = 60.0
+    #: Where the driver's Xid reports are read: "dmesg", a log file (e.g. /var/log/kern.log) or
+    #: "" (not checked). A GPU with a critical Xid is quarantined this long after it was read.
+    gpu_xid_source: str = "dmesg"
+    gpu_xid_quarantine_s: float = 3600.0
 
     @property
     def metrics_bind(self) -> tuple[str, int] | None:
@@ -159,6 +174,10 @@ class WorkerConfig:
             raise ConfigError(f"worker.metrics_address ({self.metrics_address!r}) must be host:port "
                               "(e.g. 127.0.0.1:9464, 0.0.0.0:9464) or off")
         return host.strip("[]") or "0.0.0.0", int(port)
+
+    @property
+    def state_path(self) -> str:
+        return self.state_dir or os.path.join(os.path.dirname(self.inbox.rstrip("/")) or "/", "state")
 
     @property
     def output_retention_s(self) -> float:
@@ -189,6 +208,12 @@ class WorkerConfig:
         if self.max_disk_bytes < 0 or 0 < self.max_disk_bytes < MIN_DISK_BYTES:
             raise ConfigError(f"worker.max_disk_bytes ({self.max_disk_bytes}) must be 0 (no cap) or at least "
                               f"{MIN_DISK_BYTES}")
+        for key in ("image_gc_min_free_bytes", "image_cache_max_bytes", "gpu_health_interval_s",
+                    "gpu_xid_quarantine_s"):
+            if not math.isfinite(getattr(self, key)) or getattr(self, key) < 0:
+                raise ConfigError(f"worker.{key} ({getattr(self, key)}) must be 0 or more")
+        if not math.isfinite(self.image_gc_interval_s) or self.image_gc_interval_s <= 0:
+            raise ConfigError(f"worker.image_gc_interval_s ({self.image_gc_interval_s}) must be more than 0")
         if not math.isfinite(self.disk_check_interval_s) or self.disk_check_interval_s <= 0:
             raise ConfigError(f"worker.disk_check_interval_s ({self.disk_check_interval_s}) must be more than 0")
         if not math.isfinite(self.gpu_sample_interval_s) or self.gpu_sample_interval_s <= 0:

@@ -275,6 +275,11 @@ class WorkerInfo:
     running: int = 0
     max_parallel_jobs: int = 1
     heartbeat_at: float = 0.0
+    #: Bytes of the job images PINK loaded that the engine holds (gpu_worker.imagegc).
+    image_cache_bytes: int = 0
+    #: GPUs that get no new jobs: index (as a string, as in JSON) -> why ("admin: ..." for an
+    #: admin's quarantine, else what the worker's health check found).
+    quarantined: dict[str, str] = dataclasses.field(default_factory=dict)
 
     STATIC = ("name", "ssh_host", "ssh_port", "ssh_user", "inbox", "outbox", "gpus", "cpus",
               "memory_bytes", "archive_suffix", "output_retention_s", "registered_at", "datasets",
@@ -285,7 +290,7 @@ class WorkerInfo:
 
     def heartbeat_json(self) -> bytes:
         keys = ("disk_free_bytes", "images", "layers", "gpus_free", "running",
-                "max_parallel_jobs", "heartbeat_at")
+                "max_parallel_jobs", "heartbeat_at", "image_cache_bytes", "quarantined")
         return json.dumps({k: getattr(self, k) for k in keys}).encode()
 
     @classmethod

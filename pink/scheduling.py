@@ -49,6 +49,13 @@ class WorkerView:
     default_shm_bytes: int = 0
     max_cpus: float = 0.0
     max_memory_bytes: int = 0
+    #: GPUs quarantined (health check or admin): they take no new jobs, so a job asking for
+    #: more than the rest waits elsewhere. Resources per job are still shares of all GPUs.
+    quarantined_gpus: int = 0
+
+    @property
+    def usable_gpus(self) -> int:
+        return self.gpus - self.quarantined_gpus
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,7 @@ def job_resources(w: WorkerView, gpus: int = 0, cpus: float = 0.0, memory_bytes:
 
 def _fits(w: WorkerView, gpus: int, datasets: Iterable[str], cpus: float, memory_bytes: int) -> bool:
     """Could ``w`` run the job, were it alive, undrained and idle?"""
-    return w.gpus >= gpus and w.datasets.issuperset(datasets) and \
+    return w.usable_gpus >= gpus and w.datasets.issuperset(datasets) and \
         isinstance(job_resources(w, gpus, cpus, memory_bytes), Resources)
 
 
@@ -197,10 +204,12 @@ def explain_no_worker(workers: Sequence[WorkerView], gpus: int, *, datasets: Seq
         return f"every alive worker is drained ({len(alive)} drained, {down} down)"
     if any(_fits(w, gpus, datasets, cpus, memory_bytes) for w in usable):
         return ""
-    with_gpus = [w for w in usable if w.gpus >= gpus]
+    with_gpus = [w for w in usable if w.usable_gpus >= gpus]
     with_data = [w for w in with_gpus if w.datasets.issuperset(datasets)]
     if not with_gpus:
         reason = f"no worker has {_gpus_word(gpus)} (largest: {max(w.gpus for w in usable)})"
+        if any(w.gpus >= gpus for w in usable):
+            reason = f"no worker has {_gpus_word(gpus)} out of quarantine (most: {max(w.usable_gpus for w in usable)})"
     elif not with_data:
         with_gpus_word = f" with {_gpus_word(gpus)}" if gpus else ""
         reason = f"no worker in service{with_gpus_word} has {_datasets_phrase(with_gpus, datasets)}"

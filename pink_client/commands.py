@@ -447,42 +447,39 @@ def cmd_workers(args: argparse.Namespace) -> int:
         print_json(workers)
         return EXIT_OK
     rows = []
+    sick_lines = []
     for w in workers:
         status = "up" if w.get("alive") else "down"
         if w.get("drained"):
             status += ",drained"
         gpus = w.get("gpus") or []
+        quarantined = w.get("quarantined") or {}
+        sick_lines += [f"{w.get('name', '?')} GPU {i}: {why}" for i, why in
+                       sorted(quarantined.items(), key=lambda kv: int(kv[0]))]
         rows.append(
             [
                 str(w.get("name", "?")),
                 status,
                 f"{len(w.get('gpus_free') or [])}/{len(gpus)}",
+                ",".join(sorted(quarantined, key=int)) or "-",
                 str(w.get("cpus", "-")),
                 human_bytes(w.get("memory_bytes")) if w.get("memory_bytes") else "-",
-                (
-                    human_bytes(w.get("disk_free_bytes"))
-                    if w.get("disk_free_bytes") is not None
-                    else "-"
-                ),
+                human_bytes(w.get("disk_free_bytes")) if w.get("disk_free_bytes") is not None else "-",
                 str(w.get("running", 0)),
                 str(w.get("queued", 0)),
                 str(len(w.get("images") or [])),
+                human_bytes(w.get("image_cache_bytes") or 0) if w.get("alive") else "-",
             ]
         )
     print_table(
-        [
-            "NAME",
-            "STATUS",
-            "GPUS FREE",
-            "CPUS",
-            "MEMORY",
-            "DISK FREE",
-            "RUNNING",
-            "QUEUED",
-            "IMAGES",
-        ],
+        ["NAME", "STATUS", "GPUS FREE", "QUARANTINED", "CPUS", "MEMORY", "DISK FREE", "RUNNING", "QUEUED",
+         "IMAGES", "IMAGE CACHE"],
         rows,
     )
+    if sick_lines:
+        print("\nquarantined GPUs (no new jobs):")
+        for line in sick_lines:
+            print(f"  {line}")
     return EXIT_OK
 
 

@@ -11,7 +11,7 @@ import getpass
 import sys
 import time
 
-from pink import config
+from pink import config, quarantine
 from pink.errors import PinkError
 from pink.model import User
 from pink.store import Store
@@ -65,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     for verb in ("drain", "undrain"):
         p = sub.add_parser(verb, help=f"{verb} a worker")
         p.add_argument("worker")
+    gpu = sub.add_parser("gpu", help="quarantine or release one GPU of a worker").add_subparsers(
+        dest="action", required=True)
+    hold = gpu.add_parser("quarantine", help="give the GPU no new jobs (jobs on it run on)")
+    free = gpu.add_parser("release", help="lift an admin's quarantine of the GPU")
+    for p in (hold, free):
+        p.add_argument("worker")
+        p.add_argument("index", type=int)
+    hold.add_argument("--reason", required=True, help="why (shown by `pink workers` and the workers page)")
     args = parser.parse_args(argv)
 
     try:
@@ -116,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"revoked token {args.id} of {args.name}")
             else:
                 raise ValueError(f"{args.name} has no token {args.id}")
+        elif args.cmd == "gpu":
+            _gpu(store, args)
         else:
             store.set_drained(args.worker, args.cmd == "drain")
             print(f"worker {args.worker} {args.cmd}ed")
@@ -123,6 +133,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pink-admin: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _gpu(store: Store, args: argparse.Namespace) -> None:
+    worker = store.get_worker(args.worker)
+    if worker is None:
+        raise ValueError(f"no worker {args.worker!r} is registered")
+    if not any(g.get("index") == args.index for g in worker.gpus):
+        raise ValueError(f"worker {args.worker} has no GPU {args.index}")
+    if args.action == "quarantine":
+        quarantine.quarantine(store, args.worker, args.index, args.reason, by=f"pink-admin ({getpass.getuser()})")
+        print(f"GPU {args.index} of {args.worker} quarantined: it gets no new jobs")
+    elif quarantine.release(store, args.worker, args.index):
+        print(f"GPU {args.index} of {args.worker} released (a failing health check still keeps it out)")
+    else:
+        print(f"GPU {args.index} of {args.worker} had no admin quarantine")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ def worker_views(workers: list[WorkerInfo], queues: dict[str, list[QueueEntry]])
             memory_bytes=w.memory_bytes, datasets=frozenset(w.datasets),
             default_cpus=w.default_cpus, default_memory_bytes=w.default_memory_bytes,
             default_shm_bytes=w.default_shm_bytes, max_cpus=w.max_cpus, max_memory_bytes=w.max_memory_bytes,
+            quarantined_gpus=len(w.quarantined) if w.alive else 0,
         ))
     return views
 

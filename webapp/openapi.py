@@ -322,6 +322,18 @@ SPEC = {
         "/workers/{name}/drain": {"post": {"summary": "Drain (or ?undo=1 undrain) a worker (admins)",
                                            "parameters": [_param("name", "path", required=True), _param("undo")],
                                            "responses": {"200": _ok({"type": "object"}), "403": _ERR}}},
+        "/workers/{name}/gpus/{index}/quarantine": {
+            "post": {"summary": "Quarantine one GPU of a worker (admins): it gets no new jobs; jobs on it run on",
+                     "parameters": [_param("name", "path", required=True),
+                                    _param("index", "path", kind="integer", required=True)],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["reason"], "properties": {
+                             "reason": {"type": "string", "minLength": 1, "maxLength": 500}}}}}},
+                     "responses": {"200": _ok({"type": "object"}), "400": _ERR, "403": _ERR, "404": _ERR}},
+            "delete": {"summary": "Release an admin's quarantine of one GPU (admins); released: false when there was none",
+                       "parameters": [_param("name", "path", required=True),
+                                      _param("index", "path", kind="integer", required=True)],
+                       "responses": {"200": _ok({"type": "object"}), "403": _ERR, "404": _ERR}}},
         "/jobs/{job_id}/resubmit": {"post": {
             "summary": "Run an ended job again as a new job (resubmit_of) from the image a worker holds, with what "
                        "it ran with but the fields the optional body changes (non-admins may not raise priority "

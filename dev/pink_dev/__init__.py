@@ -12,6 +12,7 @@ from .cluster import ApiSession, LocalCluster, WorkerHandle
 from .config import create_token, create_user, run_admin, run_admin_batch, write_config
 from .dockerd import SYSTEM_DOCKER_URL, Dockerd, docker, docker_answers, ensure_system_dockerd
 from .etcd import EtcdCluster, EtcdMember
+from .fakegpu import fake_nvidia_smi
 from .process import (
     REPO_ROOT, Managed, Service, ServiceError, current_user, descendants, free_port, pid_alive, port_open,
     stop_many, wait_until, write_private,
@@ -22,6 +23,7 @@ from .web import Gunicorn, Nginx
 from .worker import WorkerDaemon
 
 __all__ = [
+    "fake_nvidia_smi",
     "REPO_ROOT", "SYSTEM_DOCKER_URL", "ApiSession", "DevCA", "Dockerd", "EtcdCluster", "EtcdMember",
     "Gunicorn", "LocalCluster", "Managed", "Nginx", "Service", "ServiceError", "Sshd", "WorkerDaemon",
     "WorkerHandle", "create_token", "create_user", "current_user", "descendants", "docker", "docker_answers",

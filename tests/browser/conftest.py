@@ -62,16 +62,11 @@ def ui_cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
 
 
 def fake_nvidia_smi(folder: Path) -> Path:
-    """A stub ``nvidia-smi`` so the worker reports GPUs on this GPU-less host: the workers page
-    (and its screenshot) then shows GPU cards. Every job of these tests asks for 0 GPUs, so no
-    container ever needs a real one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = "\n".join(f"{i}, GPU-00000000-0000-0000-0000-00000000000{i}, NVIDIA A100-SXM4-80GB, 81920 MiB"
-                     for i in range(4))
-    stub = folder / "nvidia-smi"
-    stub.write_text(f"#!/bin/sh\ncat <<'EOF'\n{rows}\nEOF\n")
-    stub.chmod(0o755)
-    return folder
+    """A stub ``nvidia-smi`` (pink_dev.fakegpu) so the worker reports 4 healthy GPUs on this
+    GPU-less host: the workers page (and its screenshot) then shows GPU cards. Every job of
+    these tests asks for 0 GPUs, so no container ever needs a real one."""
+    return dev.fake_nvidia_smi(folder, [(f"GPU-00000000-0000-0000-0000-00000000000{i}", "NVIDIA A100-SXM4-80GB", 81920)
+                                        for i in range(4)])
 
 
 @pytest.fixture(scope="session")

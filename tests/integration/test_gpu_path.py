@@ -11,6 +11,7 @@ import stat
 import docker
 import pytest
 
+import pink_dev as dev
 from pink_dev.sampleimage import build_sample_image
 from tests.helpers import TERMINAL, submit, wait_state
 
@@ -30,7 +31,7 @@ def _script(path, text):
 def test_gpu_jobs_get_exclusive_device_requests_and_the_nvidia_runtime(cluster, tmp_path):
     fakebin = tmp_path / "fakebin"
     fakebin.mkdir()
-    _script(fakebin / "nvidia-smi", f"#!/bin/sh\ncat <<'EOF'\n{H100_X2}EOF\n")
+    dev.fake_nvidia_smi(fakebin, [(line.split(", ")[1], "NVIDIA H100 80GB HBM3", 81559) for line in H100_X2.splitlines()])
     # dockerd enables its "nvidia" device driver when this hook is on its PATH; the stub lets
     # containers start without a GPU, with everything up to the hook done for real.
     _script(fakebin / "nvidia-container-runtime-hook", "#!/bin/sh\nexit 0\n")

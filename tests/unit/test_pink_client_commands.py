@@ -126,6 +126,7 @@ def test_ls_status_workers_tables_and_json(
     assert cli.main(["workers"]) == 0
     out = capsys.readouterr().out
     assert "gpu1" in out and " 1/1 " in out  # free/total GPUs
+    assert "IMAGE CACHE" in out and "3.2 GB" in out and "gpu1 GPU 1: admin root: fan noise" in out
     assert cli.main(["workers", "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["name"] == "gpu1"
 

@@ -1,4 +1,5 @@
-// Workers page: GPUs used and free, load, datasets, drained; admins drain and undrain. Polls every 5 s.
+// Workers page: GPUs used, free and quarantined (why), load, datasets, image cache, drained; admins
+// drain and undrain, quarantine and release GPUs. Polls every 5 s.
 import { IS_ADMIN, TERMINAL, alertIn, api, clear, el, fmtBytes, jobTitle, toast } from "./app.js";
 
 const grid = document.getElementById("workers");
@@ -21,22 +22,57 @@ function gpuModels(w) {
   return [...counts].map(([model, n]) => `${n} × ${model}`).join(", ");
 }
 
+async function gpuAction(w, index, release) {
+  const url = `/workers/${encodeURIComponent(w.name)}/gpus/${index}/quarantine`;
+  try {
+    if (release) {
+      await api(url, { method: "DELETE" });
+      toast(`GPU ${index} of ${w.name} released.`);
+    } else {
+      const reason = window.prompt(`Why quarantine GPU ${index} of ${w.name}? (shown to users)`);
+      if (!reason || !reason.trim()) return;
+      await api(url, { method: "POST", json: { reason } });
+      toast(`GPU ${index} of ${w.name} is quarantined: it gets no new jobs.`);
+    }
+  } catch (err) {
+    alertIn(errorBox, "error", err.message);
+  }
+  refresh();
+}
+
 function gpuBoxes(w) {
   if (!w.gpus.length) return el("p", { class: "muted small" }, "No GPUs: runs CPU-only jobs.");
   const free = new Set(w.gpus_free || []);
+  const sick = w.alive ? (w.quarantined || {}) : {};
   return [
     el("p", { class: "small gpu-models" }, gpuModels(w)),
     el("ul", { class: "gpus", "aria-label": `GPUs of ${w.name}` }, w.gpus.map((g) => {
+      const why = sick[String(g.index)];
       const isFree = w.alive && free.has(g.index);
-      return el("li", { class: `gpu ${isFree ? "free" : "used"}`, title: `${g.name} ${g.uuid || ""}` },
+      const kind = why ? "quarantined" : (isFree ? "free" : "used");
+      return el("li", { class: `gpu ${kind}`, title: why || `${g.name} ${g.uuid || ""}`, dataset: { gpu: g.index } },
         el("span", { class: "gpu-idx" }, `GPU ${g.index}`),
-        el("span", { class: "gpu-state" }, isFree ? "free" : (w.alive ? "in use" : "—")));
+        el("span", { class: "gpu-state" }, why ? "quarantined" : isFree ? "free" : (w.alive ? "in use" : "—")),
+        IS_ADMIN && w.alive && !why
+          ? el("button", { type: "button", class: "btn btn-small btn-quiet", "aria-label": `Quarantine GPU ${g.index} of ${w.name}`,
+            onclick: () => gpuAction(w, g.index, false) }, "Quarantine")
+          : null);
     })),
+    Object.keys(sick).length
+      ? el("ul", { class: "quarantine-list small", "aria-label": `Quarantined GPUs of ${w.name}` },
+        Object.entries(sick).sort((a, b) => Number(a[0]) - Number(b[0])).map(([index, why]) => el("li", {},
+          el("strong", {}, `GPU ${index} quarantined: `), why,
+          IS_ADMIN && why.startsWith("admin ")
+            ? [" ", el("button", { type: "button", class: "btn btn-small", "aria-label": `Release GPU ${index} of ${w.name}`,
+              onclick: () => gpuAction(w, index, true) }, "Release")]
+            : null)))
+      : null,
   ];
 }
 
 function card(w, mine) {
-  const used = w.alive ? w.gpus.length - (w.gpus_free || []).length : 0;
+  const quarantined = w.alive ? Object.keys(w.quarantined || {}).length : 0;
+  const used = w.alive ? w.gpus.length - (w.gpus_free || []).length - quarantined : 0;
   const actions = [];
   if (IS_ADMIN) {
     const undo = w.drained;
@@ -64,7 +100,8 @@ function card(w, mine) {
       el("div", {}, el("dt", {}, "Queued"), el("dd", {}, String(w.queued))),
       el("div", {}, el("dt", {}, "CPUs"), el("dd", {}, String(w.cpus))),
       el("div", {}, el("dt", {}, "Memory"), el("dd", {}, fmtBytes(w.memory_bytes))),
-      el("div", {}, el("dt", {}, "Disk free"), el("dd", {}, w.alive ? fmtBytes(w.disk_free_bytes) : "—"))),
+      el("div", {}, el("dt", {}, "Disk free"), el("dd", {}, w.alive ? fmtBytes(w.disk_free_bytes) : "—")),
+      el("div", {}, el("dt", {}, "Image cache"), el("dd", {}, w.alive ? fmtBytes(w.image_cache_bytes || 0) : "—"))),
     gpuBoxes(w),
     (w.datasets || []).length
       ? el("p", { class: "small" }, "Datasets: ", w.datasets.map((d, i) => [i ? ", " : "", el("code", {}, d)]))
@@ -89,7 +126,9 @@ async function refresh() {
     const up = workers.filter((w) => w.alive);
     const gpus = up.reduce((n, w) => n + w.gpus.length, 0);
     const free = up.reduce((n, w) => n + (w.drained ? 0 : (w.gpus_free || []).length), 0);
-    summary.textContent = `${up.length} of ${workers.length} up · ${free} of ${gpus} GPUs free.`;
+    const sick = up.reduce((n, w) => n + Object.keys(w.quarantined || {}).length, 0);
+    summary.textContent = `${up.length} of ${workers.length} up · ${free} of ${gpus} GPUs free`
+      + (sick ? ` · ${sick} quarantined.` : ".");
   } catch (e) {
     alertIn(errorBox, "error", e.message);
   }
