@@ -24,7 +24,9 @@ def test_the_usage_page_shows_a_users_jobs_per_user_and_day(new_page, ui_cluster
     page.goto(f"{ui_cluster.url}/usage")
     page.fill("#usage-user", USER)
     page.click("#usage-form button[type=submit]")
-    wait_js(page, f"document.querySelector('#usage-by-user tbody').textContent.includes('{USER}')")
+    # The page first shows every user; the filtered answer has this user's row alone.
+    wait_js(page, "(rows => rows.length === 1 && rows[0].cells[0].textContent === "
+                  f"'{USER}')(document.querySelectorAll('#usage-by-user tbody tr'))")
     row = page.locator("#usage-by-user tbody tr").first
     assert [row.locator("td").nth(i).inner_text() for i in range(3)] == [USER, "1", "failed 1"]
     assert page.locator("#usage-by-user tfoot").inner_text().startswith("Total")

@@ -59,7 +59,11 @@ def test_ended_jobs_are_counted_once_and_leave_etcd_after_retention_but_their_us
     writer = ended[0]
     assert usage["total"]["bytes_out"] == writer["output_bytes"] + ended[1]["output_bytes"]
     assert usage["total"]["bytes_in"] == writer["image_bytes"] + ended[1]["image_bytes"] > 0
-    assert usage["total"]["cpu_seconds"] > 0
+    # CPU-seconds: the job's CPUs (its worker's when it had no limit) x its run time, which
+    # is about 0 for these jobs (docker's FinishedAt may even come a little before StartedAt).
+    expected = sum((j["cpus"] or store.get_worker(j["worker"]).cpus) * max(0.0, j["finished_at"] - j["started_at"])
+                   for j in ended[:2])
+    assert usage["total"]["cpu_seconds"] == pytest.approx(expected, abs=0.002)
     printed = cli(c, "alice", "usage")
     assert printed.returncode == 0, printed.stderr
     assert "alice" in printed.stdout and "failed 1, succeeded 1" in printed.stdout and "bob" not in printed.stdout
