@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -75,3 +76,22 @@ def starts_of(docker_url, job_id, since):
         client.close()
 
 
+
+
+def start_fake_gpu_worker(cluster, fakebin: Path):
+    """Start ``cluster``'s first worker (made with start_workers=False) and its engine with the
+    fake GPU tools in ``fakebin`` (dev.fake_nvidia_smi) on their PATH. dockerd enables its
+    "nvidia" device driver when nvidia-container-runtime-hook is on its PATH; a stub of it lets
+    containers start without a GPU, with everything up to the hook done for real."""
+    hook = fakebin / "nvidia-container-runtime-hook"
+    hook.write_text("#!/bin/sh\nexit 0\n")
+    hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    path = f"{fakebin}:{os.environ['PATH']}"
+    w = cluster.workers[0]
+    w.dockerd.stop()
+    w.dockerd.extra_args = ["--add-runtime", "nvidia=/usr/sbin/runc"]
+    w.dockerd.extra_env["PATH"] = path
+    w.dockerd.start().wait_ready(60)
+    w.daemon.extra_env["PATH"] = path
+    w.daemon.start().wait_ready(60)
+    return w

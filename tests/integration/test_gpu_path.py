@@ -5,15 +5,13 @@ device requests the jobs' containers really get, read back with `docker inspect`
 from __future__ import annotations
 
 import contextlib
-import os
-import stat
 
 import docker
 import pytest
 
 import pink_dev as dev
 from pink_dev.sampleimage import build_sample_image
-from tests.helpers import TERMINAL, submit, wait_state
+from tests.helpers import TERMINAL, start_fake_gpu_worker, submit, wait_state
 
 pytestmark = pytest.mark.integration
 
@@ -23,28 +21,12 @@ H100_X2 = """0, GPU-3f0b9c61-2d57-8e1a-9c47-5b1e0f7a2c11, NVIDIA H100 80GB HBM3,
 """
 
 
-def _script(path, text):
-    path.write_text(text)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-
-
 def test_gpu_jobs_get_exclusive_device_requests_and_the_nvidia_runtime(cluster, tmp_path):
     fakebin = tmp_path / "fakebin"
     fakebin.mkdir()
     dev.fake_nvidia_smi(fakebin, [(line.split(", ")[1], "NVIDIA H100 80GB HBM3", 81559) for line in H100_X2.splitlines()])
-    # dockerd enables its "nvidia" device driver when this hook is on its PATH; the stub lets
-    # containers start without a GPU, with everything up to the hook done for real.
-    _script(fakebin / "nvidia-container-runtime-hook", "#!/bin/sh\nexit 0\n")
-    path = f"{fakebin}:{os.environ['PATH']}"
-
     c = cluster(own_engines=True, start_workers=False, max_parallel_jobs=4)
-    w = c.workers[0]
-    w.dockerd.stop()
-    w.dockerd.extra_args = ["--add-runtime", "nvidia=/usr/sbin/runc"]
-    w.dockerd.extra_env["PATH"] = path
-    w.dockerd.start().wait_ready(60)
-    w.daemon.extra_env["PATH"] = path
-    w.daemon.start().wait_ready(60)
+    w = start_fake_gpu_worker(c, fakebin)
 
     api = c.api("alice")
     workers = api.get("/api/v1/workers").json()["workers"]

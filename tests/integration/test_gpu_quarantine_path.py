@@ -6,9 +6,7 @@ release through the API take effect."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import stat
 import time
 from pathlib import Path
 
@@ -16,18 +14,13 @@ import pytest
 
 import pink_dev as dev
 from pink_dev.sampleimage import build_sample_image
-from tests.helpers import TERMINAL, submit, wait_state
+from tests.helpers import TERMINAL, start_fake_gpu_worker, submit, wait_state
 
 pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).resolve().parents[1] / "unit" / "data" / "gpuhealth"
 #: The two GPUs of the fixtures.
 UUIDS = ("GPU-5f8e8c6e-1b4a-4c2e-9f3d-7a1b2c3d4e5f", "GPU-a2c4e6f8-0b1d-4e3f-8a5c-6d7e8f9a0b1c")
-
-
-def _script(path: Path, text: str) -> None:
-    path.write_text(text)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
 def _wait_worker(api, check, timeout=30):
@@ -46,18 +39,9 @@ def test_a_gpu_that_turns_bad_gets_no_jobs_and_admins_quarantine_and_release(clu
     dev.fake_nvidia_smi(fakebin, [(uuid, "NVIDIA H100 80GB HBM3", 81559) for uuid in UUIDS])
     answers = fakebin / "answers"  # what it prints: healthy to begin with
     assert (answers / "list").read_text() == (DATA / "query_2gpus.csv").read_text()
-    _script(fakebin / "nvidia-container-runtime-hook", "#!/bin/sh\nexit 0\n")
-    path = f"{fakebin}:{os.environ['PATH']}"
-
     c = cluster(own_engines=True, start_workers=False, max_parallel_jobs=4, gpu_health_interval_s=1,
                 gpu_xid_source="")
-    w = c.workers[0]
-    w.dockerd.stop()
-    w.dockerd.extra_args = ["--add-runtime", "nvidia=/usr/sbin/runc"]
-    w.dockerd.extra_env["PATH"] = path
-    w.dockerd.start().wait_ready(60)
-    w.daemon.extra_env["PATH"] = path
-    w.daemon.start().wait_ready(60)
+    w = start_fake_gpu_worker(c, fakebin)
 
     api, admin = c.api("alice"), c.api(c.admin_user)
     worker = _wait_worker(api, lambda x: x["gpus_free"] == [0, 1])
