@@ -272,14 +272,16 @@ def test_a_cpu_job_or_a_host_without_nvml_samples_nothing(caplog):
     assert "NVML is not available on this host" in caplog.text
 
 
-def test_this_gpu_less_host_has_no_nvml(caplog):
-    """The real pynvml on this machine (no driver): absent, one info line, no error."""
-    pytest.importorskip("pynvml")
+def test_the_real_nvml_opens_or_says_once_why_not(caplog):
+    """The real pynvml on this machine: without a driver (CI) absent, one info line, no error;
+    with one, it opens quietly and counts the GPUs."""
     with caplog.at_level(logging.INFO, logger="gpu_worker.gpustats"):
         nvml = gpustats.Nvml.open()
-    if nvml is not None:
-        pytest.skip("this host has NVML")
-    assert len([r for r in caplog.records if "no GPU metrics" in r.message]) == 1
+    said = [r for r in caplog.records if "no GPU metrics" in r.message]
+    if nvml is None:
+        assert len(said) == 1
+    else:
+        assert said == [] and nvml.count() >= 0
 
 
 def test_job_records_carry_the_gpu_fields(cluster):
