@@ -21,6 +21,7 @@ Key layout under the prefix (default ``/pink``)::
     inputuse/<hex>/<worker>   the last job placed there with it: {"job", "at"}
     workers/<name>            static registration; alive/<name> heartbeat on the lease
     drain/<name>              present while an admin has drained the worker
+    slots/<name>              an admin's live job slots for the worker (pink.slots)
     arrayjobs/, arrayslots/   job arrays: see pink.arraystore
     down/<name>               when a web server first saw the worker without a lease
     react/<id>                outbox of a job to retry if LOST or to notify (pink.reactions)
