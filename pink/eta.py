@@ -5,7 +5,8 @@ The simulation starts what the plan starts now, then jumps to the next moment a 
 reaches its limit (``started_at + timeout_s``), frees what it held, plans again, and so on. A
 job gets the time of the step that starts it, or None when the estimate is unknown: it waits
 behind a job whose limit is unknown, for something that never frees (more than the worker has,
-an array's jobs on other workers), or further back than :data:`MAX_STEPS` events.
+an array's jobs on other workers), further back than :data:`MAX_AHEAD` in today's start order
+or than :data:`MAX_STEPS` events. Both bound the cost: each event plans the simulated queue again.
 
 It is an upper bound under today's queue only: jobs that end early make it sooner, and jobs
 submitted later with a higher priority (or from users with less usage) may go first.
@@ -18,9 +19,11 @@ from typing import Any, Mapping, Sequence
 
 from .scheduling import Decision, Pool, QueuedJob, plan
 
-#: Events simulated at most; jobs that would start later get None (unknown). Each event plans
-#: the rest of the queue again, so this bounds the cost at MAX_STEPS plans.
+#: Events simulated at most; jobs that would start later get None (unknown).
 MAX_STEPS = 200
+#: Only the first jobs in today's start order are simulated (those behind: None): a plan per
+#: event over the whole of a queue of thousands would cost seconds per listing.
+MAX_AHEAD = 100
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ def plan_once(queue: Sequence[QueuedJob], running: Sequence[Running], capacity: 
 
 def estimate_starts(queue: Sequence[QueuedJob], limits: Mapping[str, float], running: Sequence[Running],
                     capacity: Capacity, now: float, *, array_running: Mapping[str, int] | None = None,
-                    max_steps: int = MAX_STEPS, **order: Any) -> dict[str, float | None]:
+                    max_steps: int = MAX_STEPS, max_ahead: int = MAX_AHEAD, **order: Any) -> dict[str, float | None]:
     """Job id -> when it starts at the latest (``now`` for a job that starts now), or None.
 
     ``limits`` maps each queued job to its time limit in seconds (missing or 0: unknown);
@@ -79,6 +82,10 @@ def estimate_starts(queue: Sequence[QueuedJob], limits: Mapping[str, float], run
     running = list(running)
     arrays = dict(array_running or {})
     free = len(capacity.free_gpus)
+    if len(pending) > max_ahead:
+        first = plan_once(pending, running, capacity, arrays, **order)  # in start order
+        ahead = {d.job_id for d in first[:max_ahead]}
+        pending = [job for job in pending if job.job_id in ahead]
     t = now
     for _step in range(max_steps):
         indices = tuple(range(free))  # which GPUs does not matter here, only how many
@@ -109,4 +116,4 @@ def estimate_starts(queue: Sequence[QueuedJob], limits: Mapping[str, float], run
     return starts
 
 
-__all__ = ["Running", "Capacity", "plan_once", "estimate_starts", "MAX_STEPS"]
+__all__ = ["Running", "Capacity", "plan_once", "estimate_starts", "MAX_STEPS", "MAX_AHEAD"]

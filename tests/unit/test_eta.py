@@ -115,3 +115,9 @@ def test_an_estimate_is_never_before_now_and_never_decreases_along_one_users_fif
     for gpus in (1, 2, 3):
         times = [starts[f"j{i}"] for i in range(20) if 1 + i % 3 == gpus]
         assert times == sorted(times)
+
+
+def test_only_the_first_jobs_in_start_order_are_simulated():
+    queue = [job(f"j{i}", created_at=-i) for i in range(5)]  # j4 is the oldest: it starts first
+    starts = eta(queue, {f"j{i}": 10 for i in range(5)}, [], worker(slots=1), max_ahead=2)
+    assert starts == {"j4": NOW, "j3": NOW + 10, "j2": None, "j1": None, "j0": None}
