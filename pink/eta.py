@@ -20,10 +20,10 @@ from typing import Any, Mapping, Sequence
 from .scheduling import Decision, Pool, QueuedJob, plan
 
 #: Events simulated at most; jobs that would start later get None (unknown).
-MAX_STEPS = 200
+MAX_STEPS = 100
 #: Only the first jobs in today's start order are simulated (those behind: None): a plan per
 #: event over the whole of a queue of thousands would cost seconds per listing.
-MAX_AHEAD = 100
+MAX_AHEAD = 50
 
 
 @dataclass(frozen=True)
