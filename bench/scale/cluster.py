@@ -20,6 +20,8 @@ import pink_dev as dev
 from pink_dev.config import token_from_output
 from pink_dev.process import Service
 
+from bench import harness as h
+
 from .engine import socket_path
 
 log = logging.getLogger(__name__)
@@ -61,13 +63,7 @@ class StandInEngine(Service):
 
 def rss_bytes(pids: list[int]) -> int:
     """Sum of the resident set sizes of ``pids`` (those still alive)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-    return total
+    return sum(h.status_bytes(pid, "VmRSS") for pid in pids)
 
 
 class ScaleCluster:
