@@ -10,8 +10,10 @@ import contextlib
 import json
 import logging
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,8 @@ class StandInEngine(Service):
 
     def __init__(self, base_dir: Path, *, engines: int, run_s: float, hold: bool) -> None:
         super().__init__(base_dir)
-        self.sockets = self.base_dir / "sockets"
+        # Unix socket paths are short (108 bytes): the sockets live in a folder of their own.
+        self.sockets = Path(tempfile.mkdtemp(prefix="pink-scale-"))
         self.engines, self.run_s, self.hold = engines, run_s, hold
 
     def prepare(self) -> None:
@@ -56,6 +59,10 @@ class StandInEngine(Service):
         """End the hold: held containers end run_s from now. Returns the time."""
         (self.sockets / "hold").unlink(missing_ok=True)
         return time.time()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        super().stop(timeout)
+        shutil.rmtree(self.sockets, ignore_errors=True)
 
     def url(self, i: int) -> str:
         return f"unix://{socket_path(self.sockets, i)}"

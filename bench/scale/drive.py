@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from pink import config as pink_config
+from pink.errors import PinkError
 from pink.states import JobState
 from pink.store import Store
 
@@ -51,8 +52,16 @@ class Load:
 
     # ----- etcd reads
     def not_ended(self) -> int:
-        """Jobs in the queues (every job that has not ended has a queue entry)."""
-        return len(self.store._range(self.store._k("queue", ""), keys_only=True))
+        """Jobs in the queues (every job that has not ended has a queue entry). A read that
+        times out on an overloaded machine is tried again, up to a minute."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return len(self.store._range(self.store._k("queue", ""), keys_only=True))
+            except PinkError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
 
     def running_on(self, worker: str) -> list[str]:
         return [e.job_id for e in self.store.queue(worker) if e.state is JobState.RUNNING]
