@@ -79,6 +79,8 @@ def queued(c: ScaleCluster, load: Load, args) -> dict[str, Any]:
         time.sleep(0.25)
         left = load.not_ended()
     seconds = time.time() - released
+    with load.lock:  # the through phase counts from this count on
+        load.pending, load.fresh = left, 0
     out["dispatch"] = {"jobs": made - left, "seconds": seconds, "rate": (made - left) / seconds}
     log.info("queued phase, %d workers: %s", len(c.daemons), out)
     return out
