@@ -19,6 +19,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
+from .etcd import etcd3, etcdrpc
 from .metrics import QUEUE_LOAD_READS
 from .model import Job
 from .scheduling import QueuedJob
@@ -148,6 +149,8 @@ class QueueMirror:
         self.wait_s = wait_s
         self._cond = threading.Condition()
         self._pid = 0
+        #: Loads this process summed from a full read because the mirror was behind or down.
+        self.fallbacks = 0
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -162,7 +165,7 @@ class QueueMirror:
                 return
             self._pid = os.getpid()
             self._reset_state()  # what a parent process had is not this one's
-        self._store.etcd.list_and_watch(self._store.queue_key(""), self._on_list, self._on_events)
+        self._store.etcd.list_and_watch(self._store.queues_prefix(), self._on_list, self._on_events)
 
     # ----- fed by the watch -------------------------------------------------------------------
     def _worker_of(self, key: bytes) -> str:
@@ -197,9 +200,13 @@ class QueueMirror:
     # ----- read by placement ------------------------------------------------------------------
     def _head(self) -> tuple[int, bytes, int, int]:
         """etcd's (count of queue keys, newest key, its mod_revision, revision read at)."""
-        prefix = self._store.queue_key("")
-        r = self._store.etcd.call(lambda c: c.get_prefix_response(
-            prefix, keys_only=True, sort_order="descend", sort_target="mod", limit=1), "newest queue key")
+        prefix = self._store.queues_prefix().encode()
+        # Built here: etcd3's get_prefix_response drops limit (and count_only) on the floor.
+        request = etcdrpc.RangeRequest(
+            key=prefix, range_end=etcd3.utils.increment_last_byte(prefix), keys_only=True, limit=1,
+            sort_order=etcdrpc.RangeRequest.DESCEND, sort_target=etcdrpc.RangeRequest.MOD)
+        r = self._store.etcd.call(lambda c: c.kvstub.Range(request, c.timeout, credentials=c.call_credentials,
+                                                           metadata=c.metadata), "newest queue key")
         newest = r.kvs[0] if r.kvs else None
         return r.count, newest.key if newest else b"", newest.mod_revision if newest else 0, r.header.revision
 
@@ -221,4 +228,5 @@ class QueueMirror:
                 QUEUE_LOAD_READS.labels(source="mirror").inc()
                 return self._load.copy()
         QUEUE_LOAD_READS.labels(source="etcd").inc()
+        self.fallbacks += 1
         return QueueLoad.of(self._store.all_queues())

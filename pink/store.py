@@ -81,6 +81,10 @@ class Store(DeletesMixin, UsageMixin, RetentionMixin):
     def queue_key(self, worker: str, job_id: str = "") -> str:
         return self._k("queue", worker, job_id)
 
+    def queues_prefix(self) -> str:
+        """The prefix of every worker's queue."""
+        return self._k("queue", "")
+
     def claim_key(self, job_id: str) -> str:
         return self._k("claims", job_id)
 
@@ -310,7 +314,7 @@ class Store(DeletesMixin, UsageMixin, RetentionMixin):
 
     def all_queues(self) -> dict[str, list[QueueEntry]]:
         out: dict[str, list[QueueEntry]] = {}
-        for key, value, _ in self._get_prefix(self._k("queue", "")):
+        for key, value, _ in self._get_prefix(self.queues_prefix()):
             worker = key.rsplit("/", 2)[1]
             out.setdefault(worker, []).append(QueueEntry.from_json(value))
         return out
