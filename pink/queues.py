@@ -149,6 +149,7 @@ class QueueMirror:
         self.wait_s = wait_s
         self._cond = threading.Condition()
         self._pid = 0
+        self._watch = None
         #: Loads this process summed from a full read because the mirror was behind or down.
         self.fallbacks = 0
         self._reset_state()
@@ -165,7 +166,12 @@ class QueueMirror:
                 return
             self._pid = os.getpid()
             self._reset_state()  # what a parent process had is not this one's
-        self._store.etcd.list_and_watch(self._store.queues_prefix(), self._on_list, self._on_events)
+        self._watch = self._store.etcd.list_and_watch(self._store.queues_prefix(), self._on_list, self._on_events)
+
+    def stop(self) -> None:
+        """End the watch: the mirror stays as it was (and falls behind)."""
+        if self._watch is not None:
+            self._watch.cancel()
 
     # ----- fed by the watch -------------------------------------------------------------------
     def _worker_of(self, key: bytes) -> str:

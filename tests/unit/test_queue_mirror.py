@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from types import SimpleNamespace
 
-from pink.etcd import etcdrpc
+from pink.etcd import ListWatch, etcdrpc
 from etcd3.etcdrpc.kv_pb2 import Event, KeyValue  # noqa: E402 - after pink.etcd sets up protobuf
 from pink.model import new_job_id
 from pink.queues import QueueEntry, QueueLoad, QueueMirror
@@ -130,3 +131,15 @@ def test_a_mirror_that_never_listed_reads_everything_without_waiting(cluster):
     started = time.monotonic()
     assert mirror.load().waiting == {"alice": 1}
     assert mirror.fallbacks == 1 and time.monotonic() - started < 4
+
+
+def test_a_watch_that_etcd_cancels_or_compacted_ends_its_stream_to_list_again():
+    """ListWatch (pink.etcd) hands events over; a cancel (a compacted start revision) ends the
+    stream, and the loop lists again before it watches anew."""
+    seen: list = []
+    watch = SimpleNamespace(_key=b"/pink/queue/", _on_events=seen.append)
+    assert ListWatch._handle(watch, etcdrpc.WatchResponse(canceled=True, compact_revision=7), False) is False
+    assert not seen
+    event = Event(type=Event.PUT, kv=KeyValue(key=b"/pink/queue/w1/j", value=entry().to_json(), mod_revision=9))
+    assert ListWatch._handle(watch, etcdrpc.WatchResponse(events=[event]), False) is True
+    assert seen == [[event]]
