@@ -122,7 +122,7 @@ class ClusterCollector:
         from .states import JobState  # noqa: PLC0415 - keep this module light to import
 
         counts: dict[tuple[str, str], int] = {}
-        for worker, entries in self.store.all_queues().items():
+        for worker, entries in self.store.queue_mirror.queues().items():
             for state in JobState:
                 if not state.terminal:
                     counts.setdefault((worker, state.value), 0)

@@ -225,14 +225,33 @@ class QueueMirror:
         mine = self._entries.get(key)
         return len(self._entries) == count and (not count or (mine is not None and mine[2] == mod_revision))
 
-    def load(self) -> QueueLoad:
-        """The sums over every queue entry, with every change etcd had when this was called."""
+    def _fresh(self) -> bool:
+        """Whether the mirror has every change etcd had when this was called (waiting up to
+        ``wait_s`` for the watch to bring them); counts the answer."""
         self._start()
         head = self._head()
         with self._cond:
             if self._listed and self._cond.wait_for(lambda: self._has(head), self.wait_s):
                 QUEUE_LOAD_READS.labels(source="mirror").inc()
-                return self._load.copy()
+                return True
         QUEUE_LOAD_READS.labels(source="etcd").inc()
         self.fallbacks += 1
+        return False
+
+    def load(self) -> QueueLoad:
+        """The sums over every queue entry, with every change etcd had when this was called."""
+        if self._fresh():
+            with self._cond:
+                return self._load.copy()
         return QueueLoad.of(self._store.all_queues())
+
+    def queues(self) -> dict[str, list[QueueEntry]]:
+        """Every worker's queue entries, as :meth:`Store.all_queues` reads them (the janitor's
+        sweep and the metrics' queue depths), from the mirror when it is up to date."""
+        if not self._fresh():
+            return self._store.all_queues()
+        out: dict[str, list[QueueEntry]] = {}
+        with self._cond:
+            for worker, entry, _ in self._entries.values():
+                out.setdefault(worker, []).append(entry)
+        return out

@@ -57,6 +57,8 @@ def in_step(store: Store) -> None:
 
     dev.wait_until(answers_alone, 15, "the mirror to catch up")
     assert sums(store.queue_load()) == sums(QueueLoad.of(store.all_queues()))
+    ids = lambda queues: {w: sorted(e.job_id for e in entries) for w, entries in queues.items()}  # noqa: E731
+    assert ids(store.queue_mirror.queues()) == ids(store.all_queues())
 
 
 def test_the_mirror_follows_creations_claims_and_ends(etcd):

@@ -143,3 +143,18 @@ def test_a_watch_that_etcd_cancels_or_compacted_ends_its_stream_to_list_again():
     event = Event(type=Event.PUT, kv=KeyValue(key=b"/pink/queue/w1/j", value=entry().to_json(), mod_revision=9))
     assert ListWatch._handle(watch, etcdrpc.WatchResponse(events=[event]), False) is True
     assert seen == [[event]]
+
+
+def test_the_janitor_and_the_metrics_get_every_entry_from_the_mirror_or_a_full_read(cluster):
+    def by_worker(queues) -> dict:
+        return {w: sorted(e.job_id for e in entries) for w, entries in queues.items()}
+
+    put(cluster, "w1", entry())
+    put(cluster, "w2", entry("bob"))
+    watch = Watch(cluster)
+    watch.list()
+    assert by_worker(watch.mirror.queues()) == by_worker(cluster.store.all_queues())
+    assert watch.mirror.fallbacks == 0
+    put(cluster, "w2", entry("carol"))  # not delivered: read from etcd
+    assert by_worker(watch.mirror.queues()) == by_worker(cluster.store.all_queues())
+    assert watch.mirror.fallbacks == 1
