@@ -234,8 +234,8 @@ class QueueMirror:
             if self._listed and self._cond.wait_for(lambda: self._has(head), self.wait_s):
                 QUEUE_LOAD_READS.labels(source="mirror").inc()
                 return True
+            self.fallbacks += 1
         QUEUE_LOAD_READS.labels(source="etcd").inc()
-        self.fallbacks += 1
         return False
 
     def load(self) -> QueueLoad:
