@@ -1,10 +1,11 @@
 """What one submission's placement reads cost as queued jobs grow (issue #15 item 3).
 
-Placement (webapp.jobs.submit) reads every worker's queue (``Store.all_queues``: one range over
-``queue/``) to weigh workers and to count the user's waiting jobs. This measures that read, and
-the alternatives a per-worker load summary would use, on a real single-member etcd holding N
-queue entries spread over W workers (the entries are written directly, as create_job writes
-them: the control plane's reads are measured, not jobs). Run: ``python -m bench.placement_reads``.
+Placement (webapp.jobs.submit) read every worker's queue (``Store.all_queues``: one range over
+``queue/``) to weigh workers and to count the user's waiting jobs; it now reads its process's
+mirror of ``queue/`` after checking etcd's newest queue key (pink.queues). This measures those
+reads on a real single-member etcd holding N queue entries spread over W workers (the entries
+are written directly, as create_job writes them: the control plane's reads are measured, not
+jobs). Run: ``python -m bench.placement_reads``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import pink_dev as dev
 from pink.config import EtcdConfig
 from pink.model import new_job_id
 from pink.states import JobState
-from pink.store import QueueEntry, Store
+from pink.queues import QueueEntry, QueueMirror
+from pink.store import Store
 
 
 def _fill(store: Store, workers: int, total: int, have: int) -> None:
@@ -47,17 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, dev.EtcdCluster(1, tmp) as etcd:
         store = Store(EtcdConfig(endpoints=tuple(etcd.endpoints), prefix="/bench"))
         print(f"real etcd, {args.workers} workers; ms per call, median / p99 of {args.repeat}")
-        print(f"{'queued':>8} {'all_queues (today)':>20} {'one worker queue':>18} {'count only, keys':>18}")
+        print(f"{'queued':>8} {'all_queues (today)':>20} {'one worker queue':>18} {'newest key (mirror)':>19}")
         have = 0
         for n in (int(s) for s in args.sizes.split(",")):
             _fill(store, args.workers, n, have)
             have = n
             whole = _ms(store.all_queues, args.repeat)
             one = _ms(lambda: store.queue("w0"), args.repeat)
-            count = _ms(lambda: store.etcd.call(lambda c: c.get_prefix_response(
-                store.queue_key(""), keys_only=True, count_only=True).count, "count"), args.repeat)
+            head = _ms(lambda: QueueMirror(store)._head(), args.repeat)
             print(f"{n:>8} {whole[0]:>10.1f} / {whole[1]:<7.1f} {one[0]:>8.1f} / {one[1]:<7.1f} "
-                  f"{count[0]:>8.1f} / {count[1]:<7.1f}")
+                  f"{head[0]:>8.1f} / {head[1]:<7.1f}")
     return 0
 
 

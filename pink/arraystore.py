@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from .errors import StoreUnavailable
 from .etcd import transactions as tx
 from .model import Job
+from .queues import QueueEntry
 
 if TYPE_CHECKING:
     from .store import Store
@@ -38,8 +39,6 @@ def create_jobs(store: "Store", jobs: Sequence[Job], max_txn_ops: int) -> list[J
     """Create QUEUED jobs of an array (whose image a worker holds) in as few transactions as
     etcd allows (``max_txn_ops`` operations each), each job create-if-absent. Returns them as
     stored. Raises :class:`~pink.errors.StoreUnavailable` if etcd is away or an id is taken."""
-    from .store import QueueEntry  # pink.store imports this module
-
     per_txn = max(max_txn_ops // OPS_PER_JOB, 1)
     created: list[Job] = []
     for start in range(0, len(jobs), per_txn):

@@ -118,6 +118,10 @@ class EtcdClient:
     def watch_prefix(self, prefix: str, on_event: Callable[[], None]) -> "PrefixWatch":
         return PrefixWatch(self, prefix, on_event)
 
+    def list_and_watch(self, prefix: str, on_list: Callable[[list, int], None],
+                       on_events: Callable[[list], None]) -> "ListWatch":
+        return ListWatch(self, prefix, on_list, on_events)
+
     def close(self) -> None:
         with self._lock:
             for client in self._clients.values():
@@ -143,8 +147,19 @@ class PrefixWatch:
         self._thread = threading.Thread(target=self._run, name=f"watch {prefix}", daemon=True)
         self._thread.start()
 
-    def _requests(self, done: threading.Event):
-        create = etcdrpc.WatchCreateRequest(key=self._key, range_end=etcd3.utils.increment_last_byte(self._key))
+    def _create_request(self, client: etcd3.Etcd3Client) -> etcdrpc.WatchCreateRequest:
+        """What the (re)made stream watches, from which revision (0: from now)."""
+        return etcdrpc.WatchCreateRequest(key=self._key, range_end=etcd3.utils.increment_last_byte(self._key))
+
+    def _handle(self, response: etcdrpc.WatchResponse, first: bool) -> bool:
+        """One response of the stream; False ends the stream (it is made again)."""
+        if response.created and not first:
+            self._on_event()  # reconnected: whatever changed meanwhile is unseen
+        if response.events:
+            self._on_event()
+        return True
+
+    def _requests(self, create: etcdrpc.WatchCreateRequest, done: threading.Event):
         yield etcdrpc.WatchRequest(create_request=create)
         done.wait()  # keep the request side open while the stream lives
 
@@ -155,15 +170,15 @@ class PrefixWatch:
             idx, client = self._etcd._client()
             done = threading.Event()
             try:
-                self._call = etcdrpc.WatchStub(client.channel).Watch(self._requests(done))
+                create = self._create_request(client)
+                self._call = etcdrpc.WatchStub(client.channel).Watch(self._requests(create, done))
                 for response in self._call:
-                    if response.created and not first:
-                        self._on_event()  # reconnected: whatever changed meanwhile is unseen
+                    if not self._handle(response, first):
+                        self._call.cancel()
+                        break
                     first = False
                     delay = 0.1
-                    if response.events:
-                        self._on_event()
-            except grpc.RpcError:
+            except (*_TRANSIENT, grpc.RpcError):
                 if self._stopped.is_set():
                     break
                 self._etcd._failover(idx)
@@ -176,3 +191,32 @@ class PrefixWatch:
         self._stopped.set()
         if self._call is not None:
             self._call.cancel()
+
+
+class ListWatch(PrefixWatch):
+    """Lists ``prefix`` (``on_list(kvs, revision)``), then hands every change after that listing
+    to ``on_events(events)`` in order, one response (whole revisions) at a time. After a
+    reconnect, or when etcd has compacted away the revisions it would resume from, it lists
+    again: ``on_list`` replaces whatever was built from the events before."""
+
+    def __init__(self, etcd: EtcdClient, prefix: str, on_list: Callable[[list, int], None],
+                 on_events: Callable[[list], None]) -> None:
+        self._on_list = on_list
+        self._on_events = on_events
+        super().__init__(etcd, prefix, lambda: None)
+
+    def _create_request(self, client: etcd3.Etcd3Client) -> etcdrpc.WatchCreateRequest:
+        listing = client.get_prefix_response(self._key)
+        self._on_list(list(listing.kvs), listing.header.revision)
+        create = super()._create_request(client)
+        create.start_revision = listing.header.revision + 1
+        return create
+
+    def _handle(self, response: etcdrpc.WatchResponse, first: bool) -> bool:
+        if response.canceled or response.compact_revision:
+            log.info("watch of %s ended (compacted at %d): listing it again",
+                     self._key.decode(), response.compact_revision)
+            return False
+        if response.events:
+            self._on_events(list(response.events))
+        return True

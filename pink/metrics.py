@@ -47,6 +47,8 @@ TRANSFER_BYTES = Counter("pink_transfer_bytes", "Bytes a web server moved to or 
 TRANSFER_SPEED = Histogram("pink_transfer_bytes_per_second", "Throughput of each transfer of at least "
                            "1 MiB between a web server and a worker", ["direction"], buckets=_THROUGHPUT_BUCKETS)
 ETCD_ERRORS = Counter("pink_etcd_errors", "etcd calls that failed", ["kind"])
+QUEUE_LOAD_READS = Counter("pink_queue_load_reads", "Placement reads of the queues' load, by where "
+                           "they came from (this process's mirror, or all of queue/ in etcd)", ["source"])
 ETCD_RETRIES = Counter("pink_etcd_retries", "Retries of calls after a transient failure (pink.retry)")
 LEASE_RENEW_SECONDS = Histogram("pink_lease_renew_seconds", "Time a lease refresh took",
                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
@@ -120,7 +122,7 @@ class ClusterCollector:
         from .states import JobState  # noqa: PLC0415 - keep this module light to import
 
         counts: dict[tuple[str, str], int] = {}
-        for worker, entries in self.store.all_queues().items():
+        for worker, entries in self.store.queue_mirror.queues().items():
             for state in JobState:
                 if not state.terminal:
                     counts.setdefault((worker, state.value), 0)

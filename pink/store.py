@@ -46,7 +46,7 @@ from .config import EtcdConfig
 from .errors import InputUnavailable, StoreUnavailable
 from .etcd import EtcdClient, transactions as tx
 from .model import InputRecord, Job, Token, User, WorkerInfo
-from .scheduling import QueuedJob
+from .queues import QueueEntry, QueueLoad, QueueMirror
 from .store_deletes import DeletesMixin
 from .store_retention import RetentionMixin
 from .store_usage import UsageMixin
@@ -66,54 +66,11 @@ def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclasses.dataclass(frozen=True)
-class QueueEntry:
-    """A non-terminal job as its worker's queue index shows it."""
-
-    job_id: str
-    user: str
-    state: JobState
-    gpus: int
-    timeout_s: int
-    priority: int
-    created_at: float
-    image_id: str = ""
-    #: Resources resolved at placement (entries of older versions: 0, no limit).
-    cpus: float = 0.0
-    memory_bytes: int = 0
-    #: The job's array and its limit of claimed jobs at once (pink.arrays; "" and 0: none).
-    array_id: str = ""
-    array_limit: int = 0
-    started_at: float = 0.0  # when its container started (0: not yet, or an older entry)
-
-    def to_json(self) -> bytes:
-        data = dataclasses.asdict(self)
-        data["state"] = self.state.value
-        return json.dumps(data, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> "QueueEntry":
-        names = {f.name for f in dataclasses.fields(cls)}  # a newer release's fields: ignored
-        data = {k: v for k, v in json.loads(raw).items() if k in names}
-        data["state"] = JobState(data["state"])
-        return cls(**data)
-
-    @classmethod
-    def of(cls, job: Job) -> "QueueEntry":
-        return cls(job.id, job.user, job.state, job.gpus, job.timeout_s, job.priority,
-                   job.created_at, job.image_id, job.cpus, job.memory_bytes, job.array_id, job.array_limit,
-                   job.started_at or 0.0)
-
-    def queued_job(self) -> QueuedJob:
-        """The entry as :func:`pink.scheduling.plan` takes it."""
-        return QueuedJob(self.job_id, self.user, self.priority, self.created_at, self.gpus,
-                         self.cpus, self.memory_bytes, self.array_id, self.array_limit)
-
-
 class Store(DeletesMixin, UsageMixin, RetentionMixin):
     def __init__(self, cfg: EtcdConfig, client: EtcdClient | None = None) -> None:
         self.prefix = cfg.prefix.rstrip("/")
         self.etcd = client or EtcdClient(cfg)
+        self.queue_mirror = QueueMirror(self)
 
     # ----- keys -----------------------------------------------------------------------------
     def _k(self, *parts: str) -> str:
@@ -124,6 +81,10 @@ class Store(DeletesMixin, UsageMixin, RetentionMixin):
 
     def queue_key(self, worker: str, job_id: str = "") -> str:
         return self._k("queue", worker, job_id)
+
+    def queues_prefix(self) -> str:
+        """The prefix of every worker's queue."""
+        return self._k("queue", "")
 
     def claim_key(self, job_id: str) -> str:
         return self._k("claims", job_id)
@@ -354,10 +315,14 @@ class Store(DeletesMixin, UsageMixin, RetentionMixin):
 
     def all_queues(self) -> dict[str, list[QueueEntry]]:
         out: dict[str, list[QueueEntry]] = {}
-        for key, value, _ in self._get_prefix(self._k("queue", "")):
+        for key, value, _ in self._get_prefix(self.queues_prefix()):
             worker = key.rsplit("/", 2)[1]
             out.setdefault(worker, []).append(QueueEntry.from_json(value))
         return out
+
+    def queue_load(self) -> QueueLoad:
+        """Per-worker and per-user sums over every queue entry, up to date (pink.queues)."""
+        return self.queue_mirror.load()
 
     # ----- inputs -----------------------------------------------------------------------------
     def _input_keys(self, input_id: str, worker: str) -> tuple[str, str]:

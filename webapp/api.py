@@ -322,7 +322,7 @@ def list_workers():
     account, folders) is for admins only, and each user sees only the cached images that are
     theirs (others' image ids would tell what they run)."""
     workers = store().workers()
-    queues = store().all_queues()
+    load = store().queue_load()
     mine = None if g.user.admin else joblogic.uploaded_images(store(), g.user)
     out = []
     for w in workers:
@@ -331,9 +331,8 @@ def list_workers():
             for private in ("ssh_host", "ssh_port", "ssh_user", "inbox", "outbox"):
                 del data[private]
             data["images"] = [i for i in w.images if i in mine]
-        entries = queues.get(w.name, [])
-        data["queued"] = sum(1 for e in entries if e.state is JobState.QUEUED)
-        data["running"] = sum(1 for e in entries if e.state not in (JobState.QUEUED, JobState.UPLOADING))
+        data["queued"] = load.worker(w.name).queued
+        data["running"] = load.worker(w.name).running
         data["gpus_free"] = list(w.gpus_free) if w.alive else []
         out.append(data)
     return jsonify(workers=out)

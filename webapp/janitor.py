@@ -44,7 +44,7 @@ def sweep(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, i
     retention = {w.name: w.output_retention_s for w in workers}
     claims = store.claims()
     uploads = store.uploads()
-    for worker, entries in store.all_queues().items():
+    for worker, entries in store.queue_mirror.queues().items():
         down_for = 0.0
         if worker not in alive:
             down_for = now - store.down_since(worker, now)

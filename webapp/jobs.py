@@ -16,7 +16,8 @@ from pink.model import INPUT_ID, InputRecord, Job, User, WorkerInfo, new_job_id
 from pink.lease import Lease
 from pink.notify import check_request
 from pink.states import CLAIMED, JobState
-from pink.store import QueueEntry, Store
+from pink.queues import QueueLoad
+from pink.store import Store
 
 from . import arrays
 from .spec import JobSpec, SubmitError
@@ -26,15 +27,15 @@ from .upload import InputArchiveChecker, Unpacking, ValidatingReader
 log = logging.getLogger(__name__)
 
 
-def worker_views(workers: list[WorkerInfo], queues: dict[str, list[QueueEntry]]) -> list[scheduling.WorkerView]:
+def worker_views(workers: list[WorkerInfo], load: QueueLoad) -> list[scheduling.WorkerView]:
     views = []
     for w in workers:
-        entries = queues.get(w.name, [])
+        queue = load.worker(w.name)
         views.append(scheduling.WorkerView(
             name=w.name, alive=w.alive, drained=w.drained, gpus=len(w.gpus), cpus=w.cpus,
             images=frozenset(w.images),
-            queued_gpu_seconds=sum(e.gpus * e.timeout_s for e in entries),
-            active_jobs=len(entries),
+            queued_gpu_seconds=queue.gpu_seconds,
+            active_jobs=queue.jobs,
             memory_bytes=w.memory_bytes, datasets=frozenset(w.datasets),
             default_cpus=w.default_cpus, default_memory_bytes=w.default_memory_bytes,
             default_shm_bytes=w.default_shm_bytes, max_cpus=w.max_cpus, max_memory_bytes=w.max_memory_bytes,
@@ -53,11 +54,9 @@ def list_datasets(workers: list[WorkerInfo]) -> list[dict]:
             for name in names]
 
 
-def check_quota(cfg: Config, user: User, queues: dict[str, list[QueueEntry]], upload_bytes: int,
-                jobs: int = 1) -> None:
+def check_quota(cfg: Config, user: User, load: QueueLoad, upload_bytes: int, jobs: int = 1) -> None:
     """Refuse ``jobs`` more waiting jobs over the user's quota, and an upload over its quota."""
-    mine = [e for entries in queues.values() for e in entries if e.user == user.name]
-    waiting = sum(1 for e in mine if e.state in (JobState.UPLOADING, JobState.QUEUED))
+    waiting = load.waiting.get(user.name, 0)
     if waiting + jobs > cfg.web.quota_queued_jobs:
         more = f"; this array adds {jobs}" if jobs > 1 else ""
         raise SubmitError(429, f"you already have {waiting} jobs waiting (quota "
@@ -163,7 +162,7 @@ def submit(
             # A retry of a request that already made its job: answer it, read nothing (an
             # array's jobs that the first try did not get to record are recorded now).
             if existing.array_id and spec.array is not None and existing.image_id:
-                arrays.create_rest(store, existing, spec, worker_views(store.workers(), store.all_queues()))
+                arrays.create_rest(store, existing, spec, worker_views(store.workers(), store.queue_load()))
             return existing, False
     reuse = spec.image_id and not length
     if not reuse and length is None:
@@ -175,10 +174,10 @@ def submit(
     if spec.array_size > cfg.web.max_array_size:
         raise SubmitError(400, f"the array has {spec.array_size} jobs; at most {cfg.web.max_array_size} "
                                "(web.max_array_size)")
-    queues = store.all_queues()
-    check_quota(cfg, user, queues, length or 0, max(spec.array_size, 1))
+    load = store.queue_load()
+    check_quota(cfg, user, load, length or 0, max(spec.array_size, 1))
     workers = store.workers()
-    views = worker_views(workers, queues)
+    views = worker_views(workers, load)
     asks = dict(datasets=spec.datasets, cpus=spec.cpus, memory_bytes=spec.memory_bytes)
     refusal = scheduling.impossible(views, **asks)
     if refusal:
@@ -241,7 +240,7 @@ def submit(
     if spec.array is not None and job.state is JobState.QUEUED:
         # The image is on the job's worker now: place the rest there or where it is held too.
         allowed = {v.name for v in views}
-        fresh = [v for v in worker_views(store.workers(), store.all_queues()) if v.name in allowed]
+        fresh = [v for v in worker_views(store.workers(), store.queue_load()) if v.name in allowed]
         arrays.create_rest(store, job, spec, fresh)
     return job, True
 
@@ -325,7 +324,7 @@ def upload_input(cfg: Config, store: Store, links: WorkerLinks, user: User, spec
     if expected and not INPUT_ID.fullmatch(expected):
         raise SubmitError(400, "sha256 must look like sha256:<64 hex digits> (the input's id)")
     workers = store.workers()
-    views = worker_views(workers, store.all_queues())
+    views = worker_views(workers, store.queue_load())
     asks = dict(datasets=spec.datasets, cpus=spec.cpus, memory_bytes=spec.memory_bytes)
     refusal = scheduling.impossible(views, **asks)
     if refusal:

@@ -1,0 +1,260 @@
+"""The workers' queue entries, and what placement reads of them: per-worker and per-user sums.
+
+Placement (webapp.jobs) weighs workers by their live jobs and queued GPU-seconds, and the queue
+quota counts a user's waiting jobs. Summing every entry under ``queue/`` on each submission
+costs time linear in the cluster's queued jobs, so each process keeps :class:`QueueMirror`, a
+copy of ``queue/`` fed by one etcd watch that keeps those sums up to date, and reads etcd's
+newest queue key (one key) to know the copy has every change before using it.
+
+Only placement and the (soft) queue quota read the mirror. Nothing that decides a job's fate
+does: claims, transitions and creation keep comparing revisions in their transactions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from .etcd import etcd3, etcdrpc
+from .metrics import QUEUE_LOAD_READS
+from .model import Job
+from .scheduling import QueuedJob
+from .states import JobState
+
+if TYPE_CHECKING:
+    from .store import Store
+
+log = logging.getLogger(__name__)
+
+#: Jobs that wait for a worker to start them: what the queue quota counts.
+WAITING = frozenset({JobState.UPLOADING, JobState.QUEUED})
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueEntry:
+    """A non-terminal job as its worker's queue index shows it."""
+
+    job_id: str
+    user: str
+    state: JobState
+    gpus: int
+    timeout_s: int
+    priority: int
+    created_at: float
+    image_id: str = ""
+    #: Resources resolved at placement (entries of older versions: 0, no limit).
+    cpus: float = 0.0
+    memory_bytes: int = 0
+    #: The job's array and its limit of claimed jobs at once (pink.arrays; "" and 0: none).
+    array_id: str = ""
+    array_limit: int = 0
+    started_at: float = 0.0  # when its container started (0: not yet, or an older entry)
+
+    def to_json(self) -> bytes:
+        data = dataclasses.asdict(self)
+        data["state"] = self.state.value
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "QueueEntry":
+        names = {f.name for f in dataclasses.fields(cls)}  # a newer release's fields: ignored
+        data = {k: v for k, v in json.loads(raw).items() if k in names}
+        data["state"] = JobState(data["state"])
+        return cls(**data)
+
+    @classmethod
+    def of(cls, job: Job) -> "QueueEntry":
+        return cls(job.id, job.user, job.state, job.gpus, job.timeout_s, job.priority,
+                   job.created_at, job.image_id, job.cpus, job.memory_bytes, job.array_id, job.array_limit,
+                   job.started_at or 0.0)
+
+    def queued_job(self) -> QueuedJob:
+        """The entry as :func:`pink.scheduling.plan` takes it."""
+        return QueuedJob(self.job_id, self.user, self.priority, self.created_at, self.gpus,
+                         self.cpus, self.memory_bytes, self.array_id, self.array_limit)
+
+
+@dataclasses.dataclass
+class WorkerLoad:
+    """Sums over one worker's queue entries (its jobs that have not ended)."""
+
+    jobs: int = 0
+    queued: int = 0
+    uploading: int = 0
+    #: GPUs times time limit of those jobs: how long the worker is booked.
+    gpu_seconds: int = 0
+
+    @property
+    def running(self) -> int:
+        """Jobs claimed by the worker (starting, running, exporting...)."""
+        return self.jobs - self.queued - self.uploading
+
+
+class QueueLoad:
+    """:class:`WorkerLoad` per worker and waiting jobs per user, over a set of queue entries."""
+
+    def __init__(self) -> None:
+        self.workers: dict[str, WorkerLoad] = {}
+        self.waiting: dict[str, int] = {}
+
+    @classmethod
+    def of(cls, queues: dict[str, list[QueueEntry]]) -> "QueueLoad":
+        load = cls()
+        for worker, entries in queues.items():
+            for entry in entries:
+                load.add(worker, entry)
+        return load
+
+    def add(self, worker: str, entry: QueueEntry, sign: int = 1) -> None:
+        """Count ``entry`` in (``sign`` 1) or out (-1)."""
+        w = self.workers.setdefault(worker, WorkerLoad())
+        w.jobs += sign
+        w.queued += sign * (entry.state is JobState.QUEUED)
+        w.uploading += sign * (entry.state is JobState.UPLOADING)
+        w.gpu_seconds += sign * entry.gpus * entry.timeout_s
+        if not w.jobs:
+            del self.workers[worker]
+        if entry.state in WAITING:
+            self.waiting[entry.user] = self.waiting.get(entry.user, 0) + sign
+            if not self.waiting[entry.user]:
+                del self.waiting[entry.user]
+
+    def worker(self, name: str) -> WorkerLoad:
+        return self.workers.get(name) or WorkerLoad()
+
+    def copy(self) -> "QueueLoad":
+        out = QueueLoad()
+        out.workers = {name: dataclasses.replace(w) for name, w in self.workers.items()}
+        out.waiting = dict(self.waiting)
+        return out
+
+
+class QueueMirror:
+    """This process's copy of ``queue/``, kept by one etcd watch, summed as a :class:`QueueLoad`.
+
+    :meth:`load` answers from the copy only when it has every change etcd has: it reads the
+    count of queue keys and the newest of them (keys only, one key over the wire). Any put since
+    the copy's last event makes the newest key one the copy lacks at that revision; deletes alone
+    lower the count; so an equal pair means an equal set. Otherwise it waits up to ``wait_s``
+    for the watch, then sums a full read of ``queue/`` (as before the mirror). A submission
+    thus always sees the ones before it, on any web server.
+
+    The watch starts on the first :meth:`load` in each process (gunicorn forks its workers after
+    the app is made; a thread does not survive a fork).
+    """
+
+    def __init__(self, store: "Store", wait_s: float = 0.25) -> None:
+        self._store = store
+        self.wait_s = wait_s
+        self._cond = threading.Condition()
+        self._pid = 0
+        self._watch = None
+        #: Loads this process summed from a full read because the mirror was behind or down.
+        self.fallbacks = 0
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._entries: dict[bytes, tuple[str, QueueEntry, int]] = {}  # key -> (worker, entry, mod_revision)
+        self._load = QueueLoad()
+        self._revision = 0
+        self._listed = False
+
+    def _start(self) -> None:
+        with self._cond:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._reset_state()  # what a parent process had is not this one's
+        self._watch = self._store.etcd.list_and_watch(self._store.queues_prefix(), self._on_list, self._on_events)
+
+    def stop(self) -> None:
+        """End the watch: the mirror stays as it was (and falls behind)."""
+        if self._watch is not None:
+            self._watch.cancel()
+
+    # ----- fed by the watch -------------------------------------------------------------------
+    def _worker_of(self, key: bytes) -> str:
+        return key.decode().rsplit("/", 2)[1]
+
+    def _on_list(self, kvs: list, revision: int) -> None:
+        with self._cond:
+            self._reset_state()
+            for kv in kvs:
+                self._put(kv.key, kv.value, kv.mod_revision)
+            self._revision = revision
+            self._listed = True
+            self._cond.notify_all()
+
+    def _on_events(self, events: list) -> None:
+        with self._cond:
+            for event in events:
+                kv = event.kv
+                old = self._entries.pop(kv.key, None)
+                if old is not None:
+                    self._load.add(old[0], old[1], -1)
+                if event.type == event.PUT:
+                    self._put(kv.key, kv.value, kv.mod_revision)
+                self._revision = max(self._revision, kv.mod_revision)
+            self._cond.notify_all()
+
+    def _put(self, key: bytes, value: bytes, mod_revision: int) -> None:
+        worker, entry = self._worker_of(key), QueueEntry.from_json(value)
+        self._entries[key] = (worker, entry, mod_revision)
+        self._load.add(worker, entry)
+
+    # ----- read by placement ------------------------------------------------------------------
+    def _head(self) -> tuple[int, bytes, int, int]:
+        """etcd's (count of queue keys, newest key, its mod_revision, revision read at)."""
+        prefix = self._store.queues_prefix().encode()
+        # Built here: etcd3's get_prefix_response drops limit (and count_only) on the floor.
+        request = etcdrpc.RangeRequest(
+            key=prefix, range_end=etcd3.utils.increment_last_byte(prefix), keys_only=True, limit=1,
+            sort_order=etcdrpc.RangeRequest.DESCEND, sort_target=etcdrpc.RangeRequest.MOD)
+        r = self._store.etcd.call(lambda c: c.kvstub.Range(request, c.timeout, credentials=c.call_credentials,
+                                                           metadata=c.metadata), "newest queue key")
+        newest = r.kvs[0] if r.kvs else None
+        return r.count, newest.key if newest else b"", newest.mod_revision if newest else 0, r.header.revision
+
+    def _has(self, head: tuple[int, bytes, int, int]) -> bool:
+        count, key, mod_revision, revision = head
+        if not self._listed:
+            return False
+        if self._revision >= revision:
+            return True  # it has applied a change made after that read
+        mine = self._entries.get(key)
+        return len(self._entries) == count and (not count or (mine is not None and mine[2] == mod_revision))
+
+    def _fresh(self) -> bool:
+        """Whether the mirror has every change etcd had when this was called (waiting up to
+        ``wait_s`` for the watch to bring them); counts the answer."""
+        self._start()
+        head = self._head()
+        with self._cond:
+            if self._listed and self._cond.wait_for(lambda: self._has(head), self.wait_s):
+                QUEUE_LOAD_READS.labels(source="mirror").inc()
+                return True
+            self.fallbacks += 1
+        QUEUE_LOAD_READS.labels(source="etcd").inc()
+        return False
+
+    def load(self) -> QueueLoad:
+        """The sums over every queue entry, with every change etcd had when this was called."""
+        if self._fresh():
+            with self._cond:
+                return self._load.copy()
+        return QueueLoad.of(self._store.all_queues())
+
+    def queues(self) -> dict[str, list[QueueEntry]]:
+        """Every worker's queue entries, as :meth:`Store.all_queues` reads them (the janitor's
+        sweep and the metrics' queue depths), from the mirror when it is up to date."""
+        if not self._fresh():
+            return self._store.all_queues()
+        out: dict[str, list[QueueEntry]] = {}
+        with self._cond:
+            for worker, entry, _ in self._entries.values():
+                out.setdefault(worker, []).append(entry)
+        return out
