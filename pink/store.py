@@ -21,7 +21,8 @@ Key layout under the prefix (default ``/pink``)::
     inputuse/<hex>/<worker>   the last job placed there with it: {"job", "at"}
     workers/<name>            static registration; alive/<name> heartbeat on the lease
     drain/<name>              present while an admin has drained the worker
-    arrayjobs/, arrayslots/   job arrays: see pink.arraystore
+    arrayjobs/                job arrays: see pink.arraystore
+    arrayslots/, gpuslots/    run slots of claimed jobs: see pink.runslots
     down/<name>               when a web server first saw the worker without a lease
     react/<id>                outbox of a job to retry if LOST or to notify (pink.reactions)
     deleted/<id>              tombstone of a deleted job (pink/store_deletes.py); on a lease
@@ -39,7 +40,7 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 
-from . import arraystore, metrics
+from . import arraystore, metrics, runslots
 from . import reactions
 from .config import EtcdConfig
 from .errors import InputUnavailable, StoreUnavailable
@@ -83,6 +84,7 @@ class QueueEntry:
     #: The job's array and its limit of claimed jobs at once (pink.arrays; "" and 0: none).
     array_id: str = ""
     array_limit: int = 0
+    user_priority: int = 0
 
     def to_json(self) -> bytes:
         data = dataclasses.asdict(self)
@@ -93,17 +95,19 @@ class QueueEntry:
     def from_json(cls, raw: bytes) -> "QueueEntry":
         data = json.loads(raw)
         data["state"] = JobState(data["state"])
-        return cls(**data)
+        names = {f.name for f in dataclasses.fields(cls)}  # newer versions may write more
+        return cls(**{k: v for k, v in data.items() if k in names})
 
     @classmethod
     def of(cls, job: Job) -> "QueueEntry":
         return cls(job.id, job.user, job.state, job.gpus, job.timeout_s, job.priority,
-                   job.created_at, job.image_id, job.cpus, job.memory_bytes, job.array_id, job.array_limit)
+                   job.created_at, job.image_id, job.cpus, job.memory_bytes, job.array_id, job.array_limit,
+                   job.user_priority)
 
     def queued_job(self) -> QueuedJob:
         """The entry as :func:`pink.scheduling.plan` takes it."""
         return QueuedJob(self.job_id, self.user, self.priority, self.created_at, self.gpus,
-                         self.cpus, self.memory_bytes, self.array_id, self.array_limit)
+                         self.cpus, self.memory_bytes, self.array_id, self.array_limit, self.user_priority)
 
 
 class Store(DeletesMixin, UsageMixin, RetentionMixin):
@@ -272,9 +276,8 @@ class Store(DeletesMixin, UsageMixin, RetentionMixin):
             success.append(tx.delete(self.upload_key(job.id)))
         if new.terminal:
             success += [tx.delete(self.queue_key(job.worker, job.id)), tx.delete(self.claim_key(job.id)),
-                        tx.put(self.account_marker_key(job.id), b"")]  # to account (pink.store_usage)
-            if job.array_slot >= 0:  # give the array's run slot back
-                success.append(tx.delete(arraystore.slot_key(self, job.array_id, job.array_slot)))
+                        tx.put(self.account_marker_key(job.id), b""),  # to account (pink.store_usage)
+                        *runslots.release_ops(self, job.run_slots)]
         else:
             success.append(tx.put(self.queue_key(job.worker, job.id), QueueEntry.of(updated).to_json()))
         all_compare = [tx.mod(key) == job.mod_revision, *compare]
@@ -294,18 +297,15 @@ class Store(DeletesMixin, UsageMixin, RetentionMixin):
         return moved
 
     def claim(self, job: Job, worker: str, lease_id: int, gpu_indices: tuple[int, ...],
-              array_slot: int = -1) -> Job | None:
+              slots: tuple[str, ...] = ()) -> Job | None:
         """QUEUED -> STARTING for ``worker``, with a claim key on its lease (at most once).
-        A job of an array with a limit takes the free run slot ``array_slot`` in the same
-        transaction (None, a lost race, when another job took it first)."""
+        The job takes its free run ``slots`` (pink.runslots) in the same transaction (None, a
+        lost race, when another job took one first)."""
         claim = self.claim_key(job.id)
-        compare, ops = [tx.version(claim) == 0], [tx.put(claim, worker, lease=lease_id)]
-        if array_slot >= 0:
-            slot = arraystore.slot_key(self, job.array_id, array_slot)
-            compare.append(tx.version(slot) == 0)
-            ops.append(tx.put(slot, job.id))
-        return self._move(job, JobState.STARTING, compare=compare, ops=ops,
-                          gpu_indices=tuple(gpu_indices), array_slot=array_slot)
+        compare, ops = runslots.claim_ops(self, job.id, slots, time.time())
+        return self._move(job, JobState.STARTING, compare=[tx.version(claim) == 0, *compare],
+                          ops=[tx.put(claim, worker, lease=lease_id), *ops],
+                          gpu_indices=tuple(gpu_indices), run_slots=tuple(slots))
 
     def mark_lost_if_unclaimed(self, job: Job, reason: str, now: float, output_expires_at: float | None,
                                new: JobState = JobState.LOST) -> Job | None:

@@ -11,6 +11,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pink import config as pink_config
+from pink.fairshare import FairShare
 from pink.lease import Lease
 from pink.store import Store
 
@@ -55,6 +56,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update({k: v for k, v in (test_config or {}).items() if k != "PINK"})
     app.extensions["pink.config"] = cfg
     app.extensions["pink.store"] = Store(cfg.etcd)
+    app.extensions["pink.fairshare"] = FairShare(app.extensions["pink.store"], cfg.scheduling)
     app.extensions["pink.links"] = WorkerLinks(cfg.web.ssh_key, cfg.web.known_hosts)
     app.extensions["pink.lease"] = Lease(app.extensions["pink.store"], cfg.web.lease_ttl_s, f"web server {os.getpid()}")
     app.wsgi_app = TrustedProxyFix(app.wsgi_app, cfg.web.trusted_proxies)  # type: ignore[method-assign]

@@ -8,8 +8,9 @@ import threading
 import time
 from typing import BinaryIO
 
-from pink import arraystore, scheduling
+from pink import scheduling
 from pink.config import Config
+from pink.fairshare import FairShare
 from pink.errors import ArchiveTooLarge, ImageArchiveError, InputUnavailable, PinkError, TransferError
 from pink.layers import held_prefix, parse_held
 from pink.model import INPUT_ID, InputRecord, Job, User, WorkerInfo, new_job_id
@@ -356,8 +357,9 @@ def upload_input(cfg: Config, store: Store, links: WorkerLinks, user: User, spec
     return store.record_input(worker.name, reader.info.input_id, length, user.name)
 
 
-def queue_info(store: Store, jobs: list[Job]) -> dict[str, tuple[int, str]]:
-    """Queue position and why it waits, for every QUEUED job in ``jobs``."""
+def queue_info(store: Store, jobs: list[Job], fairshare: FairShare) -> dict[str, tuple[int, str]]:
+    """Queue position and why it waits, for every QUEUED job in ``jobs``, ordered as the
+    worker orders them (fair share and quotas from ``fairshare``)."""
     waiting = {j.worker for j in jobs if j.state is JobState.QUEUED}
     if not waiting:
         return {}
@@ -382,15 +384,16 @@ def queue_info(store: Store, jobs: list[Job]) -> dict[str, tuple[int, str]]:
             reason_all = f"worker {name} is drained; the job waits until it is undrained"
         else:
             reason_all = ""
-        taken = arraystore.running_per_array(store, {e.array_id: e.array_limit for e in entries})
+        taken = fairshare.taken(queued)
         for d in scheduling.plan(queued, running, worker.gpus_free, slots, total_gpus=len(worker.gpus),
-                                 cpus=cpus, memory=memory, array_running={a: len(t) for a, t in taken.items()}):
+                                 cpus=cpus, memory=memory, array_running=taken.array_running(),
+                                 **fairshare.order_args(taken)):
             out[d.job_id] = (d.position, reason_all or d.reason or "starting")
     return out
 
 
-def public_jobs(store: Store, jobs: list[Job]) -> list[dict]:
-    positions = queue_info(store, jobs)
+def public_jobs(store: Store, jobs: list[Job], fairshare: FairShare) -> list[dict]:
+    positions = queue_info(store, jobs, fairshare)
     result = []
     for job in jobs:
         data = job.public()
