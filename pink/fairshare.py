@@ -120,3 +120,18 @@ class FairShare:
     def order_args(self, taken: Taken, now: float | None = None) -> dict:
         """:func:`pink.scheduling.plan`'s ``usage`` and ``quotas``."""
         return {"usage": self.usage(now), "quotas": taken.quotas()}
+
+
+def shares(store: "Store", cfg: SchedulingConfig, now: float | None = None) -> list[dict]:
+    """Each user with recent usage, held GPUs or a quota of their own, read now: their
+    fair-share usage (GPU-hours, decayed), GPUs held, quota and who set it ("" for the default)."""
+    fs = FairShare(store, cfg)
+    now = fs.clock() if now is None else now
+    usage = fs.usage(now)
+    held: dict[str, int] = {}
+    for user, _ in fs._slots if cfg.fair_share_half_life_days > 0 else all_gpu_slots(store):
+        held[user] = held.get(user, 0) + 1
+    overrides = quota_overrides(store)
+    return [{"user": user, "usage_gpu_hours": round(usage.get(user, 0.0) / 3600, 3), "gpus_held": held.get(user, 0),
+             "gpu_quota": fs.limit(user), "quota_set_by": overrides.get(user, {}).get("by", "")}
+            for user in sorted(set(usage) | set(held) | set(overrides))]

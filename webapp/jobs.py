@@ -220,7 +220,7 @@ def submit(
         id=new_job_id(now), user=user.name, worker=worker.name,
         state=JobState.QUEUED if reuse else JobState.UPLOADING,
         gpus=spec.gpus, timeout_s=spec.timeout_s, output=spec.output, priority=spec.priority,
-        name=spec.name, image_id=spec.image_id, created_at=now, updated_at=now,
+        user_priority=spec.user_priority, name=spec.name, image_id=spec.image_id, created_at=now, updated_at=now,
         history=({"state": "QUEUED" if reuse else "UPLOADING", "at": now},),
         resubmit_of=spec.resubmit_of, idempotency_key=idempotency_key,
         command=spec.array_args[0] if spec.array_args else spec.command, entrypoint=spec.entrypoint, env=dict(spec.env), workdir=spec.workdir,
