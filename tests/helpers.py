@@ -78,8 +78,8 @@ def starts_of(docker_url, job_id, since):
 
 
 
-def start_fake_gpu_worker(cluster, fakebin: Path):
-    """Start ``cluster``'s first worker (made with start_workers=False) and its engine with the
+def start_fake_gpu_worker(cluster, fakebin: Path, index: int = 0):
+    """Start ``cluster``'s worker ``index`` (made with start_workers=False) and its engine with the
     fake GPU tools in ``fakebin`` (dev.fake_nvidia_smi) on their PATH. dockerd enables its
     "nvidia" device driver when nvidia-container-runtime-hook is on its PATH; a stub of it lets
     containers start without a GPU, with everything up to the hook done for real."""
@@ -87,7 +87,7 @@ def start_fake_gpu_worker(cluster, fakebin: Path):
     hook.write_text("#!/bin/sh\nexit 0\n")
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     path = f"{fakebin}:{os.environ['PATH']}"
-    w = cluster.workers[0]
+    w = cluster.workers[index]
     w.dockerd.stop()
     w.dockerd.extra_args = ["--add-runtime", "nvidia=/usr/sbin/runc"]
     w.dockerd.extra_env["PATH"] = path
