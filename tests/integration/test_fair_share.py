@@ -91,16 +91,18 @@ def test_a_gpu_quota_holds_while_two_workers_claim_at_once(cluster, images, tmp_
         start_fake_gpu_worker(c, fakebin, index=i)
     api = c.api("alice")
     tar = images["writer"]
-    first = [_sleep(api, tar, 3, gpus=1, data=["left"]) for _ in range(2)]
+    first = [_sleep(api, tar, 300, gpus=1, data=["left"]) for _ in range(2)]  # cancelled below
     for job_id in first:
         wait_state(api, job_id, {"RUNNING"})
-    # Alice's quota is in use: these wait on both workers, and all become free at once.
+    # Alice's quota is in use: these wait on both workers, and both see it free at once.
     rest = [_sleep(api, tar, 2, gpus=1, data=[side]) for side in ("left", "right", "right", "left")]
     right = api.get(f"/api/v1/jobs/{rest[1]}").json()["job"]
     assert right["state"] == "QUEUED"
     assert right["waiting_reason"] == "your GPU quota (2) is in use: 2 GPUs held by 2 running jobs"
+    for job_id in first:
+        assert api.post(f"/api/v1/jobs/{job_id}/cancel", params={"discard": "1"}).status_code == 200
     jobs = [wait_state(api, job_id, TERMINAL, timeout=120) for job_id in first + rest]
-    assert {j["state"] for j in jobs} == {"SUCCEEDED"}
+    assert [j["state"] for j in jobs] == ["CANCELLED"] * 2 + ["SUCCEEDED"] * 4
     assert {j["worker"] for j in jobs} == {c.workers[0].name, c.workers[1].name}
     assert _most_claimed_at_once(jobs) == 2
     # Every slot went back with its job's end.
