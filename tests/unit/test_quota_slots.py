@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 from pink import fairshare, runslots
-from pink.config import SchedulingConfig
+from pink.config import Config, SchedulingConfig
 from pink.etcd import etcdrpc, transactions as tx
 from pink.model import Job
 from pink.reorder import set_user_priority
 from pink.states import JobState
 from pink.store import QueueEntry
-from webapp import jobs as joblogic
+from webapp import admin, jobs as joblogic
 
 
 def job_queued(job: Job):
@@ -122,3 +122,19 @@ def test_admins_set_and_reset_quotas_and_see_fair_share(client, as_user, cluster
     assert client.delete("/api/v1/users/alice/quota", headers=root).json["gpu_quota"] == 0
     assert client.get("/api/v1/fairshare", headers=root).json["users"] == []
     assert client.get("/api/v1/fairshare", headers=as_user("alice")).status_code == 403
+
+
+def test_pink_admin_quota_commands(cluster, monkeypatch, capsys, app):
+    monkeypatch.setattr(admin, "Store", lambda _cfg: cluster.store)
+    monkeypatch.setattr(admin.config, "load", lambda _path: Config(scheduling=SchedulingConfig(gpu_quota=8)))
+    assert admin.main(["quota", "set", "alice", "2"]) == 0
+    assert "GPU quota of alice: 2" in capsys.readouterr().out
+    assert fairshare.quota_overrides(cluster.store)["alice"]["gpus"] == 2
+    assert admin.main(["quota", "set", "nobody", "2"]) == 1
+    assert "no user 'nobody'" in capsys.readouterr().err
+    assert admin.main(["quota", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("user\t") and lines[1].startswith("alice\t0.0\t0\t2\tpink-admin (")
+    assert admin.main(["quota", "reset", "alice"]) == 0
+    assert "the default (8)" in capsys.readouterr().out
+    assert fairshare.quota_overrides(cluster.store) == {}
