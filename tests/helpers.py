@@ -38,6 +38,20 @@ def cli(cluster, user, *argv):
                           capture_output=True, text=True, timeout=300)
 
 
+def most_claimed_at_once(jobs: list[dict]) -> int:
+    """From the jobs' histories: the most that were claimed (STARTING until they ended) at once."""
+    edges = []
+    for job in jobs:
+        states = {h["state"]: h["at"] for h in job["history"]}
+        if "STARTING" in states:
+            edges += [(states["STARTING"], 1), (states[job["state"]], -1)]
+    most = now = 0
+    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):  # an end before a start at the same time
+        now += step
+        most = max(most, now)
+    return most
+
+
 def submit(api, tar, **params):
     with open(tar, "rb") as body:
         return api.post("/api/v1/jobs", params=params, data=body)

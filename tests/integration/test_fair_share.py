@@ -5,11 +5,7 @@ workers claim at once (from the jobs' own histories)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,11 +15,9 @@ from pink.etcd import transactions as tx
 from pink.model import day_of
 from pink.store import Store
 from pink.store_usage import Usage
-from tests.helpers import TERMINAL, start_fake_gpu_worker, submit_spec, wait_state
+from tests.helpers import TERMINAL, cli, most_claimed_at_once, start_fake_gpu_worker, submit_spec, wait_state
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _started(api, job_id: str) -> float:
@@ -50,9 +44,7 @@ def test_heavy_recent_usage_waits_behind_a_newer_job_and_reorder_picks_the_users
     wait_state(alice, blocker, {"RUNNING"})
     a_old, a_new = _sleep(alice, tar, 0), _sleep(alice, tar, 0)
     b = _sleep(bob, tar, 0)  # the newest of all
-    env = {**os.environ, "PINK_URL": c.url, "PINK_TOKEN": c.tokens["alice"], "PINK_CLI_CONFIG": "/nonexistent/cli.json"}
-    r = subprocess.run([sys.executable, "-m", "pink_client", "reorder", a_new, "10"], env=env, cwd=REPO,
-                       capture_output=True, text=True, timeout=60)
+    r = cli(c, "alice", "reorder", a_new, "10")
     assert r.returncode == 0, r.stderr
     assert f"job {a_new}: user priority 10, queue position 2" in r.stdout
     waiting = alice.get(f"/api/v1/jobs/{a_old}").json()["job"]
@@ -64,18 +56,6 @@ def test_heavy_recent_usage_waits_behind_a_newer_job_and_reorder_picks_the_users
     # Admins see the usage behind it.
     shares = c.api("root").get("/api/v1/fairshare").json()["users"]
     assert next(u for u in shares if u["user"] == "alice")["usage_gpu_hours"] >= 40
-
-
-def _most_claimed_at_once(jobs: list[dict]) -> int:
-    edges = []
-    for job in jobs:
-        states = {h["state"]: h["at"] for h in job["history"]}
-        edges += [(states["STARTING"], 1), (states[job["state"]], -1)]
-    most = now = 0
-    for _, step in sorted(edges):  # an end before a start at the same time
-        now += step
-        most = max(most, now)
-    return most
 
 
 def test_a_gpu_quota_holds_while_two_workers_claim_at_once(cluster, images, tmp_path):
@@ -104,7 +84,7 @@ def test_a_gpu_quota_holds_while_two_workers_claim_at_once(cluster, images, tmp_
     jobs = [wait_state(api, job_id, TERMINAL, timeout=120) for job_id in first + rest]
     assert [j["state"] for j in jobs] == ["CANCELLED"] * 2 + ["SUCCEEDED"] * 4
     assert {j["worker"] for j in jobs} == {c.workers[0].name, c.workers[1].name}
-    assert _most_claimed_at_once(jobs) == 2
+    assert most_claimed_at_once(jobs) == 2
     # Every slot went back with its job's end.
     store = Store(pink_config.load(str(c.config_path), env={}).etcd)
     assert store._get_prefix(store._k("gpuslots", "")) == []
