@@ -327,10 +327,16 @@ class _Overtaken:
         self._newest: dict[int, list[tuple[float, str]]] = defaultdict(list)
 
     def seen(self, job: QueuedJob) -> None:
-        rows = [r for r in self._newest[job.priority] if r[1] != job.user]
-        mine = max((r[0] for r in self._newest[job.priority] if r[1] == job.user), default=job.created_at)
-        rows.append((max(mine, job.created_at), job.user))
-        self._newest[job.priority] = sorted(rows, reverse=True)[:2]
+        rows = self._newest[job.priority]
+        for i, (at, user) in enumerate(rows):
+            if user == job.user:
+                if job.created_at > at:
+                    rows[i] = (job.created_at, user)
+                    rows.sort(reverse=True)
+                return
+        rows.append((job.created_at, job.user))
+        rows.sort(reverse=True)
+        del rows[2:]
 
     def by(self, job: QueuedJob) -> str:
         """A user whose newer job of the same priority went ahead of ``job``; "" when none."""
@@ -421,7 +427,7 @@ def plan(
     in_array = dict(array_running or {})
     held = dict(quotas or {})
     usage = usage or {}
-    overtaken = _Overtaken()
+    overtaken = _Overtaken() if usage else None
     #: What the first job left waiting for each resource waits for: resource -> its job id.
     blockers: dict[str, str] = {}
     decisions: list[Decision] = []
@@ -461,8 +467,10 @@ def plan(
                 lacking.append(f"a free job slot ({running_total} running)")
             reason = ("waiting for " + " and ".join(lacking)) if lacking else ""
         # Waiting for what a newer job of another user took: fair share's doing; say so.
-        ahead = overtaken.by(job) if usage and reason.startswith(("waiting for", "behind")) else ""
-        overtaken.seen(job)
+        ahead = ""
+        if overtaken is not None:
+            ahead = overtaken.by(job) if reason.startswith(("waiting for", "behind")) else ""
+            overtaken.seen(job)
         if ahead:
             reason += (f"; fair share put {ahead}'s jobs first (recent GPU-hours, decayed: {ahead} "
                        f"{_hours(usage.get(ahead, 0.0))}, yours {_hours(usage.get(job.user, 0.0))})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.ui_helpers import wait_js
+from tests.browser.ui_helpers import PASSWORDS, wait_js
 from tests.helpers import TERMINAL, submit, wait_state
 
 pytestmark = pytest.mark.browser
@@ -13,7 +13,8 @@ USER = "reorder-ui"
 
 
 def test_the_job_page_reorders_a_queued_job_among_the_users_own(new_page, ui_cluster, images, screenshot):
-    ui_cluster.add_user(USER)
+    PASSWORDS[USER] = "reorder-ui-password"
+    ui_cluster.add_user(USER, password=PASSWORDS[USER])
     api = ui_cluster.api(USER)
     slots = api.get("/api/v1/workers").json()["workers"][0]["max_parallel_jobs"]
     # Sleepers hold every job slot of the one worker, so the two jobs after them wait.
