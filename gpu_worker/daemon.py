@@ -23,7 +23,8 @@ import docker.errors
 import requests
 
 from pink import config as pink_config
-from pink import arraystore, quarantine, queueplan
+from pink import quarantine, queueplan
+from pink.fairshare import FairShare
 from pink.errors import PinkError
 from gpu_worker.gpus import Gpu, discover_gpus
 from pink.layers import held_entry
@@ -54,6 +55,7 @@ class WorkerDaemon:
         self.cfg = cfg
         self.wcfg = cfg.worker
         self.store = store or Store(cfg.etcd)
+        self.fairshare = FairShare(self.store, cfg.scheduling)
         # A fixed API version (1.41: Docker 20.10, has device requests) instead of asking the
         # engine at start: a worker must start, and wait, while its engine is restarting.
         # Every run holds two streaming connections (logs, wait) and the image events one more:
@@ -361,10 +363,11 @@ class WorkerDaemon:
         busy = {i for run in self.runs.values() for i in run.gpu_indices} | set(sick)
         capacity = queueplan.Capacity(tuple(g.index for g in self.gpus if g.index not in busy), len(self.gpus),
                                       len(self.gpus) - len(sick), self.host_cpus, self.host_memory, slots)
-        # Arrays with a %N limit: their jobs claimed on every worker (the taken run slots).
-        taken = arraystore.running_per_array(self.store, {q.array_id: q.array_limit for q in queued})
-        decisions = queueplan.plan_queue(queued, running, capacity,
-                                         array_running={a: len(s) for a, s in taken.items()}).decisions
+        # Run slots of arrays with a %N limit and of users with a GPU quota, on every worker.
+        taken = self.fairshare.taken(queued)
+        decisions = queueplan.plan_queue(queued, running, capacity, array_running=taken.array_running(),
+                                         **self.fairshare.order_args(taken)).decisions
+        by_id = {q.job_id: q for q in queued}
         self.waiting = {d.job_id: d.reason for d in decisions if not d.starts}
         for decision in decisions:
             if not decision.starts:
@@ -372,13 +375,10 @@ class WorkerDaemon:
             job = self.store.get_job(decision.job_id)
             if job is None or job.state is not JobState.QUEUED:
                 continue
-            slot = -1
-            if job.array_limit:
-                slot = arraystore.free_slot(taken.setdefault(job.array_id, set()), job.array_limit)
-                if slot is None:
-                    continue
-                taken[job.array_id].add(slot)  # a lost race leaves it taken until the next cycle
-            claimed = self.store.claim(job, self.wcfg.name, self.lease.id, decision.gpu_indices, slot)
+            run_slots = taken.pick(by_id[job.id])
+            if run_slots is None:
+                continue
+            claimed = self.store.claim(job, self.wcfg.name, self.lease.id, decision.gpu_indices, run_slots)
             if claimed is not None:
                 log.info("job %s: claimed (user %s, GPUs %s)", job.id, job.user, list(decision.gpu_indices) or "none")
                 self._launch(claimed, fresh=True)

@@ -1,19 +1,17 @@
 """The store's keys for job arrays (see :mod:`pink.arrays`), kept out of :mod:`pink.store`::
 
     arrayjobs/<array_id>/<job_id>     index of an array's jobs (empty value)
-    arrayslots/<array_id>/<slot>      job id holding one of the array's ``%N`` run slots
 
-A job of an array with a limit takes a free slot in the same transaction that claims it
-(:meth:`pink.store.Store.claim`, compare: the slot key is absent) and gives it back in the
-transaction that makes it terminal. So however many workers claim at once, at most N jobs of
-the array are claimed (STARTING, RUNNING, EXPORTING) at any time.
+The ``%N`` limit is kept by run slots (``arrayslots/<array_id>/<n>``, :mod:`pink.runslots`):
+however many workers claim at once, at most N jobs of the array are claimed (STARTING,
+RUNNING, EXPORTING) at any time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .errors import StoreUnavailable
 from .etcd import transactions as tx
@@ -29,10 +27,6 @@ OPS_PER_JOB = 4
 
 def index_key(store: "Store", array_id: str, job_id: str = "") -> str:
     return store._k("arrayjobs", array_id, job_id)
-
-
-def slot_key(store: "Store", array_id: str, slot: int | str = "") -> str:
-    return store._k("arrayslots", array_id, str(slot))
 
 
 def create_jobs(store: "Store", jobs: Sequence[Job], max_txn_ops: int) -> list[Job]:
@@ -62,19 +56,3 @@ def array_jobs(store: "Store", array_id: str) -> list[Job]:
     keys = store._get_prefix(index_key(store, array_id, ""), keys_only=True)
     jobs = store.get_jobs(k.rsplit("/", 1)[1] for k, _, _ in keys)
     return sorted(jobs, key=lambda j: (j.array_index if j.array_index is not None else -1, j.id))
-
-
-def taken_slots(store: "Store", array_id: str) -> set[int]:
-    """The array's run slots held by claimed jobs."""
-    rows = store._get_prefix(slot_key(store, array_id, ""), keys_only=True)
-    return {int(k.rsplit("/", 1)[1]) for k, _, _ in rows}
-
-
-def running_per_array(store: "Store", limits: Mapping[str, int]) -> dict[str, set[int]]:
-    """Taken slots of each array in ``limits`` (array id -> its limit; those of 0 are skipped)."""
-    return {array_id: taken_slots(store, array_id) for array_id, limit in limits.items() if limit}
-
-
-def free_slot(taken: set[int], limit: int) -> int | None:
-    """The lowest free slot of an array with ``limit``, or None when all are taken."""
-    return next((s for s in range(limit) if s not in taken), None)

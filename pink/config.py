@@ -48,7 +48,6 @@ class WebConfig:
     #: Every other request body (JSON, login forms) larger than this is refused with 413
     #: before a byte of it is read, whoever sends it.
     max_body_bytes: int = 1 << 20
-    quota_running_jobs: int = 16
     quota_queued_jobs: int = 100
     quota_upload_bytes: int = 64 << 30
     #: The largest input (a job's files at /in, POST /api/v1/inputs) one upload may carry.
@@ -277,11 +276,30 @@ class NotifyConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SchedulingConfig:
+    """How workers order their queues and cap users (pink.fairshare, pink.runslots). Workers
+    and web servers read it alike (the web servers to show positions and reasons): set it
+    the same on every host (the roles write it from pink_cluster_scheduling)."""
+
+    #: Fair share: a user's GPU-seconds count half as much this many days later; users with
+    #: less decayed usage go first among jobs of equal priority. 0: no fair share by usage
+    #: (users with fewer running jobs go first, as before).
+    fair_share_half_life_days: float = 7.0
+    #: What one CPU-second counts in fair share, in GPU-seconds (Slurm's billing weights: a
+    #: CPU-only job is charged its CPU-seconds x this; a GPU job its GPU-seconds plus this).
+    fair_share_cpu_weight: float = 0.1
+    #: The most GPUs one user's claimed jobs may hold on all workers together (0: no limit);
+    #: admins set other values per user (`pink-admin quota`).
+    gpu_quota: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     etcd: EtcdConfig = dataclasses.field(default_factory=EtcdConfig)
     web: WebConfig = dataclasses.field(default_factory=WebConfig)
     worker: WorkerConfig = dataclasses.field(default_factory=WorkerConfig)
     notify: NotifyConfig = dataclasses.field(default_factory=NotifyConfig)
+    scheduling: SchedulingConfig = dataclasses.field(default_factory=SchedulingConfig)
     path: str = ""
 
     def check(self) -> "Config":
@@ -325,6 +343,11 @@ class Config:
         if not self.etcd.endpoints:
             raise ConfigError("etcd.endpoints is empty: list at least one host:port")
         w.check_resources()
+        s = self.scheduling
+        if not (math.isfinite(s.fair_share_half_life_days) and s.fair_share_half_life_days >= 0
+                and math.isfinite(s.fair_share_cpu_weight) and s.fair_share_cpu_weight >= 0 and s.gpu_quota >= 0):
+            raise ConfigError("scheduling: fair_share_half_life_days, fair_share_cpu_weight and gpu_quota "
+                              "must be 0 or more")
         n = self.notify
         if n.attempts < 1 or n.timeout_s <= 0 or n.backoff_s < 0 or n.interval_s <= 0 or n.retry_give_up_s < 0:
             raise ConfigError("notify: attempts must be at least 1, timeout_s and interval_s more than 0, "
@@ -335,7 +358,8 @@ class Config:
         return self
 
 
-_SECTIONS = {"etcd": EtcdConfig, "web": WebConfig, "worker": WorkerConfig, "notify": NotifyConfig}
+_SECTIONS = {"etcd": EtcdConfig, "web": WebConfig, "worker": WorkerConfig, "notify": NotifyConfig,
+             "scheduling": SchedulingConfig}
 
 
 def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:

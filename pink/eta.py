@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
-from .scheduling import Decision, Pool, QueuedJob, plan
+from .scheduling import Decision, Pool, QueuedJob, UserQuota, plan
 
 #: Events simulated at most; jobs that would start later get None (unknown).
 MAX_STEPS = 100
@@ -81,6 +81,9 @@ def estimate_starts(queue: Sequence[QueuedJob], limits: Mapping[str, float], run
     pending = list(queue)
     running = list(running)
     arrays = dict(array_running or {})
+    # Users' GPU quotas (pink.fairshare): what simulated jobs start and end moves them too.
+    quotas: dict[str, UserQuota] = dict(order.pop("quotas", None) or {})
+    order["quotas"] = quotas
     free = len(capacity.free_gpus)
     if len(pending) > max_ahead:
         first = plan_once(pending, running, capacity, arrays, **order)  # in start order
@@ -100,6 +103,7 @@ def estimate_starts(queue: Sequence[QueuedJob], limits: Mapping[str, float], run
                 free -= job.gpus
                 if job.array_id:
                     arrays[job.array_id] = arrays.get(job.array_id, 0) + 1
+                _charge(quotas, job.user, job.gpus, 1)
         pending = [job for job in pending if job.job_id not in begun]
         known = [r.ends_by for r in running if r.ends_by is not None]
         if not pending or not known:
@@ -110,10 +114,18 @@ def estimate_starts(queue: Sequence[QueuedJob], limits: Mapping[str, float], run
         for r in ended:
             if r.array_id and arrays.get(r.array_id):
                 arrays[r.array_id] -= 1
+            _charge(quotas, r.user, -r.gpus, -1)
         # What ends frees its GPUs, but never more than are out of quarantine and not held.
         held = sum(r.gpus for r in running)
         free = min(free + sum(r.gpus for r in ended), max(capacity.usable_gpus - held, 0))
     return starts
+
+
+def _charge(quotas: dict[str, UserQuota], user: str, gpus: int, jobs: int) -> None:
+    """A GPU job of a user with a quota started (positive) or ended (negative)."""
+    quota = quotas.get(user)
+    if quota is not None and gpus:
+        quotas[user] = replace(quota, gpus=max(quota.gpus + gpus, 0), jobs=max(quota.jobs + jobs, 0))
 
 
 __all__ = ["Running", "Capacity", "plan_once", "estimate_starts", "MAX_STEPS", "MAX_AHEAD"]

@@ -186,8 +186,11 @@ class Job:
     array_index: int | None = None
     array_size: int = 0
     array_limit: int = 0
-    #: The array's run slot this job holds while claimed (-1: none; pink.arraystore).
-    array_slot: int = -1
+    #: Orders only this user's own jobs (after ``priority``; anyone may set it, -100..100).
+    user_priority: int = 0
+    #: Run slots this job holds while claimed (pink.runslots): keys relative to the prefix,
+    #: e.g. "arrayslots/<array_id>/0", "gpuslots/<user>/3".
+    run_slots: tuple[str, ...] = ()
     #: Random id of the write that produced this version; lets a retried CAS recognise itself.
     write_id: str = ""
     #: Opt-in re-run of a LOST job (pink.reactions): retries left, the LOST job this one
@@ -217,14 +220,18 @@ class Job:
 
     @classmethod
     def from_json(cls, raw: bytes, mod_revision: int = 0) -> "Job":
-        data: dict[str, Any] = json.loads(raw)
+        given: dict[str, Any] = json.loads(raw)
         names = {f.name for f in dataclasses.fields(cls)}
-        data = {k: v for k, v in data.items() if k in names}
+        data = {k: v for k, v in given.items() if k in names}
         data["state"] = JobState(data["state"])
         data["history"] = tuple(data.get("history", ()))
         data["gpu_indices"] = tuple(data.get("gpu_indices", ()))
         data["datasets"] = tuple(data.get("datasets", ()))
         data["output_entries"] = tuple(data.get("output_entries", ()))
+        data["run_slots"] = tuple(data.get("run_slots", ()))
+        legacy_slot = given.get("array_slot", -1)  # records before run_slots
+        if legacy_slot >= 0 and not data["run_slots"]:
+            data["run_slots"] = (f"arrayslots/{data['array_id']}/{legacy_slot}",)
         for argv in ("command", "entrypoint"):
             if data.get(argv) is not None:
                 data[argv] = tuple(data[argv])

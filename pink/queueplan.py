@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 from .eta import Capacity, Running, estimate_starts, plan_once
 from .model import WorkerInfo
 from .scheduling import Decision
-from .store import QueueEntry
+from .queues import QueueEntry
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ class QueueEntry:
     array_id: str = ""
     array_limit: int = 0
     started_at: float = 0.0  # when its container started (0: not yet, or an older entry)
+    user_priority: int = 0
 
     def to_json(self) -> bytes:
         data = dataclasses.asdict(self)
@@ -70,12 +71,12 @@ class QueueEntry:
     def of(cls, job: Job) -> "QueueEntry":
         return cls(job.id, job.user, job.state, job.gpus, job.timeout_s, job.priority,
                    job.created_at, job.image_id, job.cpus, job.memory_bytes, job.array_id, job.array_limit,
-                   job.started_at or 0.0)
+                   job.started_at or 0.0, job.user_priority)
 
     def queued_job(self) -> QueuedJob:
         """The entry as :func:`pink.scheduling.plan` takes it."""
         return QueuedJob(self.job_id, self.user, self.priority, self.created_at, self.gpus,
-                         self.cpus, self.memory_bytes, self.array_id, self.array_limit)
+                         self.cpus, self.memory_bytes, self.array_id, self.array_limit, self.user_priority)
 
 
 @dataclasses.dataclass

@@ -245,6 +245,18 @@ class QueuedJob:
     #: The job's array and how many of its jobs may be claimed at once (pink.arrays; 0: no limit).
     array_id: str = ""
     array_limit: int = 0
+    #: Orders only this user's own jobs (after ``priority``); anyone may set it (-100..100).
+    user_priority: int = 0
+
+
+@dataclass(frozen=True)
+class UserQuota:
+    """A user's cap on the GPUs their claimed jobs hold on all workers (pink.runslots), and
+    what holds them now: GPUs and claimed jobs."""
+
+    limit: int
+    gpus: int = 0
+    jobs: int = 0
 
 
 @dataclass(frozen=True)
@@ -271,26 +283,29 @@ class Decision:
 
 
 def _fair_order(
-    queue: Sequence[QueuedJob], running: Mapping[str, int], started: set[str]
+    queue: Sequence[QueuedJob], running: Mapping[str, int], started: set[str],
+    usage: Mapping[str, float],
 ) -> Iterator[QueuedJob]:
     """Yield jobs in start order; ``started`` is filled by the caller as jobs start.
 
-    The key is (priority desc, the user's running jobs asc, age, job_id). Only the user of
-    a job that just started changes count, and each user has exactly one entry (their best
-    job) in the heap, so popping and re-pushing that user's next job keeps the heap right
-    without re-sorting everything: O(n log users).
+    A user's jobs are ordered by (priority desc, user_priority desc, age, job_id); users by
+    their next job's key (priority desc, the user's fair-share ``usage`` asc, the user's
+    running jobs asc, age, job_id). Only the user of a job that just started changes count,
+    and each user has exactly one entry (their best job) in the heap, so popping and
+    re-pushing that user's next job keeps the heap right without re-sorting everything:
+    O(n log users).
     """
     per_user: dict[str, list[QueuedJob]] = defaultdict(list)
     for job in queue:
         per_user[job.user].append(job)
     for jobs in per_user.values():
         # Reversed so pop() yields the user's best job first.
-        jobs.sort(key=lambda j: (-j.priority, j.created_at, j.job_id), reverse=True)
+        jobs.sort(key=lambda j: (-j.priority, -j.user_priority, j.created_at, j.job_id), reverse=True)
     counts = {user: running.get(user, 0) for user in per_user}
 
     def entry(user: str) -> tuple:
         head = per_user[user][-1]
-        return (-head.priority, counts[user], head.created_at, head.job_id, user)
+        return (-head.priority, usage.get(user, 0.0), counts[user], head.created_at, head.job_id, user)
 
     heap = [entry(user) for user in per_user]
     heapq.heapify(heap)
@@ -302,6 +317,34 @@ def _fair_order(
             counts[user] += 1
         if per_user[user]:
             heapq.heappush(heap, entry(user))
+
+
+class _Overtaken:
+    """Which other user's job, of the same priority but newer, went ahead of a job: per
+    priority, the newest job seen so far of the two users with the newest ones."""
+
+    def __init__(self) -> None:
+        self._newest: dict[int, list[tuple[float, str]]] = defaultdict(list)
+
+    def seen(self, job: QueuedJob) -> None:
+        rows = self._newest[job.priority]
+        for i, (at, user) in enumerate(rows):
+            if user == job.user:
+                if job.created_at > at:
+                    rows[i] = (job.created_at, user)
+                    rows.sort(reverse=True)
+                return
+        rows.append((job.created_at, job.user))
+        rows.sort(reverse=True)
+        del rows[2:]
+
+    def by(self, job: QueuedJob) -> str:
+        """A user whose newer job of the same priority went ahead of ``job``; "" when none."""
+        return next((u for t, u in self._newest[job.priority] if u != job.user and t > job.created_at), "")
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f}"
 
 
 class _Divisible:
@@ -338,6 +381,8 @@ def plan(
     cpus: Pool | None = None,
     memory: Pool | None = None,
     array_running: Mapping[str, int] | None = None,
+    usage: Mapping[str, float] | None = None,
+    quotas: Mapping[str, UserQuota] | None = None,
 ) -> list[Decision]:
     """Decide which queued jobs of one worker start now, in start order.
 
@@ -345,7 +390,9 @@ def plan(
     "N running" in reasons). ``free_gpus`` are GPU indices no job holds; ``free_slots`` how
     many more jobs may run; ``cpus`` and ``memory`` (when given) what the running jobs' limits
     leave of the worker's. Jobs are walked by priority (high first), fair share (users with
-    fewer running jobs first, counting the ones this plan starts), age, job_id. A job starts
+    less ``usage`` first: their decayed recent GPU-seconds, :mod:`pink.fairshare`; then users
+    with fewer running jobs, counting the ones this plan starts), age, job_id; a user's own
+    jobs by priority, then user_priority, then age. A job starts
     when a slot is free and enough GPUs, CPUs and memory are free; it gets the lowest free
     GPU indices.
 
@@ -359,6 +406,10 @@ def plan(
     taken run slots, :mod:`pink.arraystore`): a job of an array with a limit (``%N``) waits
     while N of its array's jobs are claimed, counting those this plan starts, and takes
     nothing from the jobs behind it.
+
+    ``quotas`` caps the GPUs each listed user's claimed jobs hold on all workers
+    (:class:`UserQuota`, :mod:`pink.runslots`): a GPU job that would pass its user's cap
+    waits, counting the jobs this plan starts, and takes nothing from the jobs behind it.
     """
     ids = [job.job_id for job in queue]
     if len(set(ids)) != len(ids):
@@ -374,11 +425,14 @@ def plan(
     running_total = sum(running_per_user.values())
     started: set[str] = set()
     in_array = dict(array_running or {})
+    held = dict(quotas or {})
+    usage = usage or {}
+    overtaken = _Overtaken() if usage else None
     #: What the first job left waiting for each resource waits for: resource -> its job id.
     blockers: dict[str, str] = {}
     decisions: list[Decision] = []
 
-    for position, job in enumerate(_fair_order(queue, running_per_user, started), start=1):
+    for position, job in enumerate(_fair_order(queue, running_per_user, started, usage), start=1):
         needs = [pool.need(amount) for pool, amount in zip(pools, (job.cpus, job.memory_bytes))]
         asks = {"GPUs": job.gpus > 0, **{pool.what: n > 0 for pool, n in zip(pools, needs)}}
         too_big = [f"{pool.phrase(n)} but this worker has only {pool.amount(pool.total)}"
@@ -387,8 +441,14 @@ def plan(
             too_big.insert(0, f"{_gpus_word(job.gpus)} but this worker has only {total_gpus}")
         behind = next((what for what in blockers if asks[what]), None)
         at_limit = job.array_limit and in_array.get(job.array_id, 0) >= job.array_limit
+        quota = held.get(job.user) if job.gpus else None
         if too_big:
             reason = "needs " + " and ".join(too_big)
+        elif quota is not None and job.gpus > quota.limit:
+            reason = f"needs {_gpus_word(job.gpus)} but your GPU quota is {quota.limit}; ask an admin to raise it"
+        elif quota is not None and quota.gpus + job.gpus > quota.limit:
+            reason = (f"your GPU quota ({quota.limit}) is in use: {_gpus_word(quota.gpus)} held by "
+                      f"{quota.jobs} running job{'s' if quota.jobs != 1 else ''}")
         elif at_limit:
             reason = (f"its array runs at most {job.array_limit} at once (%{job.array_limit}); "
                       "waiting for one of them to end")
@@ -406,6 +466,14 @@ def plan(
             if slots == 0:
                 lacking.append(f"a free job slot ({running_total} running)")
             reason = ("waiting for " + " and ".join(lacking)) if lacking else ""
+        # Waiting for what a newer job of another user took: fair share's doing; say so.
+        ahead = ""
+        if overtaken is not None:
+            ahead = overtaken.by(job) if reason.startswith(("waiting for", "behind")) else ""
+            overtaken.seen(job)
+        if ahead:
+            reason += (f"; fair share put {ahead}'s jobs first (recent GPU-hours, decayed: {ahead} "
+                       f"{_hours(usage.get(ahead, 0.0))}, yours {_hours(usage.get(job.user, 0.0))})")
         if reason:
             decisions.append(Decision(job.job_id, position, None, reason))
             continue
@@ -418,6 +486,8 @@ def plan(
         started.add(job.job_id)
         if job.array_id:
             in_array[job.array_id] = in_array.get(job.array_id, 0) + 1
+        if quota is not None:
+            held[job.user] = UserQuota(quota.limit, quota.gpus + job.gpus, quota.jobs + 1)
         decisions.append(Decision(job.job_id, position, indices, ""))
     return decisions
 
@@ -430,6 +500,7 @@ __all__ = [
     "choose_worker",
     "explain_no_worker",
     "QueuedJob",
+    "UserQuota",
     "Pool",
     "Decision",
     "plan",

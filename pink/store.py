@@ -22,7 +22,8 @@ Key layout under the prefix (default ``/pink``)::
     workers/<name>            static registration; alive/<name> heartbeat on the lease
     drain/<name>              present while an admin has drained the worker
     slots/<name>              an admin's live job slots for the worker (pink.slots)
-    arrayjobs/, arrayslots/   job arrays: see pink.arraystore
+    arrayjobs/                job arrays: see pink.arraystore
+    arrayslots/, gpuslots/    run slots of claimed jobs: see pink.runslots
     down/<name>               when a web server first saw the worker without a lease
     react/<id>                outbox of a job to retry if LOST or to notify (pink.reactions)
     deleted/<id>              tombstone of a deleted job (pink/store_deletes.py); on a lease
@@ -40,7 +41,7 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 
-from . import arraystore, metrics
+from . import arraystore, metrics, runslots
 from . import reactions
 from .config import EtcdConfig
 from .errors import InputUnavailable, StoreUnavailable
@@ -237,9 +238,8 @@ class Store(DeletesMixin, UsageMixin, RetentionMixin):
             success.append(tx.delete(self.upload_key(job.id)))
         if new.terminal:
             success += [tx.delete(self.queue_key(job.worker, job.id)), tx.delete(self.claim_key(job.id)),
-                        tx.put(self.account_marker_key(job.id), b"")]  # to account (pink.store_usage)
-            if job.array_slot >= 0:  # give the array's run slot back
-                success.append(tx.delete(arraystore.slot_key(self, job.array_id, job.array_slot)))
+                        tx.put(self.account_marker_key(job.id), b""),  # to account (pink.store_usage)
+                        *runslots.release_ops(self, job.run_slots)]
         else:
             success.append(tx.put(self.queue_key(job.worker, job.id), QueueEntry.of(updated).to_json()))
         all_compare = [tx.mod(key) == job.mod_revision, *compare]
@@ -259,18 +259,15 @@ class Store(DeletesMixin, UsageMixin, RetentionMixin):
         return moved
 
     def claim(self, job: Job, worker: str, lease_id: int, gpu_indices: tuple[int, ...],
-              array_slot: int = -1) -> Job | None:
+              slots: tuple[str, ...] = ()) -> Job | None:
         """QUEUED -> STARTING for ``worker``, with a claim key on its lease (at most once).
-        A job of an array with a limit takes the free run slot ``array_slot`` in the same
-        transaction (None, a lost race, when another job took it first)."""
+        The job takes its free run ``slots`` (pink.runslots) in the same transaction (None, a
+        lost race, when another job took one first)."""
         claim = self.claim_key(job.id)
-        compare, ops = [tx.version(claim) == 0], [tx.put(claim, worker, lease=lease_id)]
-        if array_slot >= 0:
-            slot = arraystore.slot_key(self, job.array_id, array_slot)
-            compare.append(tx.version(slot) == 0)
-            ops.append(tx.put(slot, job.id))
-        return self._move(job, JobState.STARTING, compare=compare, ops=ops,
-                          gpu_indices=tuple(gpu_indices), array_slot=array_slot)
+        compare, ops = runslots.claim_ops(self, job.id, slots, time.time())
+        return self._move(job, JobState.STARTING, compare=[tx.version(claim) == 0, *compare],
+                          ops=[tx.put(claim, worker, lease=lease_id), *ops],
+                          gpu_indices=tuple(gpu_indices), run_slots=tuple(slots))
 
     def mark_lost_if_unclaimed(self, job: Job, reason: str, now: float, output_expires_at: float | None,
                                new: JobState = JobState.LOST) -> Job | None:

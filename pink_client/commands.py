@@ -68,6 +68,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         ("timeout", args.timeout),
         ("output", args.job_output),
         ("priority", args.priority),
+        ("user_priority", args.user_priority),
     ):
         if value is not None:
             params[field] = value
@@ -331,6 +332,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             ),
         ),
         ("priority", job.get("priority")),
+        ("user priority", job.get("user_priority") or None),
         ("timeout", human_duration(job.get("timeout_s")) if job.get("timeout_s") else None),
         ("image", job.get("image_id")),
         # The image's own size (its worker's docker counts it at the start) and what was sent.

@@ -1,5 +1,6 @@
-"""``pink resubmit`` (an ended job again, from the image its worker holds, with changes) and
-``pink rm`` (delete ended jobs with their output and log)."""
+"""``pink resubmit`` (an ended job again, from the image its worker holds, with changes),
+``pink reorder`` (a queued job's order among the user's own jobs) and ``pink rm`` (delete ended
+jobs with their output and log)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def resubmit_changes(args: argparse.Namespace, old_env: dict[str, str]) -> dict[
     if "env" in changes:
         changes["env"] = {**old_env, **changes["env"]}
     for key, value in (("gpus", args.gpus), ("timeout", args.timeout), ("output", args.job_output),
-                       ("name", args.name), ("priority", args.priority)):
+                       ("name", args.name), ("priority", args.priority),
+                       ("user_priority", args.user_priority)):
         if value is not None:
             changes[key] = value
     return changes
@@ -44,6 +46,18 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
         ui.info(f"resubmitted job {args.job} as job {job['id']} ({job.get('state', '?')}) on worker "
                 f"{job.get('worker', '?')}: 0 bytes sent, the worker holds the image")
         return after_submit(api, args, ui, job)
+
+
+def cmd_reorder(args: argparse.Namespace) -> int:
+    with Api(resolve_settings(args)) as api:
+        job = job_of(api.json("PATCH", f"/jobs/{quote(args.job, safe='')}",
+                              json={"user_priority": args.user_priority}))
+    if args.fmt == "json":
+        print_json(job)
+    else:
+        print(f"job {job['id']}: user priority {job.get('user_priority', 0)}, queue position "
+              f"{job.get('queue_position') or '?'}" + (f" ({job['waiting_reason']})" if job.get("waiting_reason") else ""))
+    return EXIT_OK
 
 
 def cmd_rm(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from .commands import (
 )
 from .errors import EXIT_OK, EXIT_USAGE, CliError
 from .reactions import cmd_notify
-from .lifecycle import cmd_resubmit, cmd_rm
+from .lifecycle import cmd_reorder, cmd_resubmit, cmd_rm
 from .usage import cmd_usage
 
 STATE_NAMES = tuple(s.value for s in JobState)
@@ -153,6 +153,13 @@ def _add_job_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         type=int,
         help="order in its worker's queue (default 0): below 0, down to -100, runs after the "
         "other jobs there; above 0 (up to 100) is for admins only",
+    )
+    p.add_argument(
+        "--user-priority",
+        type=int,
+        metavar="N",
+        help="order among your own jobs only (default 0, -100..100; higher first); "
+        "change it while queued with `pink reorder`",
     )
     run = p.add_argument_group("what the container runs with")
     run.add_argument(
@@ -331,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   "still exports what it wrote)")
     p.add_argument("job", metavar="ID")
     p.add_argument("--discard", action="store_true", help="throw away what a running job wrote: no output archive")
+    _add_format(p)
+
+    p = add("reorder", cmd_reorder, "set a queued job's order among your own jobs (its user priority: "
+                                    "higher starts first; other users' jobs are not passed)")
+    p.add_argument("job", metavar="ID")
+    p.add_argument("user_priority", type=int, metavar="N", help="-100..100 (0: as submitted by default)")
     _add_format(p)
 
     p = add("download", cmd_download, "download a job's output archive (resumes a partial one)")

@@ -38,6 +38,20 @@ def cli(cluster, user, *argv):
                           capture_output=True, text=True, timeout=300)
 
 
+def most_claimed_at_once(jobs: list[dict]) -> int:
+    """From the jobs' histories: the most that were claimed (STARTING until they ended) at once."""
+    edges = []
+    for job in jobs:
+        states = {h["state"]: h["at"] for h in job["history"]}
+        if "STARTING" in states:
+            edges += [(states["STARTING"], 1), (states[job["state"]], -1)]
+    most = now = 0
+    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):  # an end before a start at the same time
+        now += step
+        most = max(most, now)
+    return most
+
+
 def submit(api, tar, **params):
     with open(tar, "rb") as body:
         return api.post("/api/v1/jobs", params=params, data=body)
@@ -78,8 +92,8 @@ def starts_of(docker_url, job_id, since):
 
 
 
-def start_fake_gpu_worker(cluster, fakebin: Path):
-    """Start ``cluster``'s first worker (made with start_workers=False) and its engine with the
+def start_fake_gpu_worker(cluster, fakebin: Path, index: int = 0):
+    """Start ``cluster``'s worker ``index`` (made with start_workers=False) and its engine with the
     fake GPU tools in ``fakebin`` (dev.fake_nvidia_smi) on their PATH. dockerd enables its
     "nvidia" device driver when nvidia-container-runtime-hook is on its PATH; a stub of it lets
     containers start without a GPU, with everything up to the hook done for real."""
@@ -87,7 +101,7 @@ def start_fake_gpu_worker(cluster, fakebin: Path):
     hook.write_text("#!/bin/sh\nexit 0\n")
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     path = f"{fakebin}:{os.environ['PATH']}"
-    w = cluster.workers[0]
+    w = cluster.workers[index]
     w.dockerd.stop()
     w.dockerd.extra_args = ["--add-runtime", "nvidia=/usr/sbin/runc"]
     w.dockerd.extra_env["PATH"] = path

@@ -11,6 +11,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pink import config as pink_config
+from pink.fairshare import FairShare
 from pink.lease import Lease
 from pink.store import Store
 
@@ -55,11 +56,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update({k: v for k, v in (test_config or {}).items() if k != "PINK"})
     app.extensions["pink.config"] = cfg
     app.extensions["pink.store"] = Store(cfg.etcd)
+    app.extensions["pink.fairshare"] = FairShare(app.extensions["pink.store"], cfg.scheduling)
     app.extensions["pink.links"] = WorkerLinks(cfg.web.ssh_key, cfg.web.known_hosts)
     app.extensions["pink.lease"] = Lease(app.extensions["pink.store"], cfg.web.lease_ttl_s, f"web server {os.getpid()}")
     app.wsgi_app = TrustedProxyFix(app.wsgi_app, cfg.web.trusted_proxies)  # type: ignore[method-assign]
 
-    from . import accounts_api, api, api_lifecycle, arrays_api, auth, errors, gpus_api, janitor, metrics, ui, usage_api
+    from . import (accounts_api, api, api_lifecycle, arrays_api, auth, errors, fairshare_api, gpus_api, janitor,
+                   metrics, ui, usage_api)
 
     errors.init_app(app)
     auth.init_app(app)
@@ -68,6 +71,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(accounts_api.bp)
     app.register_blueprint(arrays_api.bp)
     app.register_blueprint(gpus_api.bp)
+    app.register_blueprint(fairshare_api.bp)
     app.register_blueprint(ui.bp)
     app.register_blueprint(usage_api.bp)
     metrics.init_app(app)

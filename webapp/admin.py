@@ -1,4 +1,4 @@
-"""``pink-admin``: server-side administration straight against etcd (users, tokens, drain).
+"""``pink-admin``: server-side administration straight against etcd (users, tokens, drain, quotas).
 
 Runs on a web server or any host with the cluster config; it needs no running web server.
 """
@@ -11,7 +11,7 @@ import getpass
 import sys
 import time
 
-from pink import config, quarantine, slots
+from pink import config, fairshare, quarantine, slots
 from pink.errors import PinkError
 from pink.model import User
 from pink.store import Store
@@ -79,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     live.add_argument("worker")
     live.add_argument("slots", nargs="?", help=f"job slots, 1 to {slots.MAX_SLOTS}")
     live.add_argument("--reset", action="store_true", help="back to the worker's configured max_parallel_jobs")
+    quota = sub.add_parser("quota", help="per-user GPU quotas and fair share").add_subparsers(dest="action", required=True)
+    setq = quota.add_parser("set", help="cap the GPUs a user's running jobs hold on all workers (0: no limit)")
+    setq.add_argument("name")
+    setq.add_argument("gpus", type=int)
+    quota.add_parser("reset", help="give a user the default quota (scheduling.gpu_quota) again").add_argument("name")
+    quota.add_parser("list", help="each user's fair-share usage (decayed GPU-hours), GPUs held and quota")
     args = parser.parse_args(argv)
 
     try:
@@ -134,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             _gpu(store, args)
         elif args.cmd == "worker":
             _slots(store, args)
+        elif args.cmd == "quota":
+            _quota(store, cfg.scheduling, args)
         else:
             store.set_drained(args.worker, args.cmd == "drain")
             print(f"worker {args.worker} {args.cmd}ed")
@@ -174,6 +182,22 @@ def _slots(store: Store, args: argparse.Namespace) -> None:
     n = slots.set_slots(store, args.worker, args.slots, by=f"pink-admin ({getpass.getuser()})")
     print(f"worker {args.worker}: {n} job slot{'s' if n != 1 else ''} (until reset; {configured}); "
           f"running jobs go on, new ones start only while fewer than {n} run")
+
+
+def _quota(store: Store, cfg: config.SchedulingConfig, args: argparse.Namespace) -> None:
+    if args.action == "list":
+        print("user\tusage_gpu_hours\tgpus_held\tgpu_quota\tset_by")
+        for row in fairshare.shares(store, cfg):
+            print(f"{row['user']}\t{row['usage_gpu_hours']:.1f}\t{row['gpus_held']}\t{row['gpu_quota'] or 'none'}\t"
+                  f"{row['quota_set_by'] or '(default)'}")
+        return
+    _existing(store, args.name)
+    if args.action == "reset":
+        fairshare.set_quota(store, args.name, None, by="")
+        print(f"GPU quota of {args.name}: the default ({cfg.gpu_quota or 'no limit'})")
+        return
+    fairshare.set_quota(store, args.name, args.gpus, by=f"pink-admin ({getpass.getuser()})")
+    print(f"GPU quota of {args.name}: {args.gpus or 'no limit'} (workers apply it within a minute)")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def own_job(job_id: str) -> Job:
 def jobs_json(jobs: list[Job], viewer: str) -> list[dict]:
     """Jobs as ``viewer`` may see them: the values of a job's env are its owner's only (they
     may be secrets); anyone else (an admin) sees the names, each with the value "***"."""
-    out = joblogic.public_jobs(store(), jobs)
+    out = joblogic.public_jobs(store(), jobs, current_app.extensions["pink.fairshare"])
     for data in out:
         if data["user"] != viewer:
             data["env"] = dict.fromkeys(data["env"], "***")

@@ -1,4 +1,5 @@
-"""What an owner does with an ended job: resubmit it (with changes) and delete it.
+"""What an owner does with a job: reorder it while QUEUED, resubmit it (with changes) and delete
+it once ended.
 
 Both are part of the JSON API, ``/api/v1`` (contract: docs/api.md)."""
 
@@ -12,10 +13,12 @@ from typing import Any
 from flask import Blueprint, abort, current_app, g, jsonify, request
 
 from pink.model import Job
+from pink.reorder import set_user_priority
+from pink.states import JobState
 from pink.store_deletes import DEFAULT_TOMBSTONE_S
 
 from . import jobs as joblogic
-from .api import _cfg, _links, own_job, submitted
+from .api import _cfg, _links, jobs_json, own_job, submitted
 from .auth import login_required, store
 from .errors import error_response
 from .spec import HEADER_FIELDS, MAX_HEADER_BYTES, SPEC_HEADER, JobSpec, SubmitError
@@ -30,7 +33,7 @@ def old_fields(old: Job, admin: bool) -> dict[str, Any]:
     of LOST runs (retry_lost) is asked for again, never inherited."""
     fields: dict[str, Any] = {
         "gpus": old.gpus, "timeout": old.timeout_s, "output": old.output, "name": old.name,
-        "priority": old.priority if admin else min(old.priority, 0),
+        "priority": old.priority if admin else min(old.priority, 0), "user_priority": old.user_priority,
         "command": list(old.command) if old.command is not None else None,
         "entrypoint": list(old.entrypoint) if old.entrypoint is not None else None,
         "env": dict(old.env), "data": list(old.datasets),
@@ -116,3 +119,25 @@ def delete_job(job_id: str):
             return jsonify(deleted={"id": stone.job_id, "user": stone.user, "by": stone.by, "at": stone.at,
                                     "worker": stone.worker})
     return error_response(503, "the job changed too often to delete it; try again")
+
+
+@bp.patch("/jobs/<job_id>")
+@login_required
+def patch_job(job_id: str):
+    """Change what may change of a QUEUED job: ``user_priority`` (the order of the owner's own
+    jobs; anyone may set it, -100..100)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or set(body) != {"user_priority"}:
+        return error_response(400, 'send {"user_priority": N}: only the order among your own jobs can be changed')
+    value = body["user_priority"]
+    if not isinstance(value, int) or isinstance(value, bool):
+        return error_response(400, f"user_priority must be a whole number, not {value!r}")
+    for _ in range(10):  # the job's record changes under us (a renewal, a cancel)
+        job = own_job(job_id)
+        try:
+            updated = set_user_priority(store(), job, value)
+        except ValueError as exc:
+            return error_response(409 if job.state is not JobState.QUEUED else 400, str(exc))
+        if updated is not None:
+            return jsonify(job=jobs_json([updated], g.user.name)[0])
+    return error_response(503, "the job changed too often to reorder it; try again")

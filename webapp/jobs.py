@@ -8,8 +8,9 @@ import threading
 import time
 from typing import BinaryIO
 
-from pink import arraystore, queueplan, scheduling
+from pink import queueplan, scheduling
 from pink.config import Config
+from pink.fairshare import FairShare
 from pink.errors import ArchiveTooLarge, ImageArchiveError, InputUnavailable, PinkError, TransferError
 from pink.layers import held_prefix, parse_held
 from pink.model import INPUT_ID, InputRecord, Job, User, WorkerInfo, new_job_id
@@ -218,7 +219,7 @@ def submit(
         id=new_job_id(now), user=user.name, worker=worker.name,
         state=JobState.QUEUED if reuse else JobState.UPLOADING,
         gpus=spec.gpus, timeout_s=spec.timeout_s, output=spec.output, priority=spec.priority,
-        name=spec.name, image_id=spec.image_id, created_at=now, updated_at=now,
+        user_priority=spec.user_priority, name=spec.name, image_id=spec.image_id, created_at=now, updated_at=now,
         history=({"state": "QUEUED" if reuse else "UPLOADING", "at": now},),
         resubmit_of=spec.resubmit_of, idempotency_key=idempotency_key,
         command=spec.array_args[0] if spec.array_args else spec.command, entrypoint=spec.entrypoint, env=dict(spec.env), workdir=spec.workdir,
@@ -355,9 +356,10 @@ def upload_input(cfg: Config, store: Store, links: WorkerLinks, user: User, spec
     return store.record_input(worker.name, reader.info.input_id, length, user.name)
 
 
-def queue_info(store: Store, jobs: list[Job]) -> dict[str, tuple[int, str, float | None]]:
+def queue_info(store: Store, jobs: list[Job], fairshare: FairShare) -> dict[str, tuple[int, str, float | None]]:
     """Queue position, why it waits and when it starts at the latest (None: unknown), for every
-    QUEUED job in ``jobs``."""
+    QUEUED job in ``jobs``, ordered as the worker orders them (fair share and quotas from
+    ``fairshare``)."""
     waiting = {j.worker for j in jobs if j.state is JobState.QUEUED}
     if not waiting:
         return {}
@@ -373,10 +375,11 @@ def queue_info(store: Store, jobs: list[Job]) -> dict[str, tuple[int, str, float
             continue
         running = [queueplan.running_entry(e, now) for e in entries if e.state in CLAIMED]
         queued = [e for e in entries if e.state is JobState.QUEUED]
-        taken = arraystore.running_per_array(store, {e.array_id: e.array_limit for e in entries})
+        taken = fairshare.taken(queued)
         planned = queueplan.plan_queue(queued, running, queueplan.capacity_of(worker),
-                                       array_running={a: len(t) for a, t in taken.items()},
-                                       estimate_from=None if worker.drained else now)
+                                       array_running=taken.array_running(),
+                                       estimate_from=None if worker.drained else now,
+                                       **fairshare.order_args(taken))
         for d in planned.decisions:
             if worker.drained:
                 out[d.job_id] = (d.position, f"worker {name} is drained; the job waits until it is undrained", None)
@@ -385,8 +388,8 @@ def queue_info(store: Store, jobs: list[Job]) -> dict[str, tuple[int, str, float
     return out
 
 
-def public_jobs(store: Store, jobs: list[Job]) -> list[dict]:
-    positions = queue_info(store, jobs)
+def public_jobs(store: Store, jobs: list[Job], fairshare: FairShare) -> list[dict]:
+    positions = queue_info(store, jobs, fairshare)
     result = []
     for job in jobs:
         data = job.public()

@@ -75,6 +75,8 @@ SPEC = {
                               "description": "an input you uploaded (POST /inputs), mounted read-only at /in"},
                     "gpus": {"type": "integer"}, "timeout": {"type": "integer"}, "output": _OUTPUT,
                     "name": {"type": "string"}, "priority": {"type": "integer"},
+                    "user_priority": {"type": "integer", "minimum": -100, "maximum": 100,
+                                      "description": "order among your own jobs only (higher first); anyone may set it"},
                     "retry_lost": {"type": "integer", "minimum": 0, "maximum": 10,
                                    "description": "re-run the job up to N times if it ends LOST"},
                     "notify": {"type": "boolean", "description": "e-mail its end to your address (PATCH /me)"},
@@ -109,6 +111,7 @@ SPEC = {
                     "worker": {"type": "string"}, "gpus": {"type": "integer"},
                     "gpu_indices": {"type": "array", "items": {"type": "integer"}},
                     "timeout_s": {"type": "integer"}, "output": {"type": "string"}, "priority": {"type": "integer"},
+                    "user_priority": {"type": "integer", "description": "order among its user's own jobs (PATCH)"},
                     "image_id": {"type": "string"},
                     "image_bytes": {"type": "integer", "description": "bytes uploaded for this job (0: its worker "
                                                                       "held the image)"},
@@ -165,7 +168,8 @@ SPEC = {
                     "array_index": {"type": "integer", "nullable": True, "description": "PINK_ARRAY_INDEX"},
                     "array_size": {"type": "integer"},
                     "array_limit": {"type": "integer", "description": "most of the array's jobs at once; 0: no limit"},
-                    "array_slot": {"type": "integer", "description": "the run slot it holds while claimed; -1: none"},
+                    "run_slots": {"type": "array", "items": {"type": "string"},
+                                  "description": "run slots it holds while claimed (its array's %N, its user's GPUs)"},
                 },
             },
         },
@@ -198,6 +202,7 @@ SPEC = {
                     _param("gpus", kind="integer", text="GPUs (0 = CPU only)"),
                     _param("timeout", kind="integer", text="seconds before SIGTERM"),
                     _param("output", text=_OUTPUT["description"]), _param("name"), _param("priority", kind="integer"),
+                    _param("user_priority", kind="integer", text="order among your own jobs only (-100..100)"),
                     _param("image", text="sha256:<hex> of an image a worker already holds"),
                     _param("omitted_layers", text="comma-separated diff_ids of the bottom layers this "
                                                   "(thin) archive leaves out; see POST /layers"),
@@ -269,6 +274,15 @@ SPEC = {
                                "at": {"type": "number"}, "worker": {"type": "string"}}}}}),
                            "404": _ERR, "409": {**_ERR, "description": "the job has not ended: cancel it first"},
                            "410": _ERR}},
+            "patch": {"summary": "Reorder a QUEUED job among its user's own jobs (the owner or an admin): "
+                                 "user_priority, -100..100, higher first; other users' jobs are not passed",
+                      "parameters": [_ID],
+                      "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                          "type": "object", "required": ["user_priority"], "additionalProperties": False,
+                          "properties": {"user_priority": {"type": "integer", "minimum": -100, "maximum": 100}}}}}},
+                      "responses": {"200": _ok({"type": "object", "properties": {"job": _JOB}}), "400": _ERR,
+                                    "404": _ERR, "409": {**_ERR, "description": "the job is not QUEUED"},
+                                    "410": _ERR}},
         },
         "/jobs/{job_id}/cancel": {"post": {
             "summary": "Cancel a job. A running job is stopped by its worker, which exports what it wrote "
@@ -357,6 +371,27 @@ SPEC = {
                            "worker": {"type": "string"}, "slots": {"type": "integer", "nullable": True},
                            "configured": {"type": "integer", "nullable": True}, "reset": {"type": "boolean"}}}),
                            "403": _ERR, "404": _ERR}}},
+        "/fairshare": {"get": {
+            "summary": "Fair share and GPU quotas (admins): the policy and, per user with recent usage, GPUs held or "
+                       "a quota of their own, the decayed usage, GPUs held now and quota",
+            "responses": {"200": _ok({"type": "object", "properties": {
+                "half_life_days": {"type": "number"}, "cpu_weight": {"type": "number"},
+                "default_gpu_quota": {"type": "integer", "description": "0: no limit"},
+                "users": {"type": "array", "items": {"type": "object", "properties": {
+                    "user": {"type": "string"}, "usage_gpu_hours": {"type": "number"},
+                    "gpus_held": {"type": "integer"}, "gpu_quota": {"type": "integer", "description": "0: no limit"},
+                    "quota_set_by": {"type": "string", "description": "empty: the default"}}}}}}),
+                "403": _ERR}}},
+        "/users/{name}/quota": {
+            "put": {"summary": "Set a user's GPU quota (admins): the most GPUs their claimed jobs hold on all "
+                               "workers at once (0: no limit); workers apply it within a minute",
+                    "parameters": [_param("name", "path", required=True)],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["gpus"], "properties": {"gpus": {"type": "integer", "minimum": 0}}}}}},
+                    "responses": {"200": _ok({"type": "object"}), "400": _ERR, "403": _ERR, "404": _ERR}},
+            "delete": {"summary": "Give a user the default GPU quota (scheduling.gpu_quota) again (admins)",
+                       "parameters": [_param("name", "path", required=True)],
+                       "responses": {"200": _ok({"type": "object"}), "403": _ERR}}},
         "/jobs/{job_id}/resubmit": {"post": {
             "summary": "Run an ended job again as a new job (resubmit_of) from the image a worker holds, with what "
                        "it ran with but the fields the optional body changes (non-admins may not raise priority "

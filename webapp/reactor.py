@@ -42,6 +42,7 @@ def retry_spec(old: Job, notify_ok: bool = True, webhook_ok: bool = True) -> Job
     (and its notifications, where they can still be sent: a retry never waits for them)."""
     return JobSpec(
         gpus=old.gpus, timeout_s=old.timeout_s, output=old.output, name=old.name, priority=old.priority,
+        user_priority=old.user_priority,
         image_id=old.image_id, command=old.command, entrypoint=old.entrypoint, env=old.env,
         workdir=old.workdir, datasets=old.datasets, input=old.input, cpus=old.cpus,
         memory_bytes=old.memory_bytes, shm_bytes=old.shm_bytes, retry_lost=old.retry_lost - 1,

@@ -22,7 +22,7 @@ MAX_LAYERS = 500
 SPEC_HEADER = "Pink-Job-Spec"
 MAX_HEADER_BYTES = 32 << 10
 #: Fields that may come either way (``data`` as a query parameter is comma-separated).
-EITHER_WAY = ("gpus", "timeout", "output", "name", "priority", "cpus", "memory", "shm_size",
+EITHER_WAY = ("gpus", "timeout", "output", "name", "priority", "user_priority", "cpus", "memory", "shm_size",
               "workdir", "data", "input", "retry_lost", "notify", "webhook", "array", "array_args")
 #: Fields only the header carries (lists and objects do not fit a query parameter).
 HEADER_ONLY = ("command", "entrypoint", "env")
@@ -66,6 +66,8 @@ class JobSpec:
     output: str = "full"
     name: str = ""
     priority: int = 0
+    #: Orders only this user's own jobs (anyone may set it).
+    user_priority: int = 0
     image_id: str = ""
     resubmit_of: str = ""
     #: Bottom layers (diff_ids) a thin archive leaves out because the worker holds them.
@@ -146,6 +148,7 @@ class JobSpec:
             output=output,
             name=name,
             priority=priority,
+            user_priority=_whole(given, "user_priority", 0, -100, 100),
             image_id=image_id,
             omitted_layers=omitted,
             command=command,

@@ -115,6 +115,7 @@ class LocalCluster:
         etcd_overrides: Mapping[str, Any] | None = None,
         worker_overrides: Mapping[str, Any] | None = None,
         notify_overrides: Mapping[str, Any] | None = None,
+        scheduling_overrides: Mapping[str, Any] | None = None,
         dev_ca: DevCA | None = None,
         worker_ready_check: str = "etcd",
         start_workers: bool = True,
@@ -137,6 +138,8 @@ class LocalCluster:
         self.worker_overrides = dict(worker_overrides or {})
         #: The web servers' [notify] section (SMTP relay, webhook allow-list).
         self.notify_overrides = dict(notify_overrides or {})
+        #: The [scheduling] section of every web server and worker (fair share, GPU quotas).
+        self.scheduling_overrides = dict(scheduling_overrides or {})
         self.dev_ca = dev_ca
         self.worker_ready_check = worker_ready_check
         self.start_workers_now = start_workers
@@ -243,7 +246,8 @@ class LocalCluster:
             "known_hosts": str(ssh_dir / "known_hosts"),
             **self.web_overrides,
         }
-        write_config(self.config_path, etcd=self._etcd_section(), web=web_section, notify=self.notify_overrides)
+        write_config(self.config_path, etcd=self._etcd_section(), web=web_section, notify=self.notify_overrides,
+                     scheduling=self.scheduling_overrides)
         for i, name, wdir, sshd, dockerd in handles:
             worker_section = {
                 "name": name,
@@ -257,7 +261,8 @@ class LocalCluster:
                 "metrics_address": f"127.0.0.1:{free_port()}",
                 **self.worker_overrides,
             }
-            cfg = write_config(wdir / "pink.toml", etcd=self._etcd_section(), web=web_section, worker=worker_section)
+            cfg = write_config(wdir / "pink.toml", etcd=self._etcd_section(), web=web_section, worker=worker_section,
+                               scheduling=self.scheduling_overrides)
             daemon = WorkerDaemon(wdir / "daemon", config_path=cfg, ready_check=self.worker_ready_check)
             self.workers.append(
                 WorkerHandle(i, name, cfg, sshd.inbox, sshd.outbox,

@@ -22,7 +22,7 @@ from pink import config as pink_config
 from .process import REPO_ROOT, ServiceError, write_private
 
 _SECTIONS = {"etcd": pink_config.EtcdConfig, "web": pink_config.WebConfig, "worker": pink_config.WorkerConfig,
-             "notify": pink_config.NotifyConfig}
+             "notify": pink_config.NotifyConfig, "scheduling": pink_config.SchedulingConfig}
 
 
 def write_config(path: str | os.PathLike[str], **sections: Mapping[str, Any]) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pink_dev import wait_until
+from tests.helpers import most_claimed_at_once
 
 pytestmark = pytest.mark.integration
 
@@ -25,20 +26,6 @@ def _cli(cluster, user, *argv):
            "PINK_CLI_CONFIG": "/nonexistent/pink-cli.json"}
     return subprocess.run([sys.executable, "-m", "pink_client", *argv], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
-
-
-def _most_claimed_at_once(jobs: list[dict]) -> int:
-    """From the jobs' histories: the most that were claimed (STARTING until they ended) at once."""
-    edges = []
-    for job in jobs:
-        states = {h["state"]: h["at"] for h in job["history"]}
-        if "STARTING" in states:
-            edges += [(states["STARTING"], 1), (states[job["state"]], -1)]
-    most = now = 0
-    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):  # an end before a start at the same time
-        now += step
-        most = max(most, now)
-    return most
 
 
 def test_an_array_of_20_runs_once_per_index_from_one_upload_within_its_limit(cluster, images):
@@ -62,7 +49,7 @@ def test_an_array_of_20_runs_once_per_index_from_one_upload_within_its_limit(clu
     assert sent == [0] * 19 + [tar.stat().st_size]
     assert len({j["image_id"] for j in jobs}) == 1
     # The limit held, and was reached (6 slots on the worker, 3 of them usable by the array).
-    assert _most_claimed_at_once(jobs) == 3
+    assert most_claimed_at_once(jobs) == 3
     # The array's shared upload is gone from the inbox once no job of it is left there.
     inbox = Path(c.workers[0].inbox)
     wait_until(lambda: not (inbox / f"{array_id}.tar").exists(), 30, "the worker's sweep to remove the upload")

@@ -232,6 +232,12 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(200, {"deleted": stone})
             if method == "POST" and rest == ["resubmit"]:
                 return self._resubmit(fake, job)
+            if method == "PATCH" and not rest:
+                if job["state"] != "QUEUED":
+                    return self._error(409, f"job {job['id']} is {job['state']}; only a QUEUED job can be reordered")
+                with fake.lock:
+                    job.update(json.loads(self._body()), queue_position=1, waiting_reason="waiting for 1 GPU (0 free)")
+                return self._json(200, {"job": job})
             if method == "GET" and not rest:
                 with fake.lock:
                     script = fake.scripts.get(job["id"])
@@ -373,6 +379,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:  # noqa: N802
         self._route("DELETE")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._route("PATCH")
 
 
 class FakeServer(ThreadingHTTPServer):

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pink import arraystore
+from pink import arraystore, runslots
 from pink.arrays import ArrayRangeError, parse_array
 from pink.config import Config, WebConfig
 from pink.errors import StoreUnavailable
@@ -97,6 +97,19 @@ def test_the_plan_starts_no_more_of_an_array_than_its_limit_counting_other_worke
     assert all(d.starts for d in plan(free, {}, [], 10, array_running={"B": 7}))
 
 
+def taken_slots(cluster, array_id: str) -> set[int]:
+    return {int(n) for n in runslots.taken(cluster.store, runslots.ARRAY, array_id)}
+
+
+def array_slot(job, n: int) -> str:
+    return f"{runslots.ARRAY}/{job.array_id}/{n}"
+
+
+def slot_number(job) -> int:
+    (slot,) = job.run_slots
+    return int(slot.rsplit("/", 1)[1])
+
+
 def test_the_claim_takes_a_run_slot_so_two_workers_cannot_pass_the_limit(cluster):
     """Two workers plan from the same snapshot (no slot taken) and both claim: the slot keys
     let only ``limit`` claims through, and a job's end gives its slot back."""
@@ -106,24 +119,24 @@ def test_the_claim_takes_a_run_slot_so_two_workers_cannot_pass_the_limit(cluster
     first, _ = jobs.submit(Config(), cluster.store, cluster.links, None, ROOT, spec, body=None, length=None)
     array = arraystore.array_jobs(cluster.store, first.array_id)
     assert len(array) == 4 and {j.worker for j in array} == {"w1", "w2"}
-    snapshot = arraystore.taken_slots(cluster.store, first.array_id)
-    assert snapshot == set()
+    assert taken_slots(cluster, first.array_id) == set()
     claimed = []
     for job in array:  # each worker tries slots from the stale snapshot: 0 then 1
         for slot in (0, 1):
-            got = cluster.store.claim(job, job.worker, cluster.leases[job.worker], (), slot)
+            got = cluster.store.claim(job, job.worker, cluster.leases[job.worker], (), (array_slot(job, slot),))
             if got is not None:
                 claimed.append(got)
                 break
     assert len(claimed) == 2
-    assert arraystore.taken_slots(cluster.store, first.array_id) == {0, 1}
+    assert taken_slots(cluster, first.array_id) == {0, 1}
     # A claimed job that ends frees its slot; another job can take it.
     done = cluster.store.transition(claimed[0], JobState.CANCELLED, reason="test")
-    assert done.array_slot == claimed[0].array_slot
-    assert arraystore.taken_slots(cluster.store, first.array_id) == {claimed[1].array_slot}
+    assert done.run_slots == claimed[0].run_slots
+    assert taken_slots(cluster, first.array_id) == {slot_number(claimed[1])}
     rest = [j for j in arraystore.array_jobs(cluster.store, first.array_id) if j.state is JobState.QUEUED]
-    slot = arraystore.free_slot(arraystore.taken_slots(cluster.store, first.array_id), 2)
-    assert cluster.store.claim(rest[0], rest[0].worker, cluster.leases[rest[0].worker], (), slot) is not None
+    (slot,) = runslots.free_numbers(runslots.taken(cluster.store, runslots.ARRAY, first.array_id), 2, 1)
+    assert cluster.store.claim(rest[0], rest[0].worker, cluster.leases[rest[0].worker], (),
+                               (array_slot(rest[0], slot),)) is not None
 
 
 # ----- placement and records ----------------------------------------------------------------------
@@ -222,7 +235,7 @@ def test_the_api_creates_shows_and_cancels_an_array(client, as_user, cluster):
     assert array["size"] == 5 and array["limit"] == 2 and len(array["job_ids"]) == 5
     assert resp.json["job"]["array_id"] == array["id"] and resp.json["job"]["array_index"] == 0
     first = cluster.store.get_job(array["job_ids"][0])
-    cluster.store.claim(first, "w1", cluster.leases["w1"], (), 0)
+    cluster.store.claim(first, "w1", cluster.leases["w1"], (), (array_slot(first, 0),))
     got = client.get(f"/api/v1/arrays/{array['id']}", headers=root).json["array"]
     assert got["counts"] == {"STARTING": 1, "QUEUED": 4}
     assert [j["array_index"] for j in got["jobs"]] == [0, 1, 2, 3, 4]
@@ -239,7 +252,7 @@ def test_the_api_creates_shows_and_cancels_an_array(client, as_user, cluster):
     resp = client.post(f"/api/v1/arrays/{array['id']}/cancel", headers=root)
     assert resp.status_code == 200 and len(resp.json["cancelled"]) == 4
     assert resp.json["array"]["counts"] == {"CANCELLED": 5} and resp.json["array"]["ended"]
-    assert arraystore.taken_slots(cluster.store, array["id"]) == set()
+    assert taken_slots(cluster, array["id"]) == set()
 
 
 def test_a_bad_array_is_a_400(client, as_user, cluster):
@@ -279,7 +292,7 @@ def test_two_worker_daemons_start_no_more_of_an_array_than_its_limit(cluster, tm
         return [j for j in arraystore.array_jobs(cluster.store, first.array_id) if j.state is JobState.STARTING]
 
     claimed = start_all()
-    assert len(claimed) == 2 and sorted(j.array_slot for j in claimed) == [0, 1]
+    assert len(claimed) == 2 and sorted(slot_number(j) for j in claimed) == [0, 1]
     waiting = [e for name in daemons for e in cluster.store.queue(name) if e.state is JobState.QUEUED]
     assert len(waiting) == 4
     assert len(start_all()) == 2, "a second round starts nothing while the limit is reached"
@@ -287,7 +300,7 @@ def test_two_worker_daemons_start_no_more_of_an_array_than_its_limit(cluster, tm
     assert ended is not None
     now = start_all()
     assert len(now) == 2 and claimed[0].id not in {j.id for j in now}
-    assert arraystore.taken_slots(cluster.store, first.array_id) == {0, 1}
+    assert taken_slots(cluster, first.array_id) == {0, 1}
 
 
 def test_a_lost_job_of_an_array_is_retried_as_a_job_of_the_array_with_its_index(cluster):
@@ -300,11 +313,11 @@ def test_a_lost_job_of_an_array_is_retried_as_a_job_of_the_array_with_its_index(
     spec = JobSpec.parse({"image": IMG, "array": "3-5%2", "retry_lost": "1"}, ROOT)
     first, _ = jobs.submit(Config(), cluster.store, cluster.links, None, ROOT, spec, body=None, length=None)
     job = arraystore.array_jobs(cluster.store, first.array_id)[1]
-    job = cluster.store.claim(job, "w1", cluster.leases["w1"], (), 0)
+    job = cluster.store.claim(job, "w1", cluster.leases["w1"], (), (array_slot(job, 0),))
     cluster.worker_dies("w1")
     janitor.sweep(cluster.store, Config().web)
     lost = cluster.store.get_job(job.id)
-    assert lost.state is JobState.LOST and arraystore.taken_slots(cluster.store, first.array_id) == set()
+    assert lost.state is JobState.LOST and taken_slots(cluster, first.array_id) == set()
     cluster.add_worker("w2", images=(IMG,))
     new = reactor.retry(Config(), cluster.store, cluster.links, None, lost, now=lost.updated_at)
     assert new is not None and new.retry_of == lost.id and new.worker == "w2"

@@ -4,7 +4,7 @@ which every job ahead runs to its time limit."""
 from __future__ import annotations
 
 from pink.eta import Capacity, Running, estimate_starts
-from pink.scheduling import QueuedJob
+from pink.scheduling import QueuedJob, UserQuota
 
 NOW = 1000.0
 GiB = 1 << 30
@@ -121,3 +121,19 @@ def test_only_the_first_jobs_in_start_order_are_simulated():
     queue = [job(f"j{i}", created_at=-i) for i in range(5)]  # j4 is the oldest: it starts first
     starts = eta(queue, {f"j{i}": 10 for i in range(5)}, [], worker(slots=1), max_ahead=2)
     assert starts == {"j4": NOW, "j3": NOW + 10, "j2": None, "j1": None, "j0": None}
+
+
+def test_a_users_gpu_quota_is_charged_and_given_back_as_simulated_jobs_start_and_end():
+    # alice may hold 1 GPU cluster-wide and holds none; 4 GPUs are free. Her second job waits
+    # for her first to reach its limit, not for GPUs; bob's job starts at once.
+    queue = [job("a1", gpus=1, created_at=1), job("a2", gpus=1, created_at=2), job("b", "bob", gpus=1, created_at=3)]
+    starts = eta(queue, {"a1": 100, "a2": 100, "b": 100}, [], worker(free_gpus=4),
+                 quotas={"alice": UserQuota(1)})
+    assert starts == {"a1": NOW, "a2": NOW + 100, "b": NOW}
+
+
+def test_a_quota_held_by_a_running_job_is_given_back_at_its_limit():
+    running = [Running("alice", 1, ends_by=NOW + 50)]
+    starts = eta([job("a", gpus=1)], {"a": 60}, running, worker(free_gpus=3, gpus=4),
+                 quotas={"alice": UserQuota(1, gpus=1, jobs=1)})
+    assert starts == {"a": NOW + 50}

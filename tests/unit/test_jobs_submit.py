@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from pink.config import Config
+from pink.config import Config, SchedulingConfig
+from pink.fairshare import FairShare
 from pink.model import User, WorkerInfo
 from pink.states import JobState
 from pink.store import QueueEntry
@@ -109,7 +110,7 @@ def test_a_queued_job_says_it_waits_for_cpus_and_memory(cluster):
     running = cluster.add_job("alice", JobState.RUNNING, cpus=3, memory_bytes=60 * GiB)
     cpu = cluster.add_job("alice", cpus=2)
     memory = cluster.add_job("bob", memory_bytes=8 * GiB)
-    info = jobs.queue_info(cluster.store, [running, cpu, memory])
+    info = jobs.queue_info(cluster.store, [running, cpu, memory], FairShare(cluster.store, SchedulingConfig()))
     # bob runs nothing yet, so his job comes first (fair share).
     assert info[memory.id][:2] == (1, "waiting for 8 GiB of memory (4 GiB free)")
     assert info[cpu.id][:2] == (2, "waiting for 2 CPUs (1 free)")

@@ -103,7 +103,7 @@ def test_submit_uploads_exact_bytes_with_length_and_key(
 ) -> None:
     tar = tmp_path / "img.tar"
     make_image_tar(tar)
-    rc = cli.main(["submit", str(tar), "--name", "my job", "--output", "none", "--priority", "3"])
+    rc = cli.main(["submit", str(tar), "--name", "my job", "--output", "none", "--priority", "3", "--user-priority", "-2"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     [upload] = logged_in.uploads
@@ -111,7 +111,7 @@ def test_submit_uploads_exact_bytes_with_length_and_key(
     assert upload.headers["Content-Length"] == str(tar.stat().st_size)
     assert "Transfer-Encoding" not in upload.headers
     uuid.UUID(upload.headers["Idempotency-Key"])
-    assert upload.params == {"name": "my job", "output": "none", "priority": "3"}
+    assert upload.params == {"name": "my job", "output": "none", "priority": "3", "user_priority": "-2"}
     assert out.strip() in logged_in.jobs
     assert "uploading" in err  # the final line of a non-TTY progress report
 

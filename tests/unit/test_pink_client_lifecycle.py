@@ -163,3 +163,14 @@ def test_priority_help_says_who_may_raise_it(capsys: pytest.CaptureFixture[str])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "above 0 (up to 100) is for admins only" in help_text
     assert "higher runs first" not in help_text
+
+
+def test_reorder_sets_the_order_among_the_users_own_jobs(logged_in: Fake, capsys: pytest.CaptureFixture[str]) -> None:
+    queued = logged_in.add_job(state="QUEUED")
+    assert cli.main(["reorder", queued["id"], "7"]) == 0
+    assert capsys.readouterr().out.strip() == (f"job {queued['id']}: user priority 7, queue position 1 "
+                                               "(waiting for 1 GPU (0 free))")
+    assert logged_in.jobs[queued["id"]]["user_priority"] == 7
+    running = logged_in.add_job(state="RUNNING")
+    assert cli.main(["reorder", running["id"], "7"]) == 5
+    assert "only a QUEUED job can be reordered" in capsys.readouterr().err

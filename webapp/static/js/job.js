@@ -1,6 +1,7 @@
 // Job page: details, what it runs with and timeline live through server-sent events, the log
 // tail through GET /api/v1/jobs/<id>/logs?follow=1, cancel with confirmation, resubmit of ended jobs
-// (with changes: command, environment, GPUs, time limit), delete of ended jobs with confirmation.
+// (with changes: command, environment, GPUs, time limit), delete of ended jobs with confirmation,
+// the order of a queued job among its user's own jobs (PATCH user_priority).
 import {
   IS_ADMIN, ME, TERMINAL, alertIn, api, badge, clear, confirmDialog, copyText, el, fmtBytes, fmtDuration, fmtTime,
   gpuText, jobTitle, liveEvents, queueText, runtimeOf, startsByText, stateLabel, toast,
@@ -22,6 +23,8 @@ const resubmitBtn = document.getElementById("resubmit");
 const deleteBtn = document.getElementById("delete");
 const resubmitDialog = document.getElementById("resubmit-dialog");
 const resubmitForm = document.getElementById("resubmit-form");
+const reorderForm = document.getElementById("reorder");
+const userPriority = document.getElementById("user-priority");
 const logBox = document.getElementById("log");
 const logStatus = document.getElementById("log-status");
 const logFollow = document.getElementById("log-follow");
@@ -71,6 +74,7 @@ function renderFacts() {
     fact("Time limit", fmtDuration(job.timeout_s)),
     fact("Output", outputText(job)),
     fact("Priority", String(job.priority)),
+    fact("Order among the user's jobs", String(job.user_priority || 0)),
     fact("Image", el("span", { class: "mono", title: job.image_id || null }, job.image_id ? job.image_id.slice(0, 19) + "…" : "—")),
     // The image's own size (its worker counts it when the job starts), and what was sent for this job.
     fact("Image size", fmtBytes(job.image_size || null)),
@@ -223,6 +227,8 @@ function render() {
   discardBox.hidden = job.state !== "RUNNING" || job.output === "none";
   resubmitBtn.hidden = !(ended && job.image_id && job.user === ME);
   deleteBtn.hidden = !(ended && (job.user === ME || IS_ADMIN));
+  reorderForm.hidden = !(job.state === "QUEUED" && (job.user === ME || IS_ADMIN));
+  if (document.activeElement !== userPriority) userPriority.value = String(job.user_priority || 0);
   const reason = job.reason || (job.state === "QUEUED" ? job.waiting_reason : "");
   reasonBox.hidden = !reason;
   reasonBox.className = `alert ${ended && job.state !== "SUCCEEDED" ? "alert-error" : "alert-info"}`;
@@ -231,6 +237,21 @@ function render() {
   if (!logStarted && !["UPLOADING", "QUEUED"].includes(job.state)) { logStarted = true; followLog(); }
   if (!logStarted) logStatus.textContent = "The log starts when the job does.";
 }
+
+// ----- order among the user's own jobs -------------------------------------------------------
+
+reorderForm.addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const data = await api(`/jobs/${encodeURIComponent(ID)}`, { method: "PATCH", json: { user_priority: Number(userPriority.value) } });
+    job = data.job;
+    userPriority.blur();
+    render();
+    toast(`Order among your jobs set to ${job.user_priority}: queue position ${job.queue_position ?? "?"}.`);
+  } catch (e) {
+    alertIn(errorBox, "error", `Could not reorder: ${e.message}`);
+  }
+});
 
 // ----- log tail -------------------------------------------------------------------------------
 

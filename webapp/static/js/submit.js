@@ -303,6 +303,8 @@ function params() {
   p.set("name", (data.get("name") || "").trim() || file.name.replace(/\.tar$/i, ""));
   const priority = Number(data.get("priority") || 0);
   if (priority) p.set("priority", String(priority));
+  const userPriority = Number(data.get("user_priority") || 0);
+  if (userPriority) p.set("user_priority", String(userPriority));
   const array = String(data.get("array") || "").trim();
   if (array) {
     if (!/^[\d,\s-]+(%\d+)?$/.test(array)) throw new Error("Job array: give indexes like 0-99, 1,3,5-7, with %N at the end to run at most N at once.");

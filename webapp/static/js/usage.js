@@ -1,5 +1,6 @@
-// Usage page (admins): GET /api/v1/usage as two tables, per user and per day, with totals.
-import { alertIn, api, clear, el, fmtBytes } from "./app.js";
+// Usage page (admins): GET /api/v1/usage as two tables, per user and per day, with totals; fair
+// share (GET /api/v1/fairshare) and per-user GPU quotas (PUT/DELETE /api/v1/users/<name>/quota).
+import { alertIn, api, clear, el, fmtBytes, toast } from "./app.js";
 
 const form = document.getElementById("usage-form");
 const since = document.getElementById("usage-since");
@@ -42,6 +43,50 @@ async function load() {
     alertIn(errorBox, "error", e.message);
   }
 }
+
+const quotaForm = document.getElementById("quota-form");
+const quotaUser = document.getElementById("quota-user");
+const quotaGpus = document.getElementById("quota-gpus");
+const quotaError = document.getElementById("quota-error");
+
+async function loadShares() {
+  try {
+    const answer = await api("/fairshare");
+    document.getElementById("share-policy").textContent = (answer.half_life_days
+      ? `Among jobs of equal priority, users with less usage go first: GPU-hours (a CPU-hour counts ${answer.cpu_weight}) halve in weight every ${answer.half_life_days} days; running jobs count as they run.`
+      : "Fair share by usage is off: users with fewer running jobs go first.")
+      + ` Default GPU quota: ${answer.default_gpu_quota || "no limit"}.`;
+    const body = document.getElementById("share-table").tBodies[0];
+    clear(body, ...(answer.users.length ? answer.users.map((u) => el("tr", {},
+      el("td", { "data-label": "User" }, u.user),
+      el("td", { class: "num", "data-label": "Usage" }, u.usage_gpu_hours.toFixed(1)),
+      el("td", { class: "num", "data-label": "GPUs held" }, String(u.gpus_held)),
+      el("td", { class: "num", "data-label": "GPU quota" }, u.gpu_quota ? String(u.gpu_quota) : "no limit"),
+      el("td", { "data-label": "Set by" }, u.quota_set_by || "default")))
+      : [el("tr", {}, el("td", { colspan: "5", class: "muted" }, "No recent usage, no GPUs held, no quotas set."))]));
+  } catch (e) {
+    alertIn(quotaError, "error", e.message);
+  }
+}
+
+async function changeQuota(reset) {
+  const name = quotaUser.value.trim();
+  clear(quotaError);
+  if (!name) { alertIn(quotaError, "error", "Give the user's name."); return; }
+  try {
+    const path = `/users/${encodeURIComponent(name)}/quota`;
+    const answer = reset ? await api(path, { method: "DELETE" })
+      : await api(path, { method: "PUT", json: { gpus: Number(quotaGpus.value || 0) } });
+    toast(`GPU quota of ${answer.user}: ${answer.gpu_quota || "no limit"}. Workers apply it within a minute.`);
+    loadShares();
+  } catch (e) {
+    alertIn(quotaError, "error", e.message);
+  }
+}
+
+quotaForm.addEventListener("submit", (e) => { e.preventDefault(); changeQuota(false); });
+document.getElementById("quota-reset").addEventListener("click", () => changeQuota(true));
+loadShares();
 
 const now = new Date();
 until.value = day(now);
