@@ -3,20 +3,21 @@
 ``docker load`` (20.10) unpacks a whole archive before it reads manifest.json, so fed the growing
 inbox file it registers the first layer only after the last byte. Instead, the worker reads the
 archive's tar headers itself (:class:`LayerChain`, fed by :mod:`gpu_worker.preload`) and, once
-manifest.json and the config are in and layer ``i`` and every layer under it are complete, loads
-a thin archive it writes itself (:func:`thin_archive`): a *partial* config listing the diff_ids
-of layers ``0..i`` (nothing else of the user's config: no command, no environment) labelled
-``pink.partial``, a manifest naming layers ``0..i``, and only layer ``i``'s bytes. The engine
-holds the chain below from the step before and skips it, as for a thin upload; it checks layer
-``i`` against its diff_id. The partial image of a step holds the chain up to ``i``; the one of
-the step before is removed then.
+manifest.json and the config are in and the layers under layer ``i`` are registered, streams
+layer ``i`` into ``docker load`` as it arrives, in a thin archive it writes itself
+(:func:`thin_archive`): a *partial* config listing the diff_ids of layers ``0..i`` (nothing else
+of the user's config: no command, no environment) labelled ``pink.partial``, the bytes of layer
+``i`` and a manifest naming layers ``0..i``. The engine unpacks the layer while it comes, holds
+the chain below from the step before and skips it, as for a thin upload, and checks layer ``i``
+against its diff_id. The partial image of a step holds the chain up to ``i``; the one of the
+step before is removed then.
 
 The real image (the archive's own config bytes, so its own id) is loaded only once the upload
 is complete and the web server has validated it (the job is QUEUED): its archive holds the
-config and the layers not registered yet, ideally only the top one. The CLI sends manifest.json
-and the config first and the layers bottom first (``pink_client.archive.ImageArchive
-.upload_ranges``); an archive in ``docker save``'s own order (layer folders sorted by name, the
-config among them, manifest.json last) simply registers less before its end.
+config and the layers not registered yet, usually none. The CLI sends manifest.json and the
+config first and the layers bottom first (``pink_client.archive.ImageArchive.upload_ranges``);
+an archive in ``docker save``'s own order (layer folders sorted by name, the config among them,
+manifest.json last) registers less before its end, at worst everything after it.
 
 A failed, truncated or cancelled upload leaves nothing a job could run: partial images are
 removed (the engine drops their layers with them), and a partial image is never the job's
@@ -33,7 +34,7 @@ import logging
 import posixpath
 import secrets
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import docker
@@ -90,10 +91,12 @@ def _member(name: str, data: bytes) -> bytes:
     return _header(name, len(data)) + data + bytes(-len(data) % tarfile.BLOCKSIZE)
 
 
-def thin_archive(config: bytes, layer_count: int, layers: Mapping[int, tuple[Path, int, int]]) -> Iterator[bytes]:
+def thin_archive(config: bytes, layer_count: int, layers: Mapping[int, tuple[Path, int, int]],
+                 wait: Callable[[int], None] = lambda end: None) -> Iterator[bytes]:
     """A ``docker load`` archive of the image ``config`` describes (``layer_count`` layers) that
     holds only ``layers``: index -> (file, offset, size) of that layer's tar; the engine must hold
-    the chains of the others. No tags; names the worker chooses (none from the upload)."""
+    the chains of the others. No tags; names the worker chooses (none from the upload).
+    ``wait(end)`` returns once the file holds ``end`` bytes (it may still be growing)."""
     manifest = [{"Config": "config.json", "RepoTags": None,
                  "Layers": [f"{i}/layer.tar" for i in range(layer_count)]}]
     yield _member("config.json", config)
@@ -103,6 +106,7 @@ def thin_archive(config: bytes, layer_count: int, layers: Mapping[int, tuple[Pat
             f.seek(offset)
             left = size
             while left > 0:
+                wait(offset + size - left + min(CHUNK, left))
                 data = f.read(min(CHUNK, left))
                 if not data:
                     raise OSError(f"{path} ends inside layer {i}")
@@ -120,9 +124,12 @@ class LayerChain:
     (:meth:`finish`). :meth:`discard` removes the partial image whatever happened."""
 
     def __init__(self, engine: docker.DockerClient, path: Path, job_id: str,
-                 held_chains: frozenset[str] = frozenset()) -> None:
+                 held_chains: frozenset[str] = frozenset(),
+                 wait: Callable[[int], None] = lambda end: None) -> None:
         self.engine = engine
         self.path = path
+        #: Returns once the file holds a given number of bytes (it grows during the upload).
+        self.wait = wait
         self.job_id = job_id
         self.held_chains = held_chains
         self.token = f"{job_id} {secrets.token_hex(8)}"
@@ -142,6 +149,7 @@ class LayerChain:
         self.members[posixpath.normpath(member.name)] = member
 
     def _read(self, member: tarfile.TarInfo) -> bytes:
+        self.wait(member.offset_data + member.size)
         with self.path.open("rb") as f:
             f.seek(member.offset_data)
             return f.read(member.size)
@@ -188,7 +196,9 @@ class LayerChain:
         return None if member is None else (self.path, member.offset_data, member.size)
 
     def advance(self) -> None:
-        """Register every layer now complete whose layers below are registered."""
+        """Register every layer that has begun to arrive whose layers below are registered,
+        each as its bytes come (a layer's load ends when its last byte came and the engine
+        registered it)."""
         if not self.known():
             return
         chains = chain_ids(self.diff_ids)
@@ -201,7 +211,8 @@ class LayerChain:
                 self.registered += 1  # a thin upload left it out: the engine holds it
                 continue
             config = partial_config(json.loads(self.config), self.diff_ids[:i + 1], self.token)
-            loaded = self._load(thin_archive(config, i + 1, {i: span}))
+            # Streamed while it arrives: the engine unpacks it as the upload writes it.
+            loaded = self._load(thin_archive(config, i + 1, {i: span}, self.wait))
             self._drop_partial()
             self.partial = next(iter(loaded))
             self.registered += 1

@@ -30,9 +30,10 @@ class UploadEnded(Exception):
 class Preload:
     """Loads an image into the engine while it is still being uploaded (DESIGN §2: overlap).
 
-    The thread reads the inbox file as it grows (:class:`GrowingFile`) and registers each layer
-    as soon as it and the layers under it are complete (:class:`~gpu_worker.layerload.LayerChain`),
-    so that at the last byte only the layers still in flight remain; the real image is loaded
+    The thread reads the inbox file as it grows (:class:`GrowingFile`) and streams each layer
+    into the engine as it arrives once the layers under it are registered
+    (:class:`~gpu_worker.layerload.LayerChain`), so that at the last byte only the registration
+    of the layer in flight remains; the real image is loaded
     once the job is QUEUED (the upload is complete and valid; the web server holds back the last
     bytes of an archive that fails validation, so a bad one never loads). A compressed archive,
     or one without a usable manifest.json, is streamed into ``docker load`` whole instead. The
@@ -98,10 +99,10 @@ class Preload:
         return {i.id for i in images}
 
     def _load_layers(self, growing: "GrowingFile") -> set[str]:
-        self.chain = chain = LayerChain(self.engine, self.inbox_file, self.job_id, self.held_chains)
+        self.chain = chain = LayerChain(self.engine, self.inbox_file, self.job_id, self.held_chains,
+                                        growing.wait_for)
         with tarfile.open(fileobj=growing, mode="r:") as tar:
-            for member in tar:
-                growing.wait_for(member.offset_data + member.size)
+            for member in tar:  # each header once it came (its data may still be on its way)
                 chain.add(member)
                 chain.advance()
         growing.wait_for(math.inf)  # the end of the upload: QUEUED, complete and valid
