@@ -18,7 +18,7 @@ from gpu_worker.layerload import PARTIAL_LABEL, LayerChain, remove_partials
 from gpu_worker.preload import Preload
 from pink.states import JobState
 from pink_client.archive import read_image_archive
-from tests.helpers import cli
+from tests.helpers import TERMINAL, cli, wait_state
 
 pytestmark = pytest.mark.integration
 
@@ -129,6 +129,52 @@ def test_partial_images_left_by_a_crash_are_removed_at_start(engine, tmp_path):
     assert len(engine.images.list(filters={"label": PARTIAL_LABEL})) == 1
     assert remove_partials(engine) == 1
     assert engine.images.list(all=True) == [] and engine.df()["LayersSize"] == 0
+
+
+class _HeldBody:
+    """A request body of known length whose rest is sent only once ``release`` is set."""
+
+    def __init__(self, data: bytes, cut: int, release: threading.Event) -> None:
+        self.data, self.cut, self.release = data, cut, release
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self):
+        for i in range(0, self.cut, 1 << 20):
+            yield self.data[i:min(i + (1 << 20), self.cut)]
+        assert self.release.wait(120)
+        yield self.data[self.cut:]
+
+
+def test_the_worker_registers_layers_while_the_upload_runs(cluster, tmp_path):
+    c = cluster()
+    data, img = _sent(tmp_path)
+    # The top layer's file (3 MiB); its first 2 MiB are sent, so that the hops' 1 MiB reads
+    # surely pass every layer under it on.
+    top = read_image_archive(img.path).upload_ranges()[-2]
+    engine = docker.DockerClient(base_url=c.workers[0].docker_url, version="1.41")
+    release = threading.Event()
+    answer: list = []
+    upload = threading.Thread(target=lambda: answer.append(c.api("alice").post(
+        "/api/v1/jobs", params={"output": "none"}, data=_HeldBody(data, top[0] + (2 << 20), release),
+        headers={"Content-Type": "application/x-tar"}, timeout=300)), daemon=True)
+    upload.start()
+    try:
+        # The three layers under the top one are registered while the upload waits.
+        _wait(lambda: any(i.attrs["RootFS"]["Layers"] == list(img.diff_ids[:3])
+                          for i in engine.images.list(filters={"label": PARTIAL_LABEL})), timeout=120)
+        with pytest.raises(docker.errors.ImageNotFound):
+            engine.images.get(img.image_id)
+    finally:
+        release.set()
+        upload.join(300)
+    assert answer and answer[0].status_code == 201, answer and answer[0].text
+    job = wait_state(c.api("alice"), answer[0].json()["job"]["id"], TERMINAL, timeout=120)
+    assert job["state"] == "SUCCEEDED", job
+    logs = c.api("alice").get(f"/api/v1/jobs/{job['id']}/logs").text
+    assert logs.split()[0] == _sha256("pipeline-c", 3 << 20)
+    assert engine.images.list(filters={"label": PARTIAL_LABEL}) == []
 
 
 def test_a_multi_layer_image_runs_through_the_cluster(cluster, tmp_path):
