@@ -217,8 +217,7 @@ class LayerChain:
             self.partial = next(iter(loaded))
             self.registered += 1
             self.early.append(i)
-            log.info("job %s: layer %d of %d registered while the upload runs", self.job_id, i + 1,
-                     len(self.diff_ids))
+            log.info("job %s: layer %d of %d registered", self.job_id, i + 1, len(self.diff_ids))
 
     def finish(self) -> set[str]:
         """Load the real image (upload complete and validated): its config and the layers not
