@@ -30,7 +30,11 @@ Benchmarks (``--only``), one module each, in the order they run:
   output    an image of --size in 6 layers whose job writes 10 MiB: container exit -> SUCCEEDED
             and archive size for --output changes and path:/out, vs full
 
-The chaos soak is separate: ``python -m bench.chaos``.
+The chaos soak is separate: ``python -m bench.chaos``. So is the control-plane scale bench,
+``python -m bench.scale`` (bench/scale/): real etcd, 2 web servers behind nginx and 1, 10 and
+50 real worker daemons on stand-in Docker engines (it measures the control plane, not Docker):
+submit p50/p99 at ~100 and at 10,000 queued jobs, dispatch rate, time to LOST, etcd size with
+and without record retention, web and worker RSS; ``--smoke`` is its CI check.
 """
 
 from __future__ import annotations

@@ -145,15 +145,18 @@ def reset_peak_rss(pids: Iterable[int]) -> bool:
     return ok
 
 
+def status_bytes(pid: int, field: str) -> int:
+    """A size from /proc/<pid>/status (``VmRSS``, ``VmHWM``) in bytes; 0 once the process is gone."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def peak_rss(pids: Iterable[int]) -> int:
     """Largest VmHWM (bytes) among ``pids``."""
-    best = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    best = max(best, int(line.split()[1]) * 1024)
-    return best
+    return max((status_bytes(pid, "VmHWM") for pid in pids), default=0)
 
 
 class RssSampler:

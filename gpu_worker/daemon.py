@@ -23,7 +23,7 @@ import docker.errors
 import requests
 
 from pink import config as pink_config
-from pink import arraystore, quarantine, scheduling
+from pink import arraystore, quarantine, queueplan
 from pink.errors import PinkError
 from gpu_worker.gpus import Gpu, discover_gpus
 from pink.layers import chain_ids, held_entry
@@ -38,6 +38,7 @@ from .gpuhealth import GpuHealth
 from .imagegc import ImageGC, LoadRecord
 from .inputs import Inputs
 from .layerload import is_partial, remove_partials
+from .liveslots import LiveSlots
 from .preload import Preload
 from .runner import JobRun, host_cpus, host_memory_bytes
 
@@ -88,6 +89,7 @@ class WorkerDaemon:
         self.need_register = threading.Event()
         self.wake = threading.Event()
         self.lease = Lease(self.store, self.wcfg.lease_ttl_s, f"worker {self.wcfg.name}")
+        self.slots = LiveSlots(self.store, self.wcfg.name, self.wcfg.max_parallel_jobs, self.wake)
         self._unwatch = None
         self._unwatch_deleted = None
         self._unwatch_quarantine = None
@@ -170,7 +172,7 @@ class WorkerDaemon:
             # Rounded down to 256 MiB, so that writing a file is not news for the heartbeat.
             disk_free_bytes=disk.free - disk.free % DISK_FREE_STEP, images=self._images, layers=self._layers,
             gpus_free=tuple(g.index for g in self.gpus if g.index not in busy and g.index not in quarantined),
-            running=len(self.runs), max_parallel_jobs=self.wcfg.max_parallel_jobs,
+            running=len(self.runs), max_parallel_jobs=self.slots.value, slots_configured=w.max_parallel_jobs,
             heartbeat_at=time.time(), quarantined={str(i): why for i, why in quarantined.items()},
             # Changes only with the image list: no rounding needed to keep heartbeats rare.
             image_cache_bytes=self.image_gc.cache_bytes(self._image_sizes),
@@ -285,6 +287,7 @@ class WorkerDaemon:
         if self._unwatch_quarantine is None:
             self._unwatch_quarantine = self.store.watch_prefix(("quarantine", self.wcfg.name, ""),
                                                                self._on_quarantine)
+        self.slots.watch()
 
     def _on_quarantine(self, _ok: bool) -> None:
         self.quarantine_changed.set()
@@ -345,28 +348,26 @@ class WorkerDaemon:
         self._log_status(entries)
 
     def _start_queued(self, entries: list[QueueEntry]) -> None:
-        queued = [e.queued_job() for e in entries if e.state is JobState.QUEUED]
+        queued = [e for e in entries if e.state is JobState.QUEUED]
         self.queued_count = len(queued)
+        slots = self.slots.effective()
         # Most cycles are woken by a running job's own state change: nothing to start, so no
         # need to ask etcd whether the worker is drained.
-        if not queued or len(self.runs) >= self.wcfg.max_parallel_jobs or self.store.is_drained(self.wcfg.name):
-            why = "drained" if queued and len(self.runs) < self.wcfg.max_parallel_jobs else \
+        if not queued or len(self.runs) >= slots or self.store.is_drained(self.wcfg.name):
+            why = "drained" if queued and len(self.runs) < slots else \
                 f"waiting for a free job slot ({len(self.runs)} running)"
             self.waiting = {q.job_id: why for q in queued}
             return
-        running: dict[str, int] = {}
-        for run in self.runs.values():
-            running[run.job.user] = running.get(run.job.user, 0) + 1
-        busy = {i for run in self.runs.values() for i in run.gpu_indices} | set(self.quarantined())
-        free = [g.index for g in self.gpus if g.index not in busy]
-        slots = self.wcfg.max_parallel_jobs - len(self.runs)
-        cpus = scheduling.Pool(self.host_cpus - sum(run.job.cpus for run in self.runs.values()), self.host_cpus)
-        memory = scheduling.Pool(self.host_memory - sum(run.job.memory_bytes for run in self.runs.values()),
-                                 self.host_memory)
+        running = [queueplan.Running(run.job.user, len(run.gpu_indices), run.job.cpus, run.job.memory_bytes)
+                   for run in self.runs.values()]
+        sick = self.quarantined()
+        busy = {i for run in self.runs.values() for i in run.gpu_indices} | set(sick)
+        capacity = queueplan.Capacity(tuple(g.index for g in self.gpus if g.index not in busy), len(self.gpus),
+                                      len(self.gpus) - len(sick), self.host_cpus, self.host_memory, slots)
         # Arrays with a %N limit: their jobs claimed on every worker (the taken run slots).
         taken = arraystore.running_per_array(self.store, {q.array_id: q.array_limit for q in queued})
-        decisions = scheduling.plan(queued, running, free, slots, total_gpus=len(self.gpus), cpus=cpus,
-                                    memory=memory, array_running={a: len(s) for a, s in taken.items()})
+        decisions = queueplan.plan_queue(queued, running, capacity,
+                                         array_running={a: len(s) for a, s in taken.items()}).decisions
         self.waiting = {d.job_id: d.reason for d in decisions if not d.starts}
         for decision in decisions:
             if not decision.starts:
@@ -543,6 +544,7 @@ class WorkerDaemon:
             for unwatch in (self._unwatch, self._unwatch_deleted, self._unwatch_quarantine):
                 if unwatch is not None:
                     unwatch()
+            self.slots.close()
             log.info("worker %s stopped; %d containers keep running and are adopted on restart",
                      self.wcfg.name, len(self.runs))
 
