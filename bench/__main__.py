@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=",".join(BENCHES), help=f"comma list of {', '.join(BENCHES)}")
     p.add_argument("--size", default="1G", help="image (and archive) size for upload/e2e/resubmit/download")
     p.add_argument("--rss-size", default="4G", help="second upload size for the RSS check (0: skip)")
+    p.add_argument("--layers", type=int, default=1,
+                   help="split the --size image into this many layers (a multi-layer upload/e2e)")
     p.add_argument("--top-size", default="1M", help="size of the extra top layer for the thin-archive case")
     p.add_argument("--input-size", default="500M", help="inputs: size of the input folder")
     p.add_argument("--jobs", type=int, default=200, help="dispatch: jobs submitted back to back")

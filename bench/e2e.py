@@ -96,7 +96,8 @@ def run(s: h.Session) -> None:
     pe, be = med(pinks, "e2e_s"), med(hands, "e2e_s")
     ratio = pe / be
     s.rows.append(Row(
-        "e2e", f"{h.human_size(s.img_a.size)} image, trivial command: submit → archive ready, s (median)",
+        "e2e", f"{h.human_size(s.img_a.size)} image ({len(s.img_a.diff_ids)} layers), trivial command: "
+               "submit → archive ready, s (median)",
         f"{pe:.2f}",
         f"{be:.2f} (ssh cat, docker load, docker run, docker export \\| zstd)",
         f"{ratio:.2f}×", "≤ 1.0×", h.verdict(ratio <= 1.0)))

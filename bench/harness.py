@@ -345,7 +345,8 @@ class Session:
         images = self.work / "images"
         uptime = ["/bin/sh", "-c", "cat /proc/uptime"]
         # A and B differ only in their top layer (the thin-archive case of resubmit).
-        base = ["busybox", Blob("pink-bench-base", a.size)]
+        base = ["busybox", Blob("pink-bench-base", a.size)] if a.layers <= 1 else \
+            ["busybox", *(Blob(f"pink-bench-base-{i}", a.size // a.layers, f"base{i}/blob") for i in range(a.layers))]
         self.img_a = cached_image(images, "a", [*base, Blob("pink-bench-top-a", a.top_size, "top/blob")],
                                   uptime, "pinkbench-a:1")
         self.img_b = cached_image(images, "b", [*base, Blob("pink-bench-top-b", a.top_size, "top/blob")],

@@ -27,7 +27,7 @@ from pink import quarantine, queueplan
 from pink.fairshare import FairShare
 from pink.errors import PinkError
 from gpu_worker.gpus import Gpu, discover_gpus
-from pink.layers import held_entry
+from pink.layers import chain_ids, held_entry
 from pink.lease import Lease
 from pink.model import JOB_ID, WorkerInfo
 from pink.states import CLAIMED, JobState
@@ -38,6 +38,7 @@ from . import metrics as worker_metrics
 from .gpuhealth import GpuHealth
 from .imagegc import ImageGC, LoadRecord
 from .inputs import Inputs
+from .layerload import is_partial, remove_partials
 from .liveslots import LiveSlots
 from .preload import Preload
 from .runner import JobRun, host_cpus, host_memory_bytes
@@ -195,6 +196,8 @@ class WorkerDaemon:
                     found = self.engine.api.inspect_image(i)
                 except docker.errors.NotFound:
                     continue  # deleted since the list
+                if is_partial(found):
+                    continue  # an upload's layers so far (gpu_worker.layerload): not an image to offer
                 layers = tuple(found.get("RootFS", {}).get("Layers", ()))
                 self._image_sizes[i] = int(found.get("Size") or 0)
             cache[i] = layers
@@ -397,7 +400,8 @@ class WorkerDaemon:
                     and len(self.preloads) < MAX_PRELOADS:
                 inbox_file = Path(self.wcfg.inbox) / f"{entry.array_id or job_id}.tar"
                 self._preload_before[job_id] = frozenset(self._layer_cache)
-                self.preloads[job_id] = Preload(job_id, inbox_file, self.engine).start()
+                held = frozenset(c for layers in self._layer_cache.values() for c in chain_ids(layers))
+                self.preloads[job_id] = Preload(job_id, inbox_file, self.engine, held).start()
 
     def _launch(self, job, fresh: bool = False) -> None:
         since = self._engine_trouble.get(job.id)
@@ -504,6 +508,7 @@ class WorkerDaemon:
                  [g.index for g in self.gpus] or "none (CPU-only)", self.runtime or "default")
         last_sweep = last_gc = last_health = 0.0
         worker_metrics.serve(self)
+        remove_partials(self.engine)
         threading.Thread(target=self.keep_lease_alive, name="lease", daemon=True).start()
         threading.Thread(target=self.follow_image_events, name="image-events", daemon=True).start()
         try:

@@ -48,6 +48,32 @@ class ImageArchive:
     #: Per layer, the byte range [start, end) of the member holding its tar (headers, data and
     #: padding), or None when it cannot be left out of a thin archive.
     layer_spans: tuple[tuple[int, int] | None, ...] = ()
+    #: Where the tar's end marker starts (0 when unknown).
+    members_end: int = 0
+
+    def upload_ranges(self, omit: int = 0) -> list[tuple[int, int]]:
+        """The byte ranges to send, in the order to send them: every member but the layer files
+        in the archive's order (manifest.json and the config among them), then the layer files
+        bottom first, then the end marker. The worker registers each layer as soon as it and
+        those under it are in (gpu_worker.layerload); ``docker save`` puts manifest.json last
+        and the layers in name order. The same bytes as :meth:`thin_ranges` (``omit`` > 0) or
+        the whole file, in another order; that order where the layers cannot be placed."""
+        plain = self.thin_ranges(omit) if omit else [(0, self.size)]
+        layers = list(dict.fromkeys(self.layer_spans[omit:]))  # a repeated layer is one file
+        if not plain or not self.members_end or not layers or None in layers:
+            return plain
+        tail = [(self.members_end, self.size)]
+        moved = sorted(layers) + tail  # type: ignore[arg-type] # None was ruled out
+        rest = []
+        for start, end in plain:
+            for a, b in moved:
+                if a < end and b > start:
+                    if a > start:
+                        rest.append((start, a))
+                    start = max(start, b)
+            if start < end:
+                rest.append((start, end))
+        return rest + layers + tail  # type: ignore[operator]
 
     def thin_ranges(self, omit: int) -> list[tuple[int, int]]:
         """Byte ranges of the archive without the members of its ``omit`` bottom layers
@@ -151,6 +177,7 @@ def read_image_archive(path: Path) -> ImageArchive:
             config = _read_member(tf, config_member, MAX_CONFIG_BYTES, "image config")
             diff_ids: tuple[str, ...] = ()
             spans: tuple[tuple[int, int] | None, ...] = ()
+            members_end = 0
             with contextlib.suppress(ValueError, AttributeError, TypeError):
                 found = json.loads(config)["rootfs"]["diff_ids"]
                 layers = entry.get("Layers")
@@ -158,6 +185,7 @@ def read_image_archive(path: Path) -> ImageArchive:
                         and all(isinstance(d, str) and DIFF_ID_RE.match(d) for d in found)):
                     diff_ids = tuple(found)
                     spans = _layer_spans(tf, layers)
+                    members_end = tf.offset  # all members were read: the end marker's offset
     except tarfile.TarError as exc:
         raise CliError(
             EXIT_USAGE, f"{path} is not a tar archive ({exc}); give the output of `docker save`"
@@ -165,7 +193,7 @@ def read_image_archive(path: Path) -> ImageArchive:
     tags = tuple(str(t) for t in (entry.get("RepoTags") or []) if isinstance(t, str))
     return ImageArchive(
         path=path, size=size, image_id="sha256:" + hashlib.sha256(config).hexdigest(), tags=tags,
-        diff_ids=diff_ids, layer_spans=spans,
+        diff_ids=diff_ids, layer_spans=spans, members_end=members_end,
     )
 
 

@@ -122,7 +122,7 @@ def _upload(
 
     With ``omit``, a thin archive without its ``omit`` bottom layers; None when no worker holds
     them any more (then send the whole archive)."""
-    ranges = archive.thin_ranges(omit) if omit else [(0, archive.size)]
+    ranges = archive.upload_ranges(omit)
     if omit:
         params = {**params, "omitted_layers": ",".join(archive.diff_ids[:omit])}
     total = sum(end - start for start, end in ranges)

@@ -24,6 +24,12 @@ pytestmark = pytest.mark.usefixtures("cli_env")
 # ----------------------------------------------------------------------------------- login
 
 
+
+def _sent(tar: Path) -> bytes:
+    """The archive as the CLI sends it: layer files last, bottom first (upload_ranges)."""
+    raw = tar.read_bytes()
+    return b"".join(raw[a:b] for a, b in archive.read_image_archive(tar).upload_ranges())
+
 def test_login_stores_token_in_private_file(
     server: Fake, cli_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,7 +113,7 @@ def test_submit_uploads_exact_bytes_with_length_and_key(
     out, err = capsys.readouterr()
     assert rc == 0, err
     [upload] = logged_in.uploads
-    assert upload.body == tar.read_bytes()
+    assert upload.body == _sent(tar)
     assert upload.headers["Content-Length"] == str(tar.stat().st_size)
     assert "Transfer-Encoding" not in upload.headers
     uuid.UUID(upload.headers["Idempotency-Key"])
@@ -128,7 +134,7 @@ def test_submit_retries_a_dropped_upload_with_the_same_key(
     first, second = logged_in.uploads
     assert not first.complete and second.complete
     assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == "k-42"
-    assert second.body == tar.read_bytes()
+    assert second.body == _sent(tar)
     assert "retrying" in err
     assert len(logged_in.jobs) == 1 and out.strip() in logged_in.jobs
 
@@ -160,9 +166,10 @@ def test_submit_sends_a_thin_archive_without_the_layers_a_worker_holds(
     assert upload.headers["Content-Length"] == str(len(upload.body)) and len(upload.body) < 40_000
     with tarfile.open(tar) as full, tarfile.open(fileobj=io.BytesIO(upload.body)) as thin:
         names = thin.getnames()
-        # Every member but the two bottom layer.tar files, byte for byte, manifest unchanged.
+        # Every member but the two bottom layer.tar files, byte for byte, manifest unchanged;
+        # the layer files last (the worker registers them as they come).
         layer_tars = [n for n in full.getnames() if n.endswith("/layer.tar")]
-        assert names == [n for n in full.getnames() if n not in layer_tars[:2]]
+        assert names == [n for n in full.getnames() if n not in layer_tars] + layer_tars[2:]
         for name in ("manifest.json", layer_tars[2]):
             assert thin.extractfile(name).read() == full.extractfile(name).read()
     assert "holds 2 of the image's 3 layers" in err
@@ -177,7 +184,7 @@ def test_submit_sends_the_whole_archive_when_the_thin_one_is_refused(
     assert cli.main(["submit", str(tar)]) == 0
     thin, whole = logged_in.uploads
     assert thin.params["omitted_layers"] and "omitted_layers" not in whole.params
-    assert whole.body == tar.read_bytes()
+    assert whole.body == _sent(tar)
     assert thin.headers["Idempotency-Key"] == whole.headers["Idempotency-Key"]
 
 
@@ -191,7 +198,7 @@ def test_submit_falls_back_to_upload_when_the_holder_lost_the_image(
     assert cli.main(["submit", str(tar)]) == 0
     first, second = logged_in.uploads
     assert first.body == b"" and first.params["image"] == image_id
-    assert second.body == tar.read_bytes()
+    assert second.body == _sent(tar)
 
 
 @pytest.mark.parametrize(
@@ -307,7 +314,7 @@ def test_submit_image_exports_when_not_held(
     assert cli.main(["submit", "--image", "demo:latest"]) == 0
     save = [json.loads(line) for line in calls.read_text().splitlines()][-1]
     assert save[0] == "save"
-    assert logged_in.uploads[0].body == tar.read_bytes()
+    assert logged_in.uploads[0].body == _sent(tar)
     assert not list(tmp_path.glob("pink-save-*"))  # the export is removed afterwards
 
 
