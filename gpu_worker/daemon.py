@@ -32,13 +32,16 @@ from pink.model import JOB_ID, WorkerInfo
 from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
 
+from .ahead import Ahead
+from .container import host_cpus, host_memory_bytes
 from .deletions import Deletions
-from . import metrics as worker_metrics
+from . import metrics as worker_metrics, sweeps
 from .gpuhealth import GpuHealth
 from .imagegc import ImageGC, LoadRecord
 from .inputs import Inputs
 from .preload import Preload
-from .runner import JobRun, host_cpus, host_memory_bytes
+from .reaper import Reaper
+from .runner import JobRun
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +87,18 @@ class WorkerDaemon:
         self.preloads: dict[str, Preload] = {}
         self._pinged_at = 0.0
         self.stop_requested = threading.Event()
+        self.reaper = Reaper(self.stop_requested)
+        self.ahead = Ahead(self.engine, self.store, self.wcfg, self.runtime, self.inputs, self.reaper, self.stop_requested)
+        #: Whether an admin drained this worker, re-read when the watch of its drain key fires.
+        self.drained, self.drain_changed = False, threading.Event()
+        self.drain_changed.set()
         self.need_register = threading.Event()
         self.wake = threading.Event()
         self.lease = Lease(self.store, self.wcfg.lease_ttl_s, f"worker {self.wcfg.name}")
         self._unwatch = None
         self._unwatch_deleted = None
         self._unwatch_quarantine = None
+        self._unwatch_drain = None
         self._failing = False
         self._last_status = ""
         self._images: tuple[str, ...] = ()
@@ -210,6 +219,7 @@ class WorkerDaemon:
             try:
                 for _event in self.engine.events(decode=True, filters={"type": "image"}):
                     self._images_at = 0.0
+                    self.ahead.retry()
                     self.wake.set()
                     if self.stop_requested.is_set():
                         return
@@ -282,6 +292,12 @@ class WorkerDaemon:
         if self._unwatch_quarantine is None:
             self._unwatch_quarantine = self.store.watch_prefix(("quarantine", self.wcfg.name, ""),
                                                                self._on_quarantine)
+        if self._unwatch_drain is None:
+            self._unwatch_drain = self.store.watch_prefix(("drain", self.wcfg.name), self._on_drain)
+
+    def _on_drain(self, _ok: bool) -> None:
+        self.drain_changed.set()
+        self.wake.set()
 
     def _on_quarantine(self, _ok: bool) -> None:
         self.quarantine_changed.set()
@@ -344,12 +360,12 @@ class WorkerDaemon:
     def _start_queued(self, entries: list[QueueEntry]) -> None:
         queued = [e.queued_job() for e in entries if e.state is JobState.QUEUED]
         self.queued_count = len(queued)
-        # Most cycles are woken by a running job's own state change: nothing to start, so no
-        # need to ask etcd whether the worker is drained.
-        if not queued or len(self.runs) >= self.wcfg.max_parallel_jobs or self.store.is_drained(self.wcfg.name):
-            why = "drained" if queued and len(self.runs) < self.wcfg.max_parallel_jobs else \
-                f"waiting for a free job slot ({len(self.runs)} running)"
-            self.waiting = {q.job_id: why for q in queued}
+        if self.drain_changed.is_set():  # set by the watch of the drain key (and at start)
+            self.drain_changed.clear()
+            self.drained = self.store.is_drained(self.wcfg.name)
+        if not queued or self.drained:
+            self.waiting = {q.job_id: "drained" for q in queued}
+            self.ahead.want((), set())
             return
         running: dict[str, int] = {}
         for run in self.runs.values():
@@ -368,19 +384,25 @@ class WorkerDaemon:
         for decision in decisions:
             if not decision.starts:
                 continue
-            job = self.store.get_job(decision.job_id)
-            if job is None or job.state is not JobState.QUEUED:
-                continue
-            slot = -1
-            if job.array_limit:
-                slot = arraystore.free_slot(taken.setdefault(job.array_id, set()), job.array_limit)
-                if slot is None:
-                    continue
-                taken[job.array_id].add(slot)  # a lost race leaves it taken until the next cycle
-            claimed = self.store.claim(job, self.wcfg.name, self.lease.id, decision.gpu_indices, slot)
+            made = self.ahead.take(decision.job_id)  # its container, made ahead from this record
+            claimed = self._claim(made.job if made else self.store.get_job(decision.job_id), decision, taken)
+            fresh = True
+            if made is not None and claimed is None:
+                # The record changed since: claim it as it is now; the run replaces the container.
+                claimed = self._claim(self.store.get_job(decision.job_id), decision, taken)
+                if claimed is None:
+                    self.reaper.remove(made.container, f"job {decision.job_id} (made ahead, not claimed)")
+                made, fresh = None, False
             if claimed is not None:
-                log.info("job %s: claimed (user %s, GPUs %s)", job.id, job.user, list(decision.gpu_indices) or "none")
-                self._launch(claimed, fresh=True)
+                log.info("job %s: claimed (user %s, GPUs %s)", claimed.id, claimed.user,
+                         list(decision.gpu_indices) or "none")
+                self._launch(claimed, fresh=fresh, ahead=made.container if made else None)
+        # The CPU-only jobs next in the start order (a plan with room for all that fit here):
+        # their containers are made while the running jobs run.
+        waiting, depth = [q for q in queued if q.job_id in self.waiting and not q.gpus], self.wcfg.containers_ahead
+        idle = scheduling.plan(waiting, {}, (), depth, cpus=scheduling.Pool(self.host_cpus * depth, self.host_cpus),
+                               memory=scheduling.Pool(self.host_memory * depth, self.host_memory)) if waiting else []
+        self.ahead.want([d.job_id for d in idle if d.starts], {q.job_id for q in queued})
 
     def _preload(self, by_id: dict[str, QueueEntry]) -> None:
         """Load images while they are uploaded (see :class:`~gpu_worker.preload.Preload`)."""
@@ -398,11 +420,24 @@ class WorkerDaemon:
                 self._preload_before[job_id] = frozenset(self._layer_cache)
                 self.preloads[job_id] = Preload(job_id, inbox_file, self.engine).start()
 
-    def _launch(self, job, fresh: bool = False) -> None:
+    def _claim(self, job, decision: scheduling.Decision, taken: dict[str, set[int]]):
+        """QUEUED -> STARTING of ``job`` as ``decision`` says (None: someone else changed it)."""
+        if job is None or job.state is not JobState.QUEUED:
+            return None
+        slot = -1
+        if job.array_limit:
+            slot = arraystore.free_slot(taken.setdefault(job.array_id, set()), job.array_limit)
+            if slot is None:
+                return None
+            taken[job.array_id].add(slot)  # a lost race leaves it taken until the next cycle
+        return self.store.claim(job, self.wcfg.name, self.lease.id, decision.gpu_indices, slot)
+
+    def _launch(self, job, fresh: bool = False, ahead=None) -> None:
         since = self._engine_trouble.get(job.id)
         give_up = since is not None and time.monotonic() - since > self.wcfg.engine_grace_s
         run = JobRun(job=job, cfg=self.wcfg, store=self.store, engine=self.engine, runtime=self.runtime,
-                     inputs=self.inputs, give_up_on_engine=give_up, fresh=fresh, preload=self.preloads.get(job.id))
+                     inputs=self.inputs, give_up_on_engine=give_up, fresh=fresh, preload=self.preloads.get(job.id),
+                     ahead=ahead, reaper=self.reaper, image_size=self._image_sizes.get(job.image_id))
         self.runs[job.id] = run
         run.start()
 
@@ -444,59 +479,6 @@ class WorkerDaemon:
         self.store.heartbeat(self.info(), self.lease.id)
         self._heartbeat_sent = ""
 
-    def sweep_orphans(self) -> None:
-        """Remove containers and inbox files whose job is over or unknown (never a live one)."""
-        entries = self.store.queue(self.wcfg.name)
-        # An array's upload is named after the array; its jobs here that have not ended need it.
-        live = {e.job_id for e in entries} | {e.array_id for e in entries if e.array_id}
-        # sparse: no inspect per container, which races with runs removing their containers.
-        for container in self.engine.containers.list(all=True, sparse=True,
-                                                     filters={"label": f"pink.worker={self.wcfg.name}"}):
-            job_id = (container.attrs.get("Labels") or {}).get("pink.job", "")
-            if job_id in live or job_id in self.runs:
-                continue
-            job = self.store.get_job(job_id) if JOB_ID.match(job_id) else None
-            if job is None or job.state.terminal:
-                log.info("removing container of finished job %s", job_id)
-                try:
-                    container.remove(force=True, v=True)
-                except docker.errors.APIError as exc:
-                    if exc.status_code not in (404, 409):  # gone, or being removed: a race
-                        raise
-        # Uploads, and exports cut short, of jobs that are over.
-        leftovers = [*Path(self.wcfg.inbox).glob("*.tar"), *Path(self.wcfg.outbox).glob("*.part")]
-        for path in leftovers:
-            job_id = path.name[:20]
-            if job_id in live or job_id in self.runs or not JOB_ID.match(job_id):
-                continue
-            job = self.store.get_job(job_id)
-            if job is None or job.state.terminal:
-                log.info("removing %s of finished job %s", path.name, job_id)
-                path.unlink(missing_ok=True)
-
-    def expire_outputs(self) -> None:
-        """Delete the archives and logs of jobs whose retention ran out (``output_expires_at``,
-        stamped when they ended)."""
-        keep_s = self.wcfg.output_retention_s
-        if not keep_s:
-            return  # keep everything, whatever was promised before
-        now = time.time()
-        for path in Path(self.wcfg.outbox).iterdir():
-            job_id = path.name[:20]
-            if not path.name.endswith((self.wcfg.archive_suffix, ".log")) or not JOB_ID.match(job_id) \
-                    or job_id in self.runs:
-                continue
-            try:
-                if now - path.stat().st_mtime <= keep_s:
-                    continue
-                job = self.store.get_job(job_id)
-                # Jobs that ended before retention existed carry no stamp: count from their end.
-                if job is None or (job.state.terminal and now > (job.output_expires_at or job.updated_at + keep_s)):
-                    log.info("deleting %s: the retention of its job ran out", path.name)
-                    path.unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("could not expire %s: %s", path.name, exc)
-
     # ----- main loop -------------------------------------------------------------------------------
     def run(self) -> None:
         log.info("worker %s starting: engine %s, GPUs %s, runtime %s", self.wcfg.name, self.wcfg.docker_url,
@@ -505,14 +487,17 @@ class WorkerDaemon:
         worker_metrics.serve(self)
         threading.Thread(target=self.keep_lease_alive, name="lease", daemon=True).start()
         threading.Thread(target=self.follow_image_events, name="image-events", daemon=True).start()
+        self.reaper.start()
+        if self.wcfg.containers_ahead:
+            self.ahead.start()
         try:
             while not self.stop_requested.is_set():
                 self.wake.clear()
                 try:
                     self.cycle()
                     if time.monotonic() - last_sweep > self.wcfg.sweep_interval_s:
-                        self.sweep_orphans()
-                        self.expire_outputs()
+                        sweeps.sweep_orphans(self)
+                        sweeps.expire_outputs(self)
                         self.inputs.sweep(self.store)
                         self.deletions.sweep(self.store, busy=self.runs)
                         last_sweep = time.monotonic()
@@ -535,7 +520,7 @@ class WorkerDaemon:
                     self._failing = True
                 self.wake.wait(self.wcfg.loop_interval_s)
         finally:
-            for unwatch in (self._unwatch, self._unwatch_deleted, self._unwatch_quarantine):
+            for unwatch in (self._unwatch, self._unwatch_deleted, self._unwatch_quarantine, self._unwatch_drain):
                 if unwatch is not None:
                     unwatch()
             log.info("worker %s stopped; %d containers keep running and are adopted on restart",
