@@ -334,7 +334,7 @@ class WorkerDaemon:
                 if run.loaded_image:
                     self.image_gc.record.loaded([run.job.image_id])
                 self.image_gc.record.touch(run.job.image_id)
-                if self.store.tombstone(job_id) is not None:
+                if job_id in self.deletions.waiting:
                     self.deleted.set()  # deleted while it ran: its files could not go then
                 if run.engine_trouble:
                     self._engine_trouble.setdefault(job_id, time.monotonic())
