@@ -63,15 +63,21 @@ def test_the_next_jobs_get_containers_made_ahead_started_in_turn_and_removed_on_
     dev.wait_until(lambda: container(w, first) is None, 20, "the reaper to remove the ended job's container")
 
 
-def test_a_worker_killed_while_a_container_waits_made_ahead_runs_its_job_once(cluster, images):
-    c = cluster(max_parallel_jobs=1, containers_ahead=1, **RESTART)
+def killed_while_made_ahead(c, images):
+    """A sleeper runs in the only slot, the next job's container is made ahead, and the
+    worker daemon is SIGKILLed: (worker, api, sleeper, next job, its container)."""
     w, api = c.workers[0], c.api("alice")
-    since = time.time()
     running = submit(api, images["sleeper"], timeout=300).json()["job"]["id"]
     wait_state(api, running, {"RUNNING"})
     queued = submit(api, images["writer"]).json()["job"]["id"]
     made = made_ahead(w, queued)
     w.daemon.kill()
+    return w, api, running, queued, made
+
+
+def test_a_worker_killed_while_a_container_waits_made_ahead_runs_its_job_once(cluster, images):
+    c, since = cluster(max_parallel_jobs=1, containers_ahead=1, **RESTART), time.time()
+    w, api, running, queued, made = killed_while_made_ahead(c, images)
     w.daemon.start().wait_ready(30)
     # The restarted daemon does not know which record the container came from: the sweep
     # removes it while its job waits (a claim would replace it too).
@@ -87,14 +93,8 @@ def test_a_worker_killed_between_the_claim_and_the_start_never_starts_twice(clus
     """The crash window after the claim (STARTING) and before the start of a container made
     ahead, set up exactly: kill the worker while the container waits, claim as it would have,
     restart. The job runs once, or ends LOST if the claim's lease ran out first; never twice."""
-    c = cluster(max_parallel_jobs=1, containers_ahead=1, **RESTART)
-    w, api = c.workers[0], c.api("alice")
-    since = time.time()
-    running = submit(api, images["sleeper"], timeout=300).json()["job"]["id"]
-    wait_state(api, running, {"RUNNING"})
-    queued = submit(api, images["writer"]).json()["job"]["id"]
-    made = made_ahead(w, queued)
-    w.daemon.kill()
+    c, since = cluster(max_parallel_jobs=1, containers_ahead=1, **RESTART), time.time()
+    w, api, running, queued, made = killed_while_made_ahead(c, images)
     store = Store(EtcdConfig(**c._etcd_section()))
     _, meta = store.etcd.call(lambda client: client.get(store._k("workers", w.name)), "lease")
     job = store.get_job(queued)
