@@ -88,7 +88,8 @@ class WorkerDaemon:
         self._pinged_at = 0.0
         self.stop_requested = threading.Event()
         self.reaper = Reaper(self.stop_requested)
-        self.ahead = Ahead(self.engine, self.store, self.wcfg, self.runtime, self.inputs, self.reaper, self.stop_requested)
+        self.ahead = Ahead(self.engine, self.store, self.wcfg, self.runtime, self.inputs, self.reaper,
+                           self.stop_requested)
         #: Whether an admin drained this worker, re-read when the watch of its drain key fires.
         self.drained, self.drain_changed = False, threading.Event()
         self.drain_changed.set()

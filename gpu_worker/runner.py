@@ -126,10 +126,9 @@ class JobRun:
             self.fresh = False  # a resumed run looks again
             if self.job.state is JobState.STARTING:
                 container = self._start(container)
-            if self.job.state is JobState.RUNNING:
-                self._run(container)
+            exited = self.job.state is JobState.RUNNING and self._run(container)
             if self.job.state is JobState.EXPORTING:
-                self._export_and_finish(container)
+                self._export_and_finish(container, exited)
         except Abort as exc:
             log.info("job %s: run stopped: %s", self.job.id, exc)
             self._stop(container)
@@ -244,7 +243,8 @@ class JobRun:
         except SpecError as exc:
             raise Abort(self._fail(str(exc))) from None
 
-    def _run(self, container) -> None:
+    def _run(self, container) -> bool:
+        """Follow the running job to its end (or stop it); whether its container exited."""
         logger = threading.Thread(target=self._copy_logs, args=(container,), daemon=True)
         logger.start()
         exited = threading.Event()
@@ -307,6 +307,7 @@ class JobRun:
                 raise Abort(f"job changed under us (now {current.state if current else 'deleted'})")
             moved, self.ended = current, ended
         self.job = moved
+        return exited.is_set()
 
     def _disk_used(self, container) -> int | None:
         """The size of the job's writable layer in bytes (docker's SizeRw), or None when docker
@@ -367,10 +368,10 @@ class JobRun:
             except (docker.errors.APIError, requests.RequestException):
                 log.warning("job %s: log stream ended early", self.job.id)
 
-    def _export_and_finish(self, container) -> None:
+    def _export_and_finish(self, container, exited: bool = False) -> None:
         size, digest, entries = 0, "", ()
         state, reason = JobState(self.job.outcome or JobState.FAILED.value), self.job.reason
-        if container is not None:  # adopted while a cancel waited: stop it first, as _run would
+        if container is not None and not exited:  # adopted while a cancel waited: stop it first
             container.reload()
             if container.attrs.get("State", {}).get("Running"):
                 container.stop(timeout=int(self.cfg.stop_grace_s))
