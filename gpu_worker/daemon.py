@@ -364,9 +364,11 @@ class WorkerDaemon:
         if self.drain_changed.is_set():  # set by the watch of the drain key (and at start)
             self.drain_changed.clear()
             self.drained = self.store.is_drained(self.wcfg.name)
-        if not queued or self.drained:
-            self.waiting = {q.job_id: "drained" for q in queued}
-            self.ahead.want((), set())
+        # Most cycles are woken by a running job's own state change: nothing can start.
+        if not queued or self.drained or len(self.runs) >= self.wcfg.max_parallel_jobs:
+            why = "drained" if self.drained else f"waiting for a free job slot ({len(self.runs)} running)"
+            self.waiting = {q.job_id: why for q in queued}
+            self._make_ahead([] if self.drained else queued)
             return
         running: dict[str, int] = {}
         for run in self.runs.values():
@@ -398,8 +400,11 @@ class WorkerDaemon:
                 log.info("job %s: claimed (user %s, GPUs %s)", claimed.id, claimed.user,
                          list(decision.gpu_indices) or "none")
                 self._launch(claimed, fresh=fresh, ahead=made.container if made else None)
-        # The CPU-only jobs next in the start order (a plan with room for all that fit here):
-        # their containers are made while the running jobs run.
+        self._make_ahead(queued)
+
+    def _make_ahead(self, queued: list[scheduling.QueuedJob]) -> None:
+        """Have the containers of the CPU-only jobs next in the start order made while the
+        running jobs run (gpu_worker.ahead): the plan of a worker with room for all that fit."""
         waiting, depth = [q for q in queued if q.job_id in self.waiting and not q.gpus], self.wcfg.containers_ahead
         idle = scheduling.plan(waiting, {}, (), depth, cpus=scheduling.Pool(self.host_cpus * depth, self.host_cpus),
                                memory=scheduling.Pool(self.host_memory * depth, self.host_memory)) if waiting else []
