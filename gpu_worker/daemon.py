@@ -23,11 +23,12 @@ import docker.errors
 import requests
 
 from pink import config as pink_config
-from pink import arraystore, quarantine, scheduling
+from pink import arraystore, quarantine, queueplan
 from pink.errors import PinkError
 from gpu_worker.gpus import Gpu, discover_gpus
 from pink.layers import held_entry
 from pink.lease import Lease
+from pink.scheduling import Decision
 from pink.model import JOB_ID, WorkerInfo
 from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
@@ -39,6 +40,7 @@ from . import metrics as worker_metrics, sweeps
 from .gpuhealth import GpuHealth
 from .imagegc import ImageGC, LoadRecord
 from .inputs import Inputs
+from .liveslots import LiveSlots
 from .preload import Preload
 from .reaper import Reaper
 from .runner import JobRun
@@ -96,6 +98,7 @@ class WorkerDaemon:
         self.need_register = threading.Event()
         self.wake = threading.Event()
         self.lease = Lease(self.store, self.wcfg.lease_ttl_s, f"worker {self.wcfg.name}")
+        self.slots = LiveSlots(self.store, self.wcfg.name, self.wcfg.max_parallel_jobs, self.wake)
         self._unwatch = None
         self._unwatch_deleted = None
         self._unwatch_quarantine = None
@@ -179,7 +182,7 @@ class WorkerDaemon:
             # Rounded down to 256 MiB, so that writing a file is not news for the heartbeat.
             disk_free_bytes=disk.free - disk.free % DISK_FREE_STEP, images=self._images, layers=self._layers,
             gpus_free=tuple(g.index for g in self.gpus if g.index not in busy and g.index not in quarantined),
-            running=len(self.runs), max_parallel_jobs=self.wcfg.max_parallel_jobs,
+            running=len(self.runs), max_parallel_jobs=self.slots.value, slots_configured=w.max_parallel_jobs,
             heartbeat_at=time.time(), quarantined={str(i): why for i, why in quarantined.items()},
             # Changes only with the image list: no rounding needed to keep heartbeats rare.
             image_cache_bytes=self.image_gc.cache_bytes(self._image_sizes),
@@ -295,6 +298,7 @@ class WorkerDaemon:
                                                                self._on_quarantine)
         if self._unwatch_drain is None:
             self._unwatch_drain = self.store.watch_prefix(("drain", self.wcfg.name), self._on_drain)
+        self.slots.watch()
 
     def _on_drain(self, _ok: bool) -> None:
         self.drain_changed.set()
@@ -359,30 +363,28 @@ class WorkerDaemon:
         self._log_status(entries)
 
     def _start_queued(self, entries: list[QueueEntry]) -> None:
-        queued = [e.queued_job() for e in entries if e.state is JobState.QUEUED]
+        queued = [e for e in entries if e.state is JobState.QUEUED]
         self.queued_count = len(queued)
+        slots = self.slots.effective()
         if self.drain_changed.is_set():  # set by the watch of the drain key (and at start)
             self.drain_changed.clear()
             self.drained = self.store.is_drained(self.wcfg.name)
         # Most cycles are woken by a running job's own state change: nothing can start.
-        if not queued or self.drained or len(self.runs) >= self.wcfg.max_parallel_jobs:
+        if not queued or self.drained or len(self.runs) >= slots:
             why = "drained" if self.drained else f"waiting for a free job slot ({len(self.runs)} running)"
             self.waiting = {q.job_id: why for q in queued}
             self._make_ahead([] if self.drained else queued)
             return
-        running: dict[str, int] = {}
-        for run in self.runs.values():
-            running[run.job.user] = running.get(run.job.user, 0) + 1
-        busy = {i for run in self.runs.values() for i in run.gpu_indices} | set(self.quarantined())
-        free = [g.index for g in self.gpus if g.index not in busy]
-        slots = self.wcfg.max_parallel_jobs - len(self.runs)
-        cpus = scheduling.Pool(self.host_cpus - sum(run.job.cpus for run in self.runs.values()), self.host_cpus)
-        memory = scheduling.Pool(self.host_memory - sum(run.job.memory_bytes for run in self.runs.values()),
-                                 self.host_memory)
+        running = [queueplan.Running(run.job.user, len(run.gpu_indices), run.job.cpus, run.job.memory_bytes)
+                   for run in self.runs.values()]
+        sick = self.quarantined()
+        busy = {i for run in self.runs.values() for i in run.gpu_indices} | set(sick)
+        capacity = queueplan.Capacity(tuple(g.index for g in self.gpus if g.index not in busy), len(self.gpus),
+                                      len(self.gpus) - len(sick), self.host_cpus, self.host_memory, slots)
         # Arrays with a %N limit: their jobs claimed on every worker (the taken run slots).
         taken = arraystore.running_per_array(self.store, {q.array_id: q.array_limit for q in queued})
-        decisions = scheduling.plan(queued, running, free, slots, total_gpus=len(self.gpus), cpus=cpus,
-                                    memory=memory, array_running={a: len(s) for a, s in taken.items()})
+        decisions = queueplan.plan_queue(queued, running, capacity,
+                                         array_running={a: len(s) for a, s in taken.items()}).decisions
         self.waiting = {d.job_id: d.reason for d in decisions if not d.starts}
         for decision in decisions:
             if not decision.starts:
@@ -402,12 +404,13 @@ class WorkerDaemon:
                 self._launch(claimed, fresh=fresh, ahead=made.container if made else None)
         self._make_ahead(queued)
 
-    def _make_ahead(self, queued: list[scheduling.QueuedJob]) -> None:
+    def _make_ahead(self, queued: list[QueueEntry]) -> None:
         """Have the containers of the CPU-only jobs next in the start order made while the
-        running jobs run (gpu_worker.ahead): the plan of a worker with room for all that fit."""
+        running jobs run (gpu_worker.ahead): the plan of an idle worker with room for them all."""
         waiting, depth = [q for q in queued if q.job_id in self.waiting and not q.gpus], self.wcfg.containers_ahead
-        idle = scheduling.plan(waiting, {}, (), depth, cpus=scheduling.Pool(self.host_cpus * depth, self.host_cpus),
-                               memory=scheduling.Pool(self.host_memory * depth, self.host_memory)) if waiting else []
+        room = queueplan.Capacity((), len(self.gpus), len(self.gpus), self.host_cpus * depth,
+                                  self.host_memory * depth, depth)
+        idle = queueplan.plan_queue(waiting, [], room).decisions if waiting else []
         self.ahead.want([d.job_id for d in idle if d.starts], {q.job_id for q in queued})
 
     def _preload(self, by_id: dict[str, QueueEntry]) -> None:
@@ -426,7 +429,7 @@ class WorkerDaemon:
                 self._preload_before[job_id] = frozenset(self._layer_cache)
                 self.preloads[job_id] = Preload(job_id, inbox_file, self.engine).start()
 
-    def _claim(self, job, decision: scheduling.Decision, taken: dict[str, set[int]]):
+    def _claim(self, job, decision: Decision, taken: dict[str, set[int]]):
         """QUEUED -> STARTING of ``job`` as ``decision`` says (None: someone else changed it)."""
         if job is None or job.state is not JobState.QUEUED:
             return None
@@ -529,6 +532,7 @@ class WorkerDaemon:
             for unwatch in (self._unwatch, self._unwatch_deleted, self._unwatch_quarantine, self._unwatch_drain):
                 if unwatch is not None:
                     unwatch()
+            self.slots.close()
             log.info("worker %s stopped; %d containers keep running and are adopted on restart",
                      self.wcfg.name, len(self.runs))
 

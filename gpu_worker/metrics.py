@@ -44,7 +44,7 @@ class WorkerCollector:
         running.add_metric([name], len(d.runs))
         yield running
         slots = GaugeMetricFamily("pink_worker_job_slots", "Jobs this worker may run at once", labels=["worker"])
-        slots.add_metric([name], d.wcfg.max_parallel_jobs)
+        slots.add_metric([name], d.slots.value)
         yield slots
         gpus = GaugeMetricFamily("pink_worker_gpus", "GPUs of this worker, free or busy", labels=["worker", "state"])
         busy = {i for run in list(d.runs.values()) for i in run.gpu_indices}

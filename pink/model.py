@@ -265,6 +265,9 @@ class WorkerInfo:
     default_shm_bytes: int = 0
     max_cpus: float = 0.0
     max_memory_bytes: int = 0
+    #: Its configured max_parallel_jobs (0: an older worker); an admin's live setting
+    #: (pink.slots) may differ: ``max_parallel_jobs`` below is the one in force.
+    slots_configured: int = 0
     # dynamic part, from the heartbeat key; alive False when the lease is gone
     alive: bool = False
     drained: bool = False
@@ -283,7 +286,8 @@ class WorkerInfo:
 
     STATIC = ("name", "ssh_host", "ssh_port", "ssh_user", "inbox", "outbox", "gpus", "cpus",
               "memory_bytes", "archive_suffix", "output_retention_s", "registered_at", "datasets",
-              "default_cpus", "default_memory_bytes", "default_shm_bytes", "max_cpus", "max_memory_bytes")
+              "default_cpus", "default_memory_bytes", "default_shm_bytes", "max_cpus", "max_memory_bytes",
+              "slots_configured")
 
     def static_json(self) -> bytes:
         return json.dumps({k: getattr(self, k) for k in self.STATIC}).encode()

@@ -21,6 +21,7 @@ Key layout under the prefix (default ``/pink``)::
     inputuse/<hex>/<worker>   the last job placed there with it: {"job", "at"}
     workers/<name>            static registration; alive/<name> heartbeat on the lease
     drain/<name>              present while an admin has drained the worker
+    slots/<name>              an admin's live job slots for the worker (pink.slots)
     arrayjobs/, arrayslots/   job arrays: see pink.arraystore
     down/<name>               when a web server first saw the worker without a lease
     react/<id>                outbox of a job to retry if LOST or to notify (pink.reactions)
@@ -83,6 +84,7 @@ class QueueEntry:
     #: The job's array and its limit of claimed jobs at once (pink.arrays; "" and 0: none).
     array_id: str = ""
     array_limit: int = 0
+    started_at: float = 0.0  # when its container started (0: not yet, or an older entry)
 
     def to_json(self) -> bytes:
         data = dataclasses.asdict(self)
@@ -91,14 +93,16 @@ class QueueEntry:
 
     @classmethod
     def from_json(cls, raw: bytes) -> "QueueEntry":
-        data = json.loads(raw)
+        names = {f.name for f in dataclasses.fields(cls)}  # a newer release's fields: ignored
+        data = {k: v for k, v in json.loads(raw).items() if k in names}
         data["state"] = JobState(data["state"])
         return cls(**data)
 
     @classmethod
     def of(cls, job: Job) -> "QueueEntry":
         return cls(job.id, job.user, job.state, job.gpus, job.timeout_s, job.priority,
-                   job.created_at, job.image_id, job.cpus, job.memory_bytes, job.array_id, job.array_limit)
+                   job.created_at, job.image_id, job.cpus, job.memory_bytes, job.array_id, job.array_limit,
+                   job.started_at or 0.0)
 
     def queued_job(self) -> QueuedJob:
         """The entry as :func:`pink.scheduling.plan` takes it."""

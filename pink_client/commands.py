@@ -29,7 +29,7 @@ from .jobspec import job_spec, spec_headers
 from .reactions import status_rows
 from .logs import show_log, wait_following_log
 from .output import (
-    Ui, format_time, gpu_use, human_bytes, human_duration, isatty, print_json, print_table,
+    Ui, format_time, gpu_use, human_bytes, human_duration, isatty, print_json, print_table, starts_by,
 )
 from .usage import list_pages
 from .settings import (
@@ -249,6 +249,7 @@ def _job_row(job: dict[str, Any], now: float) -> list[str]:
         str(job.get("state", "?")),
         # Its place in its worker's queue (1 starts next); "-" once it left the queue.
         str(job["queue_position"]) if job.get("state") == "QUEUED" and job.get("queue_position") else "-",
+        starts_by(job, now, short=True) or "-",
         str(job.get("worker") or "-"),
         str(job.get("gpus", 0)),
         human_duration(now - job["created_at"]) if job.get("created_at") else "-",
@@ -270,7 +271,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return EXIT_OK
     now = time.time()
     print_table(
-        ["ID", "NAME", "STATE", "QUEUE", "WORKER", "GPUS", "AGE", "RUNTIME", "OUTPUT"],
+        ["ID", "NAME", "STATE", "QUEUE", "STARTS BY", "WORKER", "GPUS", "AGE", "RUNTIME", "OUTPUT"],
         [_job_row(j, now) for j in jobs] if args.expand else fold_rows(jobs, _job_row, now),
     )
     return EXIT_OK
@@ -315,6 +316,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows += [
             ("queue position", job.get("queue_position")),
             ("waiting for", job.get("waiting_reason")),
+            ("starts", starts_by(job, now) or "unknown (no estimate: the worker is down or drained, or "
+                                              "the job waits for something no time limit frees)"),
         ]
     rows += [
         ("worker", job.get("worker")),
@@ -466,13 +469,14 @@ def cmd_workers(args: argparse.Namespace) -> int:
                 human_bytes(w.get("memory_bytes")) if w.get("memory_bytes") else "-",
                 human_bytes(w.get("disk_free_bytes")) if w.get("disk_free_bytes") is not None else "-",
                 str(w.get("running", 0)),
+                _slots_cell(w),
                 str(w.get("queued", 0)),
                 str(len(w.get("images") or [])),
                 human_bytes(w.get("image_cache_bytes") or 0) if w.get("alive") else "-",
             ]
         )
     print_table(
-        ["NAME", "STATUS", "GPUS FREE", "QUARANTINED", "CPUS", "MEMORY", "DISK FREE", "RUNNING", "QUEUED",
+        ["NAME", "STATUS", "GPUS FREE", "QUARANTINED", "CPUS", "MEMORY", "DISK FREE", "RUNNING", "SLOTS", "QUEUED",
          "IMAGES", "IMAGE CACHE"],
         rows,
     )
@@ -481,6 +485,14 @@ def cmd_workers(args: argparse.Namespace) -> int:
         for line in sick_lines:
             print(f"  {line}")
     return EXIT_OK
+
+
+def _slots_cell(w: dict[str, Any]) -> str:
+    """The job slots in force; "3 (config 4)" while an admin's live setting differs."""
+    slots, configured = w.get("max_parallel_jobs"), w.get("slots_configured")
+    if slots is None:
+        return "-"
+    return f"{slots} (config {configured})" if configured and configured != slots else str(slots)
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from pink.states import TERMINAL, JobState
 from .archive import ImageArchive, docker_save
 from .errors import EXIT_REFUSED, EXIT_USAGE, CliError, HttpError, NetworkError, is_transient
 from .http import CONNECT_TIMEOUT_S, Api, job_of, short_reason
-from .output import Progress, Ui, human_bytes
+from .output import Progress, Ui, human_bytes, starts_by
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +260,9 @@ def describe(job: dict[str, Any]) -> str:
             extra.append(f"position {job['queue_position']}")
         if job.get("waiting_reason"):
             extra.append(str(job["waiting_reason"]))
+        eta = starts_by(job, time.time())
+        if eta:
+            extra.append(f"starts {eta}" if eta != "now" else "starts now")
     elif state in (JobState.STARTING.value, JobState.RUNNING.value) and job.get("worker"):
         gpus = job.get("gpu_indices") or []
         text += f" on {job['worker']}" + (

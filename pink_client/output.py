@@ -54,6 +54,22 @@ def format_time(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(t)))
 
 
+def starts_by(job: dict, now: float, short: bool = False) -> str | None:
+    """When a queued job starts at the latest, from the time limits of the jobs ahead of it:
+    ``~14:32`` (``short``, for a table) or ``by ~14:32 at the latest (in 25m), if the jobs ahead
+    use their full time limits``; ``now``; None when the server does not know (or it is not queued)."""
+    at = job.get("estimated_start_at")
+    if job.get("state") != "QUEUED" or at is None:
+        return None
+    if at <= now + 1:
+        return "now"
+    same_day = time.localtime(at)[:3] == time.localtime(now)[:3]
+    clock = "~" + time.strftime("%H:%M" if same_day else "%a %H:%M", time.localtime(at))
+    if short:
+        return clock
+    return f"by {clock} at the latest (in {human_duration(at - now)}), if the jobs ahead use their full time limits"
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [len(h) for h in headers]
     for row in rows:

@@ -11,7 +11,7 @@ import getpass
 import sys
 import time
 
-from pink import config, quarantine
+from pink import config, quarantine, slots
 from pink.errors import PinkError
 from pink.model import User
 from pink.store import Store
@@ -73,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("worker")
         p.add_argument("index", type=int)
     hold.add_argument("--reason", required=True, help="why (shown by `pink workers` and the workers page)")
+    worker = sub.add_parser("worker", help="change a worker live").add_subparsers(dest="action", required=True)
+    live = worker.add_parser("slots", help="set how many jobs a worker runs at once, without a restart "
+                                           "(lowering it stops no running job)")
+    live.add_argument("worker")
+    live.add_argument("slots", nargs="?", help=f"job slots, 1 to {slots.MAX_SLOTS}")
+    live.add_argument("--reset", action="store_true", help="back to the worker's configured max_parallel_jobs")
     args = parser.parse_args(argv)
 
     try:
@@ -126,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{args.name} has no token {args.id}")
         elif args.cmd == "gpu":
             _gpu(store, args)
+        elif args.cmd == "worker":
+            _slots(store, args)
         else:
             store.set_drained(args.worker, args.cmd == "drain")
             print(f"worker {args.worker} {args.cmd}ed")
@@ -148,6 +156,24 @@ def _gpu(store: Store, args: argparse.Namespace) -> None:
         print(f"GPU {args.index} of {args.worker} released (a failing health check still keeps it out)")
     else:
         print(f"GPU {args.index} of {args.worker} had no admin quarantine")
+
+
+def _slots(store: Store, args: argparse.Namespace) -> None:
+    worker = store.get_worker(args.worker)
+    if worker is None:
+        raise ValueError(f"no worker {args.worker!r} is registered")
+    configured = f"its configured max_parallel_jobs ({worker.slots_configured})" if worker.slots_configured \
+        else "its configured max_parallel_jobs"
+    if args.reset == (args.slots is not None):
+        raise ValueError("give either a number of job slots or --reset")
+    if args.reset:
+        was_set = slots.reset(store, args.worker)
+        print(f"worker {args.worker}: job slots back to {configured}" if was_set
+              else f"worker {args.worker} had no live job-slot setting; it runs {configured}")
+        return
+    n = slots.set_slots(store, args.worker, args.slots, by=f"pink-admin ({getpass.getuser()})")
+    print(f"worker {args.worker}: {n} job slot{'s' if n != 1 else ''} (until reset; {configured}); "
+          f"running jobs go on, new ones start only while fewer than {n} run")
 
 
 if __name__ == "__main__":

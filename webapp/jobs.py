@@ -8,7 +8,7 @@ import threading
 import time
 from typing import BinaryIO
 
-from pink import arraystore, scheduling
+from pink import arraystore, queueplan, scheduling
 from pink.config import Config
 from pink.errors import ArchiveTooLarge, ImageArchiveError, InputUnavailable, PinkError, TransferError
 from pink.layers import held_prefix, parse_held
@@ -356,36 +356,33 @@ def upload_input(cfg: Config, store: Store, links: WorkerLinks, user: User, spec
     return store.record_input(worker.name, reader.info.input_id, length, user.name)
 
 
-def queue_info(store: Store, jobs: list[Job]) -> dict[str, tuple[int, str]]:
-    """Queue position and why it waits, for every QUEUED job in ``jobs``."""
+def queue_info(store: Store, jobs: list[Job]) -> dict[str, tuple[int, str, float | None]]:
+    """Queue position, why it waits and when it starts at the latest (None: unknown), for every
+    QUEUED job in ``jobs``."""
     waiting = {j.worker for j in jobs if j.state is JobState.QUEUED}
     if not waiting:
         return {}
     workers = {w.name: w for w in store.workers() if w.name in waiting}
-    out: dict[str, tuple[int, str]] = {}
+    out: dict[str, tuple[int, str, float | None]] = {}
+    now = time.time()
     for name in waiting:
         entries = store.queue(name)
         worker = workers.get(name)
         if worker is None or not worker.alive:
             for e in entries:
-                out[e.job_id] = (0, f"worker {name} is down; the job waits for it to come back")
+                out[e.job_id] = (0, f"worker {name} is down; the job waits for it to come back", None)
             continue
-        claimed = [e for e in entries if e.state in CLAIMED]
-        running: dict[str, int] = {}
-        for e in claimed:
-            running[e.user] = running.get(e.user, 0) + 1
-        queued = [e.queued_job() for e in entries if e.state is JobState.QUEUED]
-        slots = max(worker.max_parallel_jobs - sum(running.values()), 0)
-        cpus = scheduling.Pool(worker.cpus - sum(e.cpus for e in claimed), worker.cpus)
-        memory = scheduling.Pool(worker.memory_bytes - sum(e.memory_bytes for e in claimed), worker.memory_bytes)
-        if worker.drained:
-            reason_all = f"worker {name} is drained; the job waits until it is undrained"
-        else:
-            reason_all = ""
+        running = [queueplan.running_entry(e, now) for e in entries if e.state in CLAIMED]
+        queued = [e for e in entries if e.state is JobState.QUEUED]
         taken = arraystore.running_per_array(store, {e.array_id: e.array_limit for e in entries})
-        for d in scheduling.plan(queued, running, worker.gpus_free, slots, total_gpus=len(worker.gpus),
-                                 cpus=cpus, memory=memory, array_running={a: len(t) for a, t in taken.items()}):
-            out[d.job_id] = (d.position, reason_all or d.reason or "starting")
+        planned = queueplan.plan_queue(queued, running, queueplan.capacity_of(worker),
+                                       array_running={a: len(t) for a, t in taken.items()},
+                                       estimate_from=None if worker.drained else now)
+        for d in planned.decisions:
+            if worker.drained:
+                out[d.job_id] = (d.position, f"worker {name} is drained; the job waits until it is undrained", None)
+            else:
+                out[d.job_id] = (d.position, d.reason or "starting", planned.starts_by.get(d.job_id))
     return out
 
 
@@ -394,8 +391,9 @@ def public_jobs(store: Store, jobs: list[Job]) -> list[dict]:
     result = []
     for job in jobs:
         data = job.public()
-        position, reason = positions.get(job.id, (None, ""))
+        position, reason, starts_by = positions.get(job.id, (None, "", None))
         data["queue_position"] = position
         data["waiting_reason"] = reason
+        data["estimated_start_at"] = starts_by
         result.append(data)
     return result

@@ -133,6 +133,11 @@ SPEC = {
                     "started_at": {"type": "number", "nullable": True}, "finished_at": {"type": "number", "nullable": True},
                     "resubmit_of": {"type": "string"}, "queue_position": {"type": "integer", "nullable": True},
                     "waiting_reason": {"type": "string"},
+                    "estimated_start_at": {"type": "number", "nullable": True, "description":
+                                           "a queued job: when it starts at the latest if the jobs ahead of it "
+                                           "use their full time limits (an upper bound under today's queue); null: "
+                                           "not queued, or unknown (worker down or drained, waits for something no "
+                                           "time limit frees)"},
                     "output_expires_at": {"type": "number", "nullable": True,
                                           "description": "when the worker deletes the archive and log (then: 410)"},
                     "command": {**_ARGV, "nullable": True, "description": "null: the image's CMD"},
@@ -334,6 +339,24 @@ SPEC = {
                        "parameters": [_param("name", "path", required=True),
                                       _param("index", "path", kind="integer", required=True)],
                        "responses": {"200": _ok({"type": "object"}), "403": _ERR, "404": _ERR}}},
+        "/workers/{name}/slots": {
+            "put": {"summary": "Set a worker's job slots live (admins): it runs at most this many jobs at once, "
+                               "instead of its configured max_parallel_jobs, until reset; running jobs go on",
+                    "parameters": [_param("name", "path", required=True)],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["slots"], "properties": {
+                            "slots": {"type": "integer", "minimum": 1, "maximum": 256}}}}}},
+                    "responses": {"200": _ok({"type": "object", "properties": {
+                        "worker": {"type": "string"}, "slots": {"type": "integer"},
+                        "configured": {"type": "integer", "nullable": True}, "by": {"type": "string"}}}),
+                        "400": _ERR, "403": _ERR, "404": _ERR}},
+            "delete": {"summary": "Reset a worker's job slots to its configured max_parallel_jobs (admins); "
+                                  "reset: false when none was set",
+                       "parameters": [_param("name", "path", required=True)],
+                       "responses": {"200": _ok({"type": "object", "properties": {
+                           "worker": {"type": "string"}, "slots": {"type": "integer", "nullable": True},
+                           "configured": {"type": "integer", "nullable": True}, "reset": {"type": "boolean"}}}),
+                           "403": _ERR, "404": _ERR}}},
         "/jobs/{job_id}/resubmit": {"post": {
             "summary": "Run an ended job again as a new job (resubmit_of) from the image a worker holds, with what "
                        "it ran with but the fields the optional body changes (non-admins may not raise priority "

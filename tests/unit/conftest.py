@@ -52,8 +52,9 @@ class Cluster:
         self.leases: dict[str, int] = {}
 
     def add_worker(self, name: str = "w1", gpus: int = 0, **heartbeat) -> WorkerInfo:
+        heartbeat.setdefault("max_parallel_jobs", 2)
         info = WorkerInfo(name=name, ssh_host="127.0.0.1", ssh_port=22, ssh_user="pink-transfer",
-                          inbox="/in", outbox="/out", cpus=4, max_parallel_jobs=2,
+                          inbox="/in", outbox="/out", cpus=4,
                           gpus=tuple({"index": i, "name": "H200"} for i in range(gpus)),
                           gpus_free=tuple(range(gpus)), output_retention_s=86400, **heartbeat)
         self.leases[name] = self.store.grant_lease(10)

@@ -201,6 +201,8 @@ class Handler(BaseHTTPRequestHandler):
                             "gpus_free": [0],
                             "quarantined": {"1": "admin root: fan noise"},
                             "image_cache_bytes": 3 << 30,
+                            "max_parallel_jobs": 3,
+                            "slots_configured": 4,
                             "cpus": 16,
                             "memory_bytes": 128 << 30,
                             "disk_free_bytes": 50 << 30,

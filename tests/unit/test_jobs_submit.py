@@ -111,8 +111,8 @@ def test_a_queued_job_says_it_waits_for_cpus_and_memory(cluster):
     memory = cluster.add_job("bob", memory_bytes=8 * GiB)
     info = jobs.queue_info(cluster.store, [running, cpu, memory])
     # bob runs nothing yet, so his job comes first (fair share).
-    assert info[memory.id] == (1, "waiting for 8 GiB of memory (4 GiB free)")
-    assert info[cpu.id] == (2, "waiting for 2 CPUs (1 free)")
+    assert info[memory.id][:2] == (1, "waiting for 8 GiB of memory (4 GiB free)")
+    assert info[cpu.id][:2] == (2, "waiting for 2 CPUs (1 free)")
 
 
 def test_datasets_are_listed_with_their_workers_and_availability(cluster):

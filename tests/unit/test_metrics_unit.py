@@ -189,7 +189,8 @@ def test_lease_renewals_are_timed(cluster):
 
 def test_worker_collector_reports_queue_slots_gpus_and_waiting_reasons():
     daemon = SimpleNamespace(
-        wcfg=WorkerConfig(name="gpu1", max_parallel_jobs=2),
+        wcfg=WorkerConfig(name="gpu1", max_parallel_jobs=4),
+        slots=SimpleNamespace(value=2),  # an admin's live setting (gpu_worker.liveslots) wins
         queued_count=3,
         runs={"a": SimpleNamespace(gpu_indices=(0,))},
         gpus=[Gpu(0, "GPU-a", "H100", 81559), Gpu(1, "GPU-b", "H100", 81559)],
@@ -341,7 +342,8 @@ def test_each_worker_daemon_of_a_process_has_its_own_registry():
     from gpu_worker.metrics import registry_for
 
     def daemon(name):
-        return SimpleNamespace(wcfg=WorkerConfig(name=name), queued_count=1, runs={}, gpus=[], waiting={})
+        return SimpleNamespace(wcfg=WorkerConfig(name=name), slots=SimpleNamespace(value=4), queued_count=1,
+                               runs={}, gpus=[], waiting={})
 
     texts = [generate_latest(registry_for(daemon(n))).decode() for n in ("w1", "w2")]
     assert 'pink_worker_queued_jobs{worker="w1"} 1.0' in texts[0] and 'worker="w2"' not in texts[0]
@@ -360,7 +362,7 @@ def test_a_worker_serves_its_metrics_over_http_or_not_at_all(caplog):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     d = SimpleNamespace(wcfg=WorkerConfig(name="served", metrics_address=f"127.0.0.1:{port}"), queued_count=2,
-                        runs={}, gpus=[], waiting={})
+                        slots=SimpleNamespace(value=4), runs={}, gpus=[], waiting={})
     assert serve(d) is True
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert 'pink_worker_queued_jobs{worker="served"} 2.0' in text

@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import sys
+import time
 import tarfile
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def test_ls_status_workers_tables_and_json(
     logged_in: Fake, capsys: pytest.CaptureFixture[str]
 ) -> None:
     queued = logged_in.add_job(
-        name="train", gpus=2, queue_position=3, waiting_reason="waiting for 2 GPUs"
+        name="train", gpus=2, queue_position=3, waiting_reason="waiting for 2 GPUs",
+        estimated_start_at=time.time() + 1500,
     )
     logged_in.add_job(
         name="done",
@@ -103,6 +105,8 @@ def test_ls_status_workers_tables_and_json(
         "NAME",
         "STATE",
         "QUEUE",
+        "STARTS",
+        "BY",
         "WORKER",
         "GPUS",
         "AGE",
@@ -112,6 +116,9 @@ def test_ls_status_workers_tables_and_json(
     assert "1m00s" in table and "1.5 MB" in table
     rows = {line.split()[1]: line.split() for line in table.splitlines()[1:]}
     assert rows["train"][3] == "3" and rows["done"][3] == "-"  # the queue position, of queued jobs only
+    eta_clock = time.strftime("%H:%M", time.localtime(queued["estimated_start_at"]))
+    assert rows["train"][4] in (f"~{eta_clock}", "~" + time.strftime("%a", time.localtime(queued["estimated_start_at"])))
+    assert rows["done"][4] == "-"
 
     assert cli.main(["ls", "--state", "queued", "-o", "json"]) == 0
     assert [j["id"] for j in json.loads(capsys.readouterr().out)] == [queued["id"]]
@@ -119,6 +126,11 @@ def test_ls_status_workers_tables_and_json(
     assert cli.main(["status", queued["id"]]) == 0
     text = capsys.readouterr().out
     assert "queue position  3" in text and "waiting for 2 GPUs" in text and "history:" in text
+    assert f"starts          by ~{eta_clock} at the latest (in 2" in text or "at the latest (in 2" in text
+    assert "if the jobs ahead use their full time limits" in text
+    logged_in.jobs[queued["id"]]["estimated_start_at"] = None
+    assert cli.main(["status", queued["id"]]) == 0
+    assert "starts          unknown (no estimate" in capsys.readouterr().out
 
     assert cli.main(["status", queued["id"], "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["id"] == queued["id"]
@@ -127,6 +139,7 @@ def test_ls_status_workers_tables_and_json(
     out = capsys.readouterr().out
     assert "gpu1" in out and " 1/1 " in out  # free/total GPUs
     assert "IMAGE CACHE" in out and "3.2 GB" in out and "gpu1 GPU 1: admin root: fan noise" in out
+    assert "SLOTS" in out and "3 (config 4)" in out  # an admin's live setting in force
     assert cli.main(["workers", "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["name"] == "gpu1"
 

@@ -144,6 +144,19 @@ export function queueText(job) {
   return "";
 }
 
+/** When a queued job starts at the latest, from the time limits of the jobs ahead (an upper
+ * bound): "by ~14:32" (short) or the sentence that says so; "" when the server has no estimate. */
+export function startsByText(job, short = false, now = Date.now() / 1000) {
+  const at = job.estimated_start_at;
+  if (job.state !== "QUEUED" || at === null || at === undefined) return "";
+  if (at <= now + 1) return short ? "starts now" : "now";
+  const d = new Date(at * 1000);
+  const today = new Date(now * 1000).toDateString() === d.toDateString();
+  const clock = `~${today ? "" : `${d.toLocaleDateString(undefined, { weekday: "short" })} `}${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  if (short) return `starts by ${clock}`;
+  return `by ${clock} at the latest (in ${fmtDuration(at - now)}), if the jobs ahead use their full time limits`;
+}
+
 export function jobTitle(job) {
   return job.name || `job ${job.id.slice(-8)}`;
 }

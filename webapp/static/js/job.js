@@ -3,7 +3,7 @@
 // (with changes: command, environment, GPUs, time limit), delete of ended jobs with confirmation.
 import {
   IS_ADMIN, ME, TERMINAL, alertIn, api, badge, clear, confirmDialog, copyText, el, fmtBytes, fmtDuration, fmtTime,
-  gpuText, jobTitle, liveEvents, queueText, runtimeOf, stateLabel, toast,
+  gpuText, jobTitle, liveEvents, queueText, runtimeOf, startsByText, stateLabel, toast,
 } from "./app.js";
 import { parseEnv, shellJoin, shellSplit } from "./jobspec.js";
 
@@ -86,6 +86,10 @@ function renderFacts() {
     fact("Ended", fmtTime(job.finished_at || (TERMINAL.has(job.state) ? endedAt(job) : null))),
   ];
   if (job.state === "QUEUED" || job.state === "UPLOADING") rows.splice(2, 0, fact("Queue", queueText(job)));
+  if (job.state === "QUEUED") {
+    rows.splice(3, 0, fact("Starts", startsByText(job)
+      || "unknown (the worker is down or drained, or the job waits for something no time limit frees)"));
+  }
   if (job.array_id) {
     rows.push(fact("Array", el("span", {}, `index ${job.array_index} of ${job.array_size} in `,
       el("a", { href: `/arrays/${encodeURIComponent(job.array_id)}`, class: "mono", id: "job-array-link" }, job.array_id))));

@@ -1,7 +1,7 @@
 // Jobs page: the caller's jobs (admins: optionally everyone's), live through server-sent events.
 import {
   IS_ADMIN, TERMINAL, alertIn, api, badge, clear, el, fmtAgo, fmtBytes, fmtDuration, fmtTime, gpuText,
-  jobTitle, liveEvents, queueText, runtimeOf,
+  jobTitle, liveEvents, queueText, runtimeOf, startsByText,
 } from "./app.js";
 import { countsText, foldArrays } from "./arrays.js";
 
@@ -38,7 +38,9 @@ function row(job, showUser) {
     cell("State", badge(job.state)),
     cell("GPUs", gpuText(job), "num"),
     cell("Worker", job.worker || "—", "mono small"),
-    cell("Queue", queueText(job) || "—", "queue"),
+    cell("Queue", queueText(job) ? [queueText(job), startsByText(job) ? el("span", {
+      class: "eta block small muted", title: "at the latest, if the jobs ahead use their full time limits",
+    }, startsByText(job, true)) : null] : "—", "queue"),
     cell("Runtime", runtime === null ? "—" : el("span", { class: running ? "ticking" : "", dataset: { start: job.started_at } },
       fmtDuration(runtime)), "num"),
     cell("Image", fmtBytes(job.image_size || null), "num"),  // its size (known once it started), not the upload's

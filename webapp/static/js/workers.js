@@ -1,5 +1,5 @@
 // Workers page: GPUs used, free and quarantined (why), load, datasets, image cache, drained; admins
-// drain and undrain, quarantine and release GPUs. Polls every 5 s.
+// drain and undrain, quarantine and release GPUs, change the job slots live. Polls every 5 s.
 import { IS_ADMIN, TERMINAL, alertIn, api, clear, el, fmtBytes, jobTitle, toast } from "./app.js";
 
 const grid = document.getElementById("workers");
@@ -70,6 +70,41 @@ function gpuBoxes(w) {
   ];
 }
 
+async function setSlots(w, value) {
+  const url = `/workers/${encodeURIComponent(w.name)}/slots`;
+  try {
+    if (value === null) {
+      await api(url, { method: "DELETE" });
+      toast(`${w.name} is back to its configured job slots.`);
+    } else {
+      const asked = /^\d+$/.test(value) ? Number(value) : value;  // the server says what is allowed
+      const done = await api(url, { method: "PUT", json: { slots: asked } });
+      toast(`${w.name} runs at most ${done.slots} ${done.slots === 1 ? "job" : "jobs"} at once (running jobs go on).`);
+    }
+  } catch (err) {
+    alertIn(errorBox, "error", err.message);
+  }
+  refresh();
+}
+
+/** The job slots in force, with the configured number while an admin's live setting differs;
+ * admins change them here (no restart: the worker picks the change up within a moment). */
+function slotsStat(w) {
+  const configured = w.slots_configured;
+  const changed = configured && configured !== w.max_parallel_jobs;
+  const shown = [String(w.max_parallel_jobs), changed ? el("span", { class: "muted small" }, ` (configured ${configured})`) : null];
+  if (!IS_ADMIN || !w.alive) return el("dd", { class: "slots" }, shown);
+  const ask = () => {
+    const value = window.prompt(`Job slots of ${w.name} (1 to 256; running jobs go on):`, String(w.max_parallel_jobs));
+    if (value !== null && value.trim()) setSlots(w, value.trim());
+  };
+  return el("dd", { class: "slots" }, shown, " ",
+    el("button", { type: "button", class: "btn btn-small btn-quiet", "aria-label": `Change job slots of ${w.name}`, onclick: ask },
+      "Change"),
+    changed ? [" ", el("button", { type: "button", class: "btn btn-small", "aria-label": `Reset job slots of ${w.name}`,
+      onclick: () => setSlots(w, null) }, "Reset")] : null);
+}
+
 function card(w, mine) {
   const quarantined = w.alive ? Object.keys(w.quarantined || {}).length : 0;
   const used = w.alive ? w.gpus.length - (w.gpus_free || []).length - quarantined : 0;
@@ -97,6 +132,7 @@ function card(w, mine) {
     el("dl", { class: "stats" },
       el("div", {}, el("dt", {}, "GPUs used"), el("dd", {}, `${used} / ${w.gpus.length}`)),
       el("div", {}, el("dt", {}, "Running"), el("dd", {}, String(w.running))),
+      el("div", {}, el("dt", {}, "Job slots"), slotsStat(w)),
       el("div", {}, el("dt", {}, "Queued"), el("dd", {}, String(w.queued))),
       el("div", {}, el("dt", {}, "CPUs"), el("dd", {}, String(w.cpus))),
       el("div", {}, el("dt", {}, "Memory"), el("dd", {}, fmtBytes(w.memory_bytes))),
