@@ -29,19 +29,23 @@ from pink.errors import PinkError
 from gpu_worker.gpus import Gpu, discover_gpus
 from pink.layers import chain_ids, held_entry
 from pink.lease import Lease
+from pink.scheduling import Decision
 from pink.model import JOB_ID, WorkerInfo
 from pink.states import CLAIMED, JobState
 from pink.store import QueueEntry, Store
 
+from .ahead import Ahead
+from .container import host_cpus, host_memory_bytes
 from .deletions import Deletions
-from . import metrics as worker_metrics
+from . import metrics as worker_metrics, sweeps
 from .gpuhealth import GpuHealth
 from .imagegc import ImageGC, LoadRecord
 from .inputs import Inputs
 from .layerload import is_partial, remove_partials
 from .liveslots import LiveSlots
 from .preload import Preload
-from .runner import JobRun, host_cpus, host_memory_bytes
+from .reaper import Reaper
+from .runner import JobRun
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,12 @@ class WorkerDaemon:
         self.preloads: dict[str, Preload] = {}
         self._pinged_at = 0.0
         self.stop_requested = threading.Event()
+        self.reaper = Reaper(self.stop_requested)
+        self.ahead = Ahead(self.engine, self.store, self.wcfg, self.runtime, self.inputs, self.reaper,
+                           self.stop_requested)
+        #: Whether an admin drained this worker, re-read when the watch of its drain key fires.
+        self.drained, self.drain_changed = False, threading.Event()
+        self.drain_changed.set()
         self.need_register = threading.Event()
         self.wake = threading.Event()
         self.lease = Lease(self.store, self.wcfg.lease_ttl_s, f"worker {self.wcfg.name}")
@@ -95,6 +105,7 @@ class WorkerDaemon:
         self._unwatch = None
         self._unwatch_deleted = None
         self._unwatch_quarantine = None
+        self._unwatch_drain = None
         self._failing = False
         self._last_status = ""
         self._images: tuple[str, ...] = ()
@@ -217,6 +228,7 @@ class WorkerDaemon:
             try:
                 for _event in self.engine.events(decode=True, filters={"type": "image"}):
                     self._images_at = 0.0
+                    self.ahead.retry()
                     self.wake.set()
                     if self.stop_requested.is_set():
                         return
@@ -289,7 +301,13 @@ class WorkerDaemon:
         if self._unwatch_quarantine is None:
             self._unwatch_quarantine = self.store.watch_prefix(("quarantine", self.wcfg.name, ""),
                                                                self._on_quarantine)
+        if self._unwatch_drain is None:
+            self._unwatch_drain = self.store.watch_prefix(("drain", self.wcfg.name), self._on_drain)
         self.slots.watch()
+
+    def _on_drain(self, _ok: bool) -> None:
+        self.drain_changed.set()
+        self.wake.set()
 
     def _on_quarantine(self, _ok: bool) -> None:
         self.quarantine_changed.set()
@@ -326,7 +344,7 @@ class WorkerDaemon:
                 if run.loaded_image:
                     self.image_gc.record.loaded([run.job.image_id])
                 self.image_gc.record.touch(run.job.image_id)
-                if self.store.tombstone(job_id) is not None:
+                if job_id in self.deletions.waiting:
                     self.deleted.set()  # deleted while it ran: its files could not go then
                 if run.engine_trouble:
                     self._engine_trouble.setdefault(job_id, time.monotonic())
@@ -353,12 +371,14 @@ class WorkerDaemon:
         queued = [e for e in entries if e.state is JobState.QUEUED]
         self.queued_count = len(queued)
         slots = self.slots.effective()
-        # Most cycles are woken by a running job's own state change: nothing to start, so no
-        # need to ask etcd whether the worker is drained.
-        if not queued or len(self.runs) >= slots or self.store.is_drained(self.wcfg.name):
-            why = "drained" if queued and len(self.runs) < slots else \
-                f"waiting for a free job slot ({len(self.runs)} running)"
+        if self.drain_changed.is_set():  # set by the watch of the drain key (and at start)
+            self.drain_changed.clear()
+            self.drained = self.store.is_drained(self.wcfg.name)
+        # Most cycles are woken by a running job's own state change: nothing can start.
+        if not queued or self.drained or len(self.runs) >= slots:
+            why = "drained" if self.drained else f"waiting for a free job slot ({len(self.runs)} running)"
             self.waiting = {q.job_id: why for q in queued}
+            self._make_ahead([] if self.drained else queued)
             return
         running = [queueplan.Running(run.job.user, len(run.gpu_indices), run.job.cpus, run.job.memory_bytes)
                    for run in self.runs.values()]
@@ -375,16 +395,32 @@ class WorkerDaemon:
         for decision in decisions:
             if not decision.starts:
                 continue
-            job = self.store.get_job(decision.job_id)
-            if job is None or job.state is not JobState.QUEUED:
-                continue
-            run_slots = taken.pick(by_id[job.id])
+            run_slots = taken.pick(by_id[decision.job_id])
             if run_slots is None:
-                continue
-            claimed = self.store.claim(job, self.wcfg.name, self.lease.id, decision.gpu_indices, run_slots)
+                continue  # another claim of this cycle took the array's or the user's slots
+            made = self.ahead.take(decision.job_id)  # its container, made ahead from this record
+            claimed = self._claim(made.job if made else self.store.get_job(decision.job_id), decision, run_slots)
+            fresh = True
+            if made is not None and claimed is None:
+                # The record changed since: claim it as it is now; the run replaces the container.
+                claimed = self._claim(self.store.get_job(decision.job_id), decision, run_slots)
+                if claimed is None:
+                    self.reaper.remove(made.container, f"job {decision.job_id} (made ahead, not claimed)")
+                made, fresh = None, False
             if claimed is not None:
-                log.info("job %s: claimed (user %s, GPUs %s)", job.id, job.user, list(decision.gpu_indices) or "none")
-                self._launch(claimed, fresh=True)
+                log.info("job %s: claimed (user %s, GPUs %s)", claimed.id, claimed.user,
+                         list(decision.gpu_indices) or "none")
+                self._launch(claimed, fresh=fresh, ahead=made.container if made else None)
+        self._make_ahead(queued)
+
+    def _make_ahead(self, queued: list[QueueEntry]) -> None:
+        """Have the containers of the CPU-only jobs next in the start order made while the
+        running jobs run (gpu_worker.ahead): the plan of an idle worker with room for them all."""
+        waiting, depth = [q for q in queued if q.job_id in self.waiting and not q.gpus], self.wcfg.containers_ahead
+        room = queueplan.Capacity((), len(self.gpus), len(self.gpus), self.host_cpus * depth,
+                                  self.host_memory * depth, depth)
+        idle = queueplan.plan_queue(waiting, [], room, usage=self.fairshare.usage()).decisions if waiting else []
+        self.ahead.want([d.job_id for d in idle if d.starts], {q.job_id for q in queued})
 
     def _preload(self, by_id: dict[str, QueueEntry]) -> None:
         """Load images while they are uploaded (see :class:`~gpu_worker.preload.Preload`)."""
@@ -403,11 +439,19 @@ class WorkerDaemon:
                 held = frozenset(c for layers in self._layer_cache.values() for c in chain_ids(layers))
                 self.preloads[job_id] = Preload(job_id, inbox_file, self.engine, held).start()
 
-    def _launch(self, job, fresh: bool = False) -> None:
+    def _claim(self, job, decision: Decision, run_slots: tuple[str, ...]):
+        """QUEUED -> STARTING of ``job`` as ``decision`` says, taking ``run_slots`` (pink.runslots);
+        None: someone else changed it."""
+        if job is None or job.state is not JobState.QUEUED:
+            return None
+        return self.store.claim(job, self.wcfg.name, self.lease.id, decision.gpu_indices, run_slots)
+
+    def _launch(self, job, fresh: bool = False, ahead=None) -> None:
         since = self._engine_trouble.get(job.id)
         give_up = since is not None and time.monotonic() - since > self.wcfg.engine_grace_s
         run = JobRun(job=job, cfg=self.wcfg, store=self.store, engine=self.engine, runtime=self.runtime,
-                     inputs=self.inputs, give_up_on_engine=give_up, fresh=fresh, preload=self.preloads.get(job.id))
+                     inputs=self.inputs, give_up_on_engine=give_up, fresh=fresh, preload=self.preloads.get(job.id),
+                     ahead=ahead, reaper=self.reaper, image_size=self._image_sizes.get(job.image_id))
         self.runs[job.id] = run
         run.start()
 
@@ -449,59 +493,6 @@ class WorkerDaemon:
         self.store.heartbeat(self.info(), self.lease.id)
         self._heartbeat_sent = ""
 
-    def sweep_orphans(self) -> None:
-        """Remove containers and inbox files whose job is over or unknown (never a live one)."""
-        entries = self.store.queue(self.wcfg.name)
-        # An array's upload is named after the array; its jobs here that have not ended need it.
-        live = {e.job_id for e in entries} | {e.array_id for e in entries if e.array_id}
-        # sparse: no inspect per container, which races with runs removing their containers.
-        for container in self.engine.containers.list(all=True, sparse=True,
-                                                     filters={"label": f"pink.worker={self.wcfg.name}"}):
-            job_id = (container.attrs.get("Labels") or {}).get("pink.job", "")
-            if job_id in live or job_id in self.runs:
-                continue
-            job = self.store.get_job(job_id) if JOB_ID.match(job_id) else None
-            if job is None or job.state.terminal:
-                log.info("removing container of finished job %s", job_id)
-                try:
-                    container.remove(force=True, v=True)
-                except docker.errors.APIError as exc:
-                    if exc.status_code not in (404, 409):  # gone, or being removed: a race
-                        raise
-        # Uploads, and exports cut short, of jobs that are over.
-        leftovers = [*Path(self.wcfg.inbox).glob("*.tar"), *Path(self.wcfg.outbox).glob("*.part")]
-        for path in leftovers:
-            job_id = path.name[:20]
-            if job_id in live or job_id in self.runs or not JOB_ID.match(job_id):
-                continue
-            job = self.store.get_job(job_id)
-            if job is None or job.state.terminal:
-                log.info("removing %s of finished job %s", path.name, job_id)
-                path.unlink(missing_ok=True)
-
-    def expire_outputs(self) -> None:
-        """Delete the archives and logs of jobs whose retention ran out (``output_expires_at``,
-        stamped when they ended)."""
-        keep_s = self.wcfg.output_retention_s
-        if not keep_s:
-            return  # keep everything, whatever was promised before
-        now = time.time()
-        for path in Path(self.wcfg.outbox).iterdir():
-            job_id = path.name[:20]
-            if not path.name.endswith((self.wcfg.archive_suffix, ".log")) or not JOB_ID.match(job_id) \
-                    or job_id in self.runs:
-                continue
-            try:
-                if now - path.stat().st_mtime <= keep_s:
-                    continue
-                job = self.store.get_job(job_id)
-                # Jobs that ended before retention existed carry no stamp: count from their end.
-                if job is None or (job.state.terminal and now > (job.output_expires_at or job.updated_at + keep_s)):
-                    log.info("deleting %s: the retention of its job ran out", path.name)
-                    path.unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("could not expire %s: %s", path.name, exc)
-
     # ----- main loop -------------------------------------------------------------------------------
     def run(self) -> None:
         log.info("worker %s starting: engine %s, GPUs %s, runtime %s", self.wcfg.name, self.wcfg.docker_url,
@@ -511,14 +502,17 @@ class WorkerDaemon:
         remove_partials(self.engine)
         threading.Thread(target=self.keep_lease_alive, name="lease", daemon=True).start()
         threading.Thread(target=self.follow_image_events, name="image-events", daemon=True).start()
+        self.reaper.start()
+        if self.wcfg.containers_ahead:
+            self.ahead.start()
         try:
             while not self.stop_requested.is_set():
                 self.wake.clear()
                 try:
                     self.cycle()
                     if time.monotonic() - last_sweep > self.wcfg.sweep_interval_s:
-                        self.sweep_orphans()
-                        self.expire_outputs()
+                        sweeps.sweep_orphans(self)
+                        sweeps.expire_outputs(self)
                         self.inputs.sweep(self.store)
                         self.deletions.sweep(self.store, busy=self.runs)
                         last_sweep = time.monotonic()
@@ -541,7 +535,7 @@ class WorkerDaemon:
                     self._failing = True
                 self.wake.wait(self.wcfg.loop_interval_s)
         finally:
-            for unwatch in (self._unwatch, self._unwatch_deleted, self._unwatch_quarantine):
+            for unwatch in (self._unwatch, self._unwatch_deleted, self._unwatch_quarantine, self._unwatch_drain):
                 if unwatch is not None:
                     unwatch()
             self.slots.close()

@@ -25,6 +25,8 @@ class Deletions:
         self.cfg = cfg
         #: Tombstones whose files are removed already (forgotten when the tombstone ends).
         self._done: set[str] = set()
+        #: Deleted jobs whose files wait for their run to let go (swept again when it does).
+        self.waiting: set[str] = set()
 
     def files(self, job_id: str) -> list[Path]:
         """Every file of ``job_id`` on this worker (the names the runner and the transfers use)."""
@@ -39,6 +41,7 @@ class Deletions:
         stones = {s.job_id for s in store.tombstones(self.cfg.name)}
         self._done &= stones
         removed = []
+        self.waiting = stones & set(busy) - self._done
         for job_id in sorted(stones - self._done - set(busy)):
             try:
                 for path in self.files(job_id):

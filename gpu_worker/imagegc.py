@@ -69,6 +69,11 @@ def plan_gc(images: Mapping[str, int], needed: Collection[str], usage: Mapping[s
     return chosen
 
 
+#: The record file is rewritten when an image's last use moves by this much (a restart loses
+#: at most this much of the order in which images were used).
+TOUCH_SAVE_S = 10.0
+
+
 class LoadRecord:
     """The images PINK loaded on this worker and when each was last used, in a JSON file."""
 
@@ -102,8 +107,10 @@ class LoadRecord:
     def touch(self, image_id: str, at: float | None = None) -> None:
         """A job that used ``image_id`` ended: it was used now (only images PINK loaded)."""
         if image_id in self.used:
-            self.used[image_id] = max(self.used[image_id], at or time.time())
-            self._save()
+            before = self.used[image_id]
+            self.used[image_id] = max(before, at or time.time())
+            if self.used[image_id] - before >= TOUCH_SAVE_S:  # not a file write per job
+                self._save()
 
     def keep_only(self, present: Collection[str]) -> None:
         """Forget images no longer in the engine (removed here or by hand)."""

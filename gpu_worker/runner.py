@@ -3,18 +3,18 @@
 Order, as in docker-py and buildbot: load the image (an open file, never bytes) -> create
 ``pink-<job>`` (datasets and the input bound read-only; an input is extracted for its first
 job on this worker) -> start -> follow logs -> wait with the timeout and the disk cap ->
-export through the compressor -> record -> remove the container in ``finally``. Every state
+export through the compressor -> record -> hand the container to the reaper. Every state
 change is a CAS; when one loses, the job was cancelled or marked LOST by someone else, and the
 run stops.
 
 The same code adopts a job after a worker restart: it looks at the container first, so a
-container that has started is never started again. The archive is made by gpu_worker.outputs.
+container that has started is never started again. A run may get its container made ahead
+(gpu_worker.ahead). The archive is made by gpu_worker.outputs.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,51 +34,21 @@ from pink.states import JobState
 from pink.store import Store
 
 from . import gpustats
+from .container import SpecError, ahead_revision, container_name, create_container
 from .export import CHUNK, TRANSIENT_ENGINE_ERRORS, OutputTooLarge, open_for_transfer
-from .inputs import IN_DIR, InputError, Inputs
-from .outputs import export_output, output_mounts
+from .inputs import Inputs
+from .outputs import export_output
 from .preload import Preload
+from .reaper import Reaper, remove_container
 from .untag import without_tags
 
 log = logging.getLogger(__name__)
 
 NEVER_STARTED = "0001-01-01T00:00:00Z"
-#: Where a job's datasets are mounted (read-only, one folder each).
-DATA_DIR = "/data"
-#: The capabilities a job keeps (all others are dropped), Docker's defaults less those batch
-#: work does not need: NET_RAW, NET_BIND_SERVICE (jobs have no network), MKNOD (no devices),
-#: SYS_CHROOT, SETPCAP, SETFCAP (no changing capabilities) and AUDIT_WRITE.
-JOB_CAPABILITIES = (
-    "CHOWN",         # chown files it made: package installs, tar and cp -a keep owners
-    "DAC_OVERRIDE",  # root reads and writes files whatever their mode, as images expect of root
-    "FOWNER",        # chmod and utime on files of other owners (tar, cp -p, pip)
-    "FSETID",        # keep setuid/setgid bits when root changes a file (package installs)
-    "SETUID",        # drop to another user (su, gosu, images that start as root and step down)
-    "SETGID",        # the same for groups
-    "KILL",          # signal its own processes that run as other users (a process supervisor)
-)
-#: Docker's json-file log of a job may grow to this many times worker.max_log_bytes before it
-#: is rotated. Docker stores each line with ~70 bytes of JSON around it and its log follower
-#: loses lines when the file rotates (6 MB of "y" lines kept 2.8 MB with a 100 MB file), so
-#: the file must not rotate before the job printed max_log_bytes: this covers lines of 10
-#: bytes or more on average. Two files are kept: at most 16 x max_log_bytes per container.
-LOG_FILE_FACTOR = 8
-
-
-def host_cpus() -> int:
-    return os.cpu_count() or 1
-
-
-def host_memory_bytes() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 class Abort(Exception):
     """The job left our hands (cancelled, LOST) or failed permanently; stop this run."""
-
-
-def container_name(job_id: str) -> str:
-    return f"pink-{job_id}"
 
 
 @dataclass
@@ -100,6 +70,13 @@ class JobRun:
     fresh: bool = False
     #: The image being loaded while it was uploaded, if any (wait for it instead of loading).
     preload: Preload | None = None
+    #: A container made ahead from the very record this run's claim won with (gpu_worker.ahead):
+    #: it matches the job and never started; the run starts it without looking.
+    ahead: object | None = None
+    #: Removes the container once the job is over (off this run's path).
+    reaper: Reaper | None = None
+    #: The image's size, when the daemon knows it (else the run asks the engine).
+    image_size: int | None = None
     #: Set when this run loaded the image into the engine (the image GC may remove it later).
     loaded_image: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -145,14 +122,13 @@ class JobRun:
     def _main(self) -> None:
         container = None
         try:
-            container = None if self.fresh else self._container()
+            container = self.ahead if self.ahead is not None else None if self.fresh else self._container()
             self.fresh = False  # a resumed run looks again
             if self.job.state is JobState.STARTING:
                 container = self._start(container)
-            if self.job.state is JobState.RUNNING:
-                self._run(container)
+            exited = self.job.state is JobState.RUNNING and self._run(container)
             if self.job.state is JobState.EXPORTING:
-                self._export_and_finish(container)
+                self._export_and_finish(container, exited)
         except Abort as exc:
             log.info("job %s: run stopped: %s", self.job.id, exc)
             self._stop(container)
@@ -208,116 +184,67 @@ class JobRun:
         self.loaded_image = True
 
     def _start(self, container):
-        if container is None:
-            # Create first: the image is usually here already (loaded while it was uploaded, or
-            # a resubmit), and a start is what a short job waits for.
-            try:
-                container = self._create()
-            except docker.errors.ImageNotFound:
-                self._load_image()
-                container = self._create()
-        else:
+        if container is not None and container is not self.ahead:
             container.reload()
-        if container.attrs.get("State", {}).get("StartedAt", NEVER_STARTED) == NEVER_STARTED:
+            if ahead_revision(container) is not None and self._never_started(container):
+                # Made ahead, but from which record is not known here (a restart, or a record
+                # that changed since): it never started, so remove it and create afresh.
+                self._remove_made_ahead(container)
+                container = None
+        if container is None:
+            container = self._create_or_load()
+        started = None
+        if container is self.ahead or self._never_started(container):
             if self.cancel.is_set():
                 raise Abort("cancelled before start")
             try:
                 container.start()
             except docker.errors.APIError as exc:  # e.g. the image's command does not exist
                 raise Abort(self._fail(f"docker could not start the container: {exc.explanation or exc}")) from None
-            container.reload()
+            started = time.time()  # the engine's StartedAt is a moment before: no inspect for it
             log.info("job %s: started container %s", self.job.id, container.short_id)
         else:
             log.info("job %s: adopting container %s that already started", self.job.id, container.short_id)
-        started = _docker_time(container.attrs["State"]["StartedAt"])
-        size = self.engine.api.inspect_image(self.job.image_id).get("Size") or 0  # the image's, not the upload's
+            started = _docker_time(container.attrs["State"]["StartedAt"])
+        size = self.image_size or self.engine.api.inspect_image(self.job.image_id).get("Size") or 0  # not the upload's
         metrics.job_dispatched(self.update(JobState.RUNNING, started_at=started, image_size=int(size)))
         return container
 
-    def _create(self):
-        job = self.job
-        kwargs: dict = dict(
-            name=container_name(job.id),
-            labels={"pink.job": job.id, "pink.user": job.user, "pink.worker": self.cfg.name},
-            environment={**job.env, **self._pink_env()},
-            network_mode=self.cfg.network,
-            privileged=False,
-            security_opt=["no-new-privileges"],
-            cap_drop=["ALL"],
-            cap_add=list(JOB_CAPABILITIES),
-            pids_limit=self.cfg.pids_limit,
-            log_config=docker.types.LogConfig(type="json-file", config={
-                "max-size": str(LOG_FILE_FACTOR * self.cfg.max_log_bytes), "max-file": "2"}),
-            mounts=[docker.types.Mount(target=f"{DATA_DIR}/{name}", source=self._dataset_path(name), type="bind",
-                                       read_only=True) for name in job.datasets] + self._input_mounts()
-            + output_mounts(job.output, lambda: self.engine.images.get(job.image_id).attrs),
-        )
-        # None: the image's own. An empty entrypoint (not None) clears the image's.
-        if job.command is not None:
-            kwargs["command"] = list(job.command)
-        if job.entrypoint is not None:
-            kwargs["entrypoint"] = list(job.entrypoint)
-        if job.workdir:
-            kwargs["working_dir"] = job.workdir
-        if job.cpus:
-            kwargs["nano_cpus"] = int(job.cpus * 1e9)
-        if job.memory_bytes:
-            kwargs["mem_limit"] = kwargs["memswap_limit"] = job.memory_bytes  # no swap on top
-        if job.shm_bytes:
-            kwargs["shm_size"] = job.shm_bytes
-        if job.gpu_indices:
-            kwargs["device_requests"] = [docker.types.DeviceRequest(
-                driver="nvidia", device_ids=[str(i) for i in job.gpu_indices], capabilities=[["gpu"]])]
-            if self.runtime:
-                kwargs["runtime"] = self.runtime
-        # The low-level calls: containers.create() would inspect the new container too, and
-        # nothing needs its details before it has started.
-        api = self.engine.api
-        host_keys = ("network_mode", "privileged", "security_opt", "cap_drop", "cap_add", "pids_limit", "log_config",
-                     "mounts", "nano_cpus", "mem_limit", "memswap_limit", "shm_size", "device_requests", "runtime")
-        host_config = api.create_host_config(**{k: kwargs.pop(k) for k in host_keys if k in kwargs})
-        if job.gpu_indices:
-            # The NVIDIA container toolkit does not support user namespaces: a GPU job keeps the
-            # host's users on a worker whose engine remaps them (README, "Security model").
-            host_config["UsernsMode"] = "host"
-        created = api.create_container(job.image_id, host_config=host_config, **kwargs)
-        return self.engine.containers.prepare_model({"Id": created["Id"], "Name": kwargs["name"]})
+    @staticmethod
+    def _never_started(container) -> bool:
+        return container.attrs.get("State", {}).get("StartedAt", NEVER_STARTED) == NEVER_STARTED
 
-    def _pink_env(self) -> dict[str, str]:
-        """What every job is told (docs/jobs.md); limits of 0 (none) are told as the host's."""
-        job = self.job
-        return {
-            "PINK_JOB_ID": job.id,
-            "PINK_JOB_NAME": job.name,
-            "PINK_USER": job.user,
-            "PINK_WORKER": self.cfg.name,
-            "PINK_GPUS": ",".join(map(str, job.gpu_indices)),
-            "PINK_CPUS": f"{job.cpus or host_cpus():g}",
-            "PINK_MEMORY_BYTES": str(job.memory_bytes or host_memory_bytes()),
-            "PINK_DATA_DIR": DATA_DIR,
-            "PINK_DATASETS": ",".join(job.datasets),
-            "PINK_INPUT_DIR": IN_DIR,
-            **({"PINK_ARRAY_ID": job.array_id, "PINK_ARRAY_INDEX": str(job.array_index),
-                "PINK_ARRAY_SIZE": str(job.array_size)} if job.array_id else {}),
-        }
-
-    def _dataset_path(self, name: str) -> str:
-        path = self.cfg.datasets.get(name, "")
-        if not os.path.isdir(path):
-            raise Abort(self._fail(f"dataset {name} is not on worker {self.cfg.name} any more"))
-        return path
-
-    def _input_mounts(self) -> list[docker.types.Mount]:
-        """The job's input, read-only at /in (extracted first if this is its first job here)."""
-        if not self.job.input:
-            return []
+    def _remove_made_ahead(self, container) -> None:
+        log.info("job %s: removing container %s made ahead; creating it afresh", self.job.id, container.short_id)
         try:
-            folder = self.inputs.folder(self.job.input)
-        except InputError as exc:
-            raise Abort(self._fail(str(exc))) from None
-        return [docker.types.Mount(target=IN_DIR, source=str(folder), type="bind", read_only=True)]
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass  # the reaper or the sweep was first
 
-    def _run(self, container) -> None:
+    def _create_or_load(self):
+        # Create first: the image is usually here already (loaded while it was uploaded, or a
+        # resubmit), and a start is what a short job waits for.
+        try:
+            return self._create()
+        except docker.errors.ImageNotFound:
+            self._load_image()
+            return self._create()
+        except docker.errors.APIError as exc:
+            found = self._container() if exc.status_code == 409 else None
+            if found is None or ahead_revision(found) is None or not self._never_started(found):
+                raise
+            # The name is taken by a container made ahead that is being removed (no longer next).
+            self._remove_made_ahead(found)
+            return self._create()
+
+    def _create(self):
+        try:
+            return create_container(self.engine, self.cfg, self.job, self.runtime, self.inputs)
+        except SpecError as exc:
+            raise Abort(self._fail(str(exc))) from None
+
+    def _run(self, container) -> bool:
+        """Follow the running job to its end (or stop it); whether its container exited."""
         logger = threading.Thread(target=self._copy_logs, args=(container,), daemon=True)
         logger.start()
         exited = threading.Event()
@@ -325,7 +252,7 @@ class JobRun:
 
         def wait() -> None:
             try:
-                result.update(container.wait())
+                result.update(container.wait(), at=time.time())
             except (docker.errors.APIError, requests.RequestException) as exc:
                 result["error"] = exc
             exited.set()
@@ -362,9 +289,12 @@ class JobRun:
         finally:
             stop_watching.set()
         self._wait_for_logs(logger)
-        container.reload()
-        code = container.attrs["State"].get("ExitCode")
-        finished = _docker_time(container.attrs["State"].get("FinishedAt", "")) or time.time()
+        if outcome is JobState.SUCCEEDED and result.get("StatusCode") == 0:
+            code, finished = 0, result["at"]  # the wait told all a success needs: no inspect
+        else:
+            container.reload()
+            code = container.attrs["State"].get("ExitCode")
+            finished = _docker_time(container.attrs["State"].get("FinishedAt", "")) or time.time()
         if outcome is JobState.SUCCEEDED and code != 0:
             outcome = JobState.FAILED
             reason = exit_reason(code, container.attrs["State"].get("OOMKilled", False), self.job.memory_bytes)
@@ -377,6 +307,7 @@ class JobRun:
                 raise Abort(f"job changed under us (now {current.state if current else 'deleted'})")
             moved, self.ended = current, ended
         self.job = moved
+        return exited.is_set()
 
     def _disk_used(self, container) -> int | None:
         """The size of the job's writable layer in bytes (docker's SizeRw), or None when docker
@@ -437,10 +368,10 @@ class JobRun:
             except (docker.errors.APIError, requests.RequestException):
                 log.warning("job %s: log stream ended early", self.job.id)
 
-    def _export_and_finish(self, container) -> None:
+    def _export_and_finish(self, container, exited: bool = False) -> None:
         size, digest, entries = 0, "", ()
         state, reason = JobState(self.job.outcome or JobState.FAILED.value), self.job.reason
-        if container is not None:  # adopted while a cancel waited: stop it first, as _run would
+        if container is not None and not exited:  # adopted while a cancel waited: stop it first
             container.reload()
             if container.attrs.get("State", {}).get("Running"):
                 container.stop(timeout=int(self.cfg.stop_grace_s))
@@ -484,12 +415,10 @@ class JobRun:
             if not self.job.state.terminal:
                 return
         if container is not None:
-            try:
-                container.remove(force=True, v=True)  # with a path: mode's volume
-            except (docker.errors.APIError, *TRANSIENT_ENGINE_ERRORS) as exc:
-                # Gone or being removed already (a race), or the engine is away: the daemon's
-                # sweep removes containers of finished jobs later.
-                log.info("job %s: container not removed now: %s", self.job.id, exc)
+            if self.reaper is not None:
+                self.reaper.remove(container, f"job {self.job.id}")
+            else:
+                remove_container(container, f"job {self.job.id}")
         if not self.job.array_id:
             self.inbox_file.unlink(missing_ok=True)
         if not self.job.output_bytes:

@@ -134,6 +134,9 @@ class WorkerConfig:
     #: Jobs whose start or wait the engine keeps failing are resumed this long, then failed.
     engine_grace_s: float = 600.0
     max_parallel_jobs: int = 4
+    #: Containers created (not started) for the CPU-only jobs next in the queue while the
+    #: slots are busy, so a freed slot only starts one (gpu_worker.ahead); 0 = off.
+    containers_ahead: int = 4
     #: How often to remove containers and inbox files of jobs that are over.
     sweep_interval_s: float = 60.0
     #: Output archives and logs are deleted this many days after their job ended (0 = kept).
@@ -200,8 +203,8 @@ class WorkerConfig:
 
     def check_resources(self) -> None:
         """Per-job resources, caps and datasets: sizes that parse, defaults within the maxima."""
-        for key, low in (("max_parallel_jobs", 1), ("pids_limit", 16), ("max_log_bytes", 64 << 10),
-                         ("max_output_bytes", 1 << 20)):
+        for key, low in (("max_parallel_jobs", 1), ("containers_ahead", 0), ("pids_limit", 16),
+                         ("max_log_bytes", 64 << 10), ("max_output_bytes", 1 << 20)):
             if getattr(self, key) < low:
                 raise ConfigError(f"worker.{key} ({getattr(self, key)}) must be at least {low}")
         if self.max_disk_bytes < 0 or 0 < self.max_disk_bytes < MIN_DISK_BYTES:

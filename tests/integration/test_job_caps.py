@@ -13,7 +13,7 @@ import docker
 import pytest
 
 import pink_dev as dev
-from gpu_worker.runner import JOB_CAPABILITIES, LOG_FILE_FACTOR, host_memory_bytes
+from gpu_worker.container import JOB_CAPABILITIES, LOG_FILE_FACTOR, host_memory_bytes
 
 from tests.helpers import TERMINAL, submit, submit_spec, wait_state
 

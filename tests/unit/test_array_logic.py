@@ -279,7 +279,7 @@ def test_two_worker_daemons_start_no_more_of_an_array_than_its_limit(cluster, tm
         daemon = WorkerDaemon(cfg, store=cluster.store)
         daemon.lease.id = cluster.leases[name]
         # Launching a run is the runner's part: record the claimed job as a run, as _launch does.
-        monkeypatch.setattr(daemon, "_launch", lambda job, fresh=False, d=daemon: d.runs.__setitem__(
+        monkeypatch.setattr(daemon, "_launch", lambda job, fresh=False, ahead=None, d=daemon: d.runs.__setitem__(
             job.id, SimpleNamespace(job=job, gpu_indices=job.gpu_indices)))
         daemons[name] = daemon
     spec = JobSpec.parse({"image": IMG, "array": "0-5%2"}, ROOT)

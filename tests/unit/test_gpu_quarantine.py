@@ -31,7 +31,7 @@ def make_daemon(cluster, tmp_path, monkeypatch, host):
     daemon.gpus = list(GPUS)
     daemon.host_cpus, daemon.host_memory = 64, 256 << 30  # room for both jobs, whatever this host has
     daemon.health = GpuHealth(daemon.gpus, runner=host, xid_source="")
-    monkeypatch.setattr(daemon, "_launch", lambda job, fresh=False: daemon.runs.__setitem__(
+    monkeypatch.setattr(daemon, "_launch", lambda job, fresh=False, ahead=None: daemon.runs.__setitem__(
         job.id, SimpleNamespace(job=job, gpu_indices=job.gpu_indices)))
     return daemon
 
