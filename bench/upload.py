@@ -26,7 +26,8 @@ def run(s: h.Session) -> None:
         pu, bu = h.median(r["upload_s"] for r in pinks), h.median(r["upload_s"] for r in hands)
         ratio = bu / pu
         s.rows.append(Row(
-            "upload", f"{h.human_size(img.size)} {key} image: CLI → nginx → gunicorn → SSH → inbox, MB/s (median)",
+            "upload",
+            f"{h.human_size(img.size)} {key} image: CLI → nginx → gunicorn → SSH → inbox, MB/s (median)",
             f"{img.size / pu / MB:.0f} ({pu:.2f} s)",
             f"{img.size / bu / MB:.0f} ({bu:.2f} s) `ssh 'cat > f'`, {s.ssh_cipher}",
             f"{ratio:.2f}×", "≥ 0.9×", h.verdict(ratio >= 0.9)))
