@@ -13,14 +13,16 @@ machine, the load and the versions, to bench/RESULTS.md (``--results``; not by `
 unless given). Per-run numbers go to ``<workdir>/last-run.json``.
 
 Benchmarks (``--only``), one module each, in the order they run:
-  upload    image tarball (incompressible layer) CLI -> nginx -> gunicorn -> SSH -> worker inbox,
-            vs ``ssh worker 'cat > f'``; web server peak RSS, also for ``--rss-size``
+  upload    image tarball CLI -> nginx -> gunicorn -> SSH -> worker inbox, vs ``ssh worker
+            'cat > f'``, and CPU seconds per GiB by hop; web server peak RSS, also for ``--rss-size``.
+            upload, e2e and download run on the ``--image`` images side by side: ``--size`` of
+            random blobs, and a realistic Debian image (bench/realimage.py; not with --smoke)
   e2e       submit -> archive ready, vs ssh cat + docker load + docker run + docker export | zstd
             (shares its runs with upload: the by-hand upload is its first step)
   resubmit  same image again: bytes the CLI sends, submit -> RUNNING; then an image that only
             adds a top layer to one the worker holds: bytes sent (thin archive)
-  download  the output archive of an e2e job (about ``--size``) with the CLI via nginx, vs
-            ``ssh worker cat``
+  download  the output archive of an e2e job of each image with the CLI via nginx, vs
+            ``ssh worker cat``, and CPU seconds per GiB by hop
   dispatch  ``--jobs`` short jobs on a cached image back to back until all ended, vs a
             ``docker run --rm`` loop with the worker's parallelism and vs Slurm (default and
             tuned); then ``--paced`` jobs one at a time for submit -> start p50/p95
@@ -127,7 +129,8 @@ def report(s: h.Session, load_before: str) -> str:
            f"`{cmd.strip()}` — {time.monotonic() - s.t_start:.0f} s; sizes: image "
            f"{h.human_size(a.size)}, top layer {h.human_size(a.top_size)}, RSS check "
            f"{h.human_size(a.rss_size) if a.rss_size else 'off'}, input {h.human_size(a.input_size)}, "
-           f"{a.jobs} dispatch jobs, "
+           f"{a.jobs} dispatch jobs, upload/e2e/download images: "
+           f"{', '.join(f'{k} {h.human_size(i.size)}' for k, i in s.e2e_images.items()) or '-'}, "
            f"{a.paced} one at a time, reps {a.reps}, dispatch rounds {a.rounds}.",
            "",
            f"Machine: {machine['cpu']}, {machine['memory']}, kernel {machine['kernel']}; load average "
@@ -152,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss-size", default="4G", help="second upload size for the RSS check (0: skip)")
     p.add_argument("--layers", type=int, default=1,
                    help="split the --size image into this many layers (a multi-layer upload/e2e)")
+    p.add_argument("--image", choices=("blob", "debian", "both"), default="both",
+                   help="upload/e2e/download on the --size image of random blobs (3 layers), on a "
+                        "realistic Debian image (debootstrap + 6 layers, 1.6 GB, built once: "
+                        "bench/realimage.py), or both side by side (smoke: blob)")
     p.add_argument("--top-size", default="1M", help="size of the extra top layer for the thin-archive case")
     p.add_argument("--input-size", default="500M", help="inputs: size of the input folder")
     p.add_argument("--jobs", type=int, default=200, help="dispatch: jobs submitted back to back")
@@ -176,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         args.size, args.rss_size, args.top_size, args.input_size = "8M", "0", "64K", "256K"
         args.jobs, args.paced, args.reps, args.rounds = 6, 3, 1, 1
         args.etcd_jobs, args.etcd_idle = 3, 3.0
+        args.image = "blob"
         if args.slurm == "auto":
             args.slurm = "off"
         if args.workdir == p.get_default("workdir"):
@@ -183,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args.size, args.top_size = h.parse_size(args.size), h.parse_size(args.top_size)
     args.input_size = h.parse_size(args.input_size)
     args.rss_size = h.parse_size(args.rss_size) if args.rss_size not in ("0", "") else 0
-    only = [b.strip() for b in args.only.split(",") if b.strip()]
+    only = args.only_list = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = set(only) - set(BENCHES)
     if unknown:
         p.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(BENCHES)}")

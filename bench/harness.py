@@ -31,6 +31,7 @@ import pink_dev as dev
 from pink.states import TERMINAL
 
 from .images import Blob, BuiltImage, cached_image
+from .realimage import realistic_image
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1e6
@@ -115,17 +116,40 @@ def verdict(ok: bool | None) -> str:
     return "-" if ok is None else ("yes" if ok else "**no**")
 
 
-def cpu_note(size: int, pink: list[dict[str, float]], baseline: list[dict[str, float]]) -> str:
-    """CPU seconds per GiB by process, PINK against `ssh`, as a sentence for the notes."""
-    gib = size / 2**30
+#: The hops of an upload or download (keys of :meth:`Session.pink_trees`, and "client"), each
+#: with what it counts, and the baseline's process that does the same work.
+PINK_HOPS = (("client", "client: `pink` CLI / `ssh`", "client"), ("nginx", "nginx (TLS)", None),
+             ("web", "web server: gunicorn + the `ssh` it runs", None),
+             ("worker sshd", "worker sshd + what it runs / sshd + `cat`", "sshd"))
+#: The rest of the cluster, in its own row and not in the total: nothing of the transfer runs
+#: there, but the worker starts loading an upload while its bytes arrive. With the hops, these
+#: trees cover every process of the cluster.
+REST = ("worker daemon", "engine", "etcd")
 
-    def split(runs: list[dict[str, float]]) -> str:
-        per = {k: median(r[k] for r in runs) / gib for k in runs[0]}
-        return f"{sum(per.values()):.1f} (" + ", ".join(f"{k} {v:.1f}" for k, v in per.items()) + ")"
 
-    return (f"CPU, seconds per GiB (medians; when every process shares 2 cores, throughput follows "
-            f"the total): PINK {split(pink)}, `ssh` {split(baseline)}. PINK's CLI and the `ssh` "
-            "client count as 'client'.")
+def cpu_rows(bench: str, sizes: dict[str, int], pink: dict[str, list[dict[str, float]]],
+             baseline: dict[str, list[dict[str, float]]], target: float) -> list[Row]:
+    """CPU seconds per GiB by hop (medians), PINK against `ssh`: one row per hop, the total of
+    the hops, and the rest of the cluster; the images (keys of ``sizes``) side by side."""
+    def per_gib(runs: dict[str, list[dict[str, float]]], key: str, procs: tuple[str, ...]) -> float:
+        return median(sum(r.get(p, 0.0) for p in procs) for r in runs[key]) / (sizes[key] / 2**30)
+
+    def cells(values: list[float], fmt: str = "{:.2f}") -> str:
+        return " · ".join(fmt.format(v) for v in values)
+
+    images = " · ".join(f"{human_size(n)} {key}" for key, n in sizes.items())
+    rows = [Row(bench, f"CPU s/GiB ({images}), {what}", cells([per_gib(pink, k, (hop,)) for k in sizes]),
+                cells([per_gib(baseline, k, (base,)) for k in sizes]) if base else "-")
+            for hop, what, base in PINK_HOPS]
+    totals = [per_gib(pink, k, tuple(hop for hop, _, _ in PINK_HOPS)) for k in sizes]
+    base_totals = [per_gib(baseline, k, ("client", "sshd")) for k in sizes]
+    ratios = [p / b for p, b in zip(totals, base_totals)]
+    rows.append(Row(bench, f"CPU s/GiB ({images}), all hops (medians of per-run sums; on 2 shared "
+                           "cores throughput follows the total)", cells(totals), cells(base_totals) + " `ssh`",
+                    cells(ratios, "{:.2f}×"), f"≤ {target}×", verdict(max(ratios) <= target)))
+    rows.append(Row(bench, f"CPU s/GiB ({images}), not a hop: rest of the cluster (worker daemon, "
+                           "its engine, etcd)", cells([per_gib(pink, k, REST) for k in sizes])))
+    return rows
 
 
 # ------------------------------------------------------------------------------- memory
@@ -328,7 +352,10 @@ class Session:
         self.cluster: dev.LocalCluster | None = None
         self.sshd: PlainSshd | None = None
         self.relay: CountingRelay | None = None
-        self.last_e2e_job: dict | None = None
+        #: The images upload, e2e and download run on, by name ("blob", "debian"; --image).
+        self.e2e_images: dict[str, BuiltImage] = {}
+        #: The last end-to-end job of each of those images (download fetches its archive).
+        self.last_e2e_job: dict[str, dict] = {}
         self.t_start = time.monotonic()
         self.spies: list[subprocess.Popen] = []
 
@@ -352,8 +379,12 @@ class Session:
         self.img_b = cached_image(images, "b", [*base, Blob("pink-bench-top-b", a.top_size, "top/blob")],
                                   uptime, "pinkbench-b:1")
         self.img_d = cached_image(images, "d", ["busybox"], uptime, "pinkbench-d:1")
-        self.log("images: " + ", ".join(f"{img.path.name} {human_size(img.size)}"
-                                        for img in (self.img_a, self.img_b, self.img_d)))
+        if a.image in ("blob", "both"):
+            self.e2e_images["blob"] = self.img_a
+        if a.image in ("debian", "both") and {"upload", "e2e", "download"} & set(a.only_list):
+            self.e2e_images["debian"] = realistic_image(images, self.log)
+        held = dict.fromkeys((self.img_a, self.img_b, self.img_d, *self.e2e_images.values()))
+        self.log("images: " + ", ".join(f"{img.path.name} {human_size(img.size)}" for img in held))
         self.log("starting the cluster (etcd, sshd + gate, worker, gunicorn, nginx)")
         # The worker gets a docker engine of its own: the system one is shared with other
         # people's tests, whose images and containers would come and go under the benchmark.
@@ -375,7 +406,7 @@ class Session:
         assert nginx is not None
         self.relay = CountingRelay((nginx.host, nginx.https_port))
         # Nothing from an earlier run may make an image look held.
-        for img in (self.img_a, self.img_b, self.img_d):
+        for img in held:
             self.forget(img, wait=False)
         self.log(f"cluster up at {self.cluster.url}; baseline ssh cipher {self.ssh_cipher}")
         if a.profile:
@@ -486,7 +517,12 @@ class Session:
         return rss_children(master) or [master]
 
     def pink_trees(self) -> dict[str, int]:
-        """The processes an upload or download goes through (the CLI is counted as our child)."""
+        """Every process of the cluster by hop: those an upload or download goes through (the CLI
+        is counted as our child), and the rest (worker daemon, its engine, etcd), to show that
+        they do nothing meanwhile: together they cover everything the cluster runs."""
         assert self.cluster is not None and self.cluster.nginx is not None
-        return {"nginx": self.cluster.nginx.pid, "web": self.cluster.web[0].pid,
-                "worker sshd": self.worker.sshd.pid}
+        trees = {"nginx": self.cluster.nginx.pid, "web": self.cluster.web[0].pid,
+                 "worker sshd": self.worker.sshd.pid, "worker daemon": self.worker.daemon.pid,
+                 "engine": self.worker.dockerd.pid if self.worker.dockerd else None,
+                 "etcd": self.cluster.etcd.members[0].pid if self.cluster.etcd else None}
+        return {k: p for k, p in trees.items() if p}

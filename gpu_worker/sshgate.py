@@ -13,7 +13,9 @@ Web servers reach a worker as a non-root account whose key may only do these thi
 Anything else is refused. The command is split with :mod:`shlex` and run with an argument
 list (no shell), and every path must be a file directly inside the inbox or outbox whose name
 is one of those above and that is not a symbolic link, so nothing a user typed can reach a
-shell or leave those folders.
+shell or leave those folders. ``tail`` is not run: the gate sends the same bytes itself with
+``sendfile(2)`` (:func:`send_tail`), page cache to pipe with no copy through user space, where
+GNU tail reads 8 KiB and writes 4 KiB at a time (a quarter of a million writes per GiB).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ JOB_TAR = re.compile(r"[0-9a-f]{20}\.tar")
 OUTBOX_FILE = re.compile(r"[0-9a-f]{20}\.(tar\.zst|tar\.gz|tar|log)")
 INPUT_PART = re.compile(r"input-[0-9a-f]{20}\.part")
 INPUT_TAR = re.compile(r"input-[0-9a-f]{64}\.tar")
+#: Bytes per sendfile(2) call when serving a read (``tail``).
+SEND_BYTES = 1 << 20
 
 
 def _file_in(path: str, folder: str, *names: re.Pattern[str]) -> str | None:
@@ -62,6 +66,25 @@ def allowed_argv(command: str, inbox: str, outbox: str) -> list[str] | None:
     return None
 
 
+def send_tail(path: str, offset: int, out: int = 1) -> int:
+    """What ``tail -c +<offset + 1> path`` writes to ``out``, sent with sendfile(2); the exit
+    status tail would have (1, with a message on stderr, when the file cannot be read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        sys.stderr.write(f"pink-ssh-gate: cannot open {path!r} for reading: {exc.strerror}\n")
+        return 1
+    try:
+        while sent := os.sendfile(out, fd, offset, SEND_BYTES):
+            offset += sent
+    except OSError as exc:
+        sys.stderr.write(f"pink-ssh-gate: error reading {path!r}: {exc.strerror}\n")
+        return 1
+    finally:
+        os.close(fd)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inbox", required=True)
@@ -72,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     if run is None:
         sys.stderr.write(f"pink-ssh-gate: refused command {command!r}\n")
         return 126
+    if run[0] == "tail":
+        return send_tail(run[-1], int(run[2]) - 1)
     os.execvp(run[0], run)
     return 127  # not reached
 

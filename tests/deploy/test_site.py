@@ -78,7 +78,7 @@ def test_transfer_account_only_runs_the_gate(deployment: Deployment) -> None:
     refused = fleet.exec(web, *ssh, "id", timeout=60)
     assert refused.returncode == 126 and "refused command" in refused.stderr, refused
     allowed = fleet.exec(web, *ssh, "tail -c +1 /var/lib/pink/outbox/00000000000000000000.log", timeout=60)
-    assert "No such file" in allowed.stderr, allowed  # the gate ran tail: reached, file absent
+    assert "No such file" in allowed.stderr, allowed  # the gate served the read (tail): reached, file absent
 
 
 def _run_job(deployment: Deployment, image: Path, tag: str) -> None:
