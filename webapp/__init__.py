@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from pink import config as pink_config
+from pink import __version__, config as pink_config
 from pink.fairshare import FairShare
 from pink.lease import Lease
 from pink.store import Store
@@ -77,7 +77,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     @app.get("/healthz")
     def healthz():
-        return {"ok": True}
+        return {"ok": True, "version": __version__}
 
     if app.config["JANITOR"]:
         janitor.start(app)

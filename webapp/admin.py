@@ -143,8 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "quota":
             _quota(store, cfg.scheduling, args)
         else:
-            store.set_drained(args.worker, args.cmd == "drain")
-            print(f"worker {args.worker} {args.cmd}ed")
+            drain = args.cmd == "drain"
+            if store.is_drained(args.worker) == drain:
+                print(f"worker {args.worker} was {args.cmd}ed already")
+            else:
+                store.set_drained(args.worker, drain)
+                print(f"worker {args.worker} {args.cmd}ed")
     except (PinkError, ValueError) as exc:
         print(f"pink-admin: {exc}", file=sys.stderr)
         return 1

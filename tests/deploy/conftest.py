@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import requests
 
 from deploy_fleet import CACHE_DIR, REPO_ROOT, Fleet, build_image
 from deploy_harness import TIMINGS, Deployment, run_playbook, source_snapshot
@@ -58,6 +59,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                   f"remove with: python tests/deploy/deploy_fleet.py down --dir {fleet.workdir}")
         else:
             fleet.down()
+
+
+@pytest.fixture(scope="module")
+def api(deployment: Deployment) -> Iterator[requests.Session]:
+    """An HTTP session through nginx, logged in as the admin."""
+    login = deployment.login()
+    assert login.returncode == 0, login.stdout + login.stderr
+    with deployment.api() as session:
+        yield session
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest's hook

@@ -272,7 +272,7 @@ class Fleet:
         if nets:
             docker("network", "rm", *nets, check=False)
 
-    def up(self, image: str, ready_timeout: float = 120.0) -> "Fleet":
+    def up(self, image: str, ready_timeout: float = 300.0) -> "Fleet":
         self.down()
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.key.exists():

@@ -11,11 +11,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import requests
 
 from deploy_fleet import REPO_ROOT, Fleet
 
+import pink_dev as dev
+
+T = TypeVar("T")
 VENV_BIN = Path(sys.executable).parent
 #: Seconds, by phase, shown in the terminal summary (for the README and the issue note).
 TIMINGS: dict[str, float] = {}
@@ -130,3 +134,27 @@ def source_snapshot(dest: Path) -> Path:
     for name in ("pyproject.toml", "requirements.txt"):
         shutil.copy2(REPO_ROOT / name, dest / name)
     return dest
+
+
+def wait_for(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
+    """``dev.wait_until``, asking every half second by default (a probe that fails counts as
+    "not yet": the load balancer may be between two web servers)."""
+    return dev.wait_until(probe, timeout, what, interval=interval)
+
+
+def job_of(api: requests.Session, url: str, job_id: str) -> dict:
+    r = api.get(f"{url}/api/v1/jobs/{job_id}", timeout=30)
+    r.raise_for_status()
+    return r.json()["job"]
+
+
+def submit(deployment: Deployment, name: str, script: str) -> str:
+    image = deployment.sample_image(name, script)
+    run = deployment.cli("submit", str(image), "-o", "json")
+    assert run.returncode == 0, run.stdout + run.stderr
+    return json.loads(run.stdout)["id"]
+
+
+def wait_state(api: requests.Session, url: str, job_id: str, states: set[str], timeout: float) -> dict:
+    return wait_for(lambda: (job := job_of(api, url, job_id))["state"] in states and job, timeout,
+                    f"job {job_id} to reach {sorted(states)}")

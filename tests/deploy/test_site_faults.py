@@ -12,54 +12,18 @@ import json
 import socket
 import ssl
 import time
-from typing import Callable, Iterator, TypeVar
 
 import pytest
-import requests
 
-from deploy_harness import TIMINGS, Deployment
+from deploy_harness import TIMINGS, Deployment, job_of, submit, wait_for, wait_state
 
-import pink_dev as dev
 from tests.helpers import TERMINAL
 
 pytestmark = pytest.mark.deploy
 
-T = TypeVar("T")
 #: From `docker stop` (systemd's shutdown included): worker lease TTL (10 s) + janitor sweep
 #: (5 s) + one failed etcd call (5 s) + slack.
 LOST_WITHIN_S = 45.0
-
-
-def wait_for(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
-    """``dev.wait_until``, asking every half second by default (a probe that fails counts as
-    "not yet": the load balancer may be between two web servers)."""
-    return dev.wait_until(probe, timeout, what, interval=interval)
-
-
-@pytest.fixture(scope="module")
-def api(deployment: Deployment) -> Iterator[requests.Session]:
-    login = deployment.login()
-    assert login.returncode == 0, login.stdout + login.stderr
-    with deployment.api() as session:
-        yield session
-
-
-def job_of(api: requests.Session, url: str, job_id: str) -> dict:
-    r = api.get(f"{url}/api/v1/jobs/{job_id}", timeout=30)
-    r.raise_for_status()
-    return r.json()["job"]
-
-
-def submit(deployment: Deployment, name: str, script: str) -> str:
-    image = deployment.sample_image(name, script)
-    run = deployment.cli("submit", str(image), "-o", "json")
-    assert run.returncode == 0, run.stdout + run.stderr
-    return json.loads(run.stdout)["id"]
-
-
-def wait_state(api: requests.Session, url: str, job_id: str, states: set[str], timeout: float) -> dict:
-    return wait_for(lambda: (job := job_of(api, url, job_id))["state"] in states and job, timeout,
-                    f"job {job_id} to reach {sorted(states)}")
 
 
 def containers(deployment: Deployment, worker: str, job_id: str) -> list[str]:
