@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import platform
 import random
-import statistics
 import time
 
 from pink.eta import MAX_STEPS
@@ -16,21 +15,13 @@ from pink.queueplan import Capacity, Running, plan_queue
 from pink.states import JobState
 from pink.store import QueueEntry
 
+from .harness import time_ms
+
 
 def _queue(n: int, rng: random.Random) -> list[QueueEntry]:
     return [QueueEntry(f"j{i:06d}", f"user{rng.randrange(20)}", JobState.QUEUED, rng.choice((0, 1, 1, 2, 4)),
                        rng.choice((600, 3600, 7200)), 0, float(i), cpus=rng.choice((0, 2, 4)),
                        memory_bytes=rng.choice((0, 8 << 30))) for i in range(n)]
-
-
-def _ms(fn, repeat: int) -> tuple[float, float]:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    times.sort()
-    return statistics.median(times), times[int(0.99 * (len(times) - 1))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| ---: | ---: | ---: | ---: |")
     for n in (int(s) for s in args.sizes.split(",")):
         queue = _queue(n, rng)
-        plain = _ms(lambda: plan_queue(queue, running, capacity), args.repeat)
-        eta = _ms(lambda: plan_queue(queue, running, capacity, estimate_from=now), args.repeat)
+        plain = time_ms(lambda: plan_queue(queue, running, capacity), args.repeat)
+        eta = time_ms(lambda: plan_queue(queue, running, capacity, estimate_from=now), args.repeat)
         print(f"| {n:,} | {plain[0]:.2f} / {plain[1]:.2f} | {eta[0]:.2f} / {eta[1]:.2f} | {eta[0] / plain[0]:.0f}× |")
     return 0
 

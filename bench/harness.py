@@ -60,6 +60,17 @@ def median(values: Iterable[float]) -> float:
     return statistics.median(vals) if vals else float("nan")
 
 
+def time_ms(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """Median and p99 of ``repeat`` calls of ``fn``, in milliseconds."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return statistics.median(times), times[int(0.99 * (len(times) - 1))]
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     vals = sorted(v for v in values if v is not None)
     if not vals:

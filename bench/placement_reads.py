@@ -11,7 +11,6 @@ jobs). Run: ``python -m bench.placement_reads``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 
@@ -22,22 +21,14 @@ from pink.states import JobState
 from pink.queues import QueueEntry, QueueMirror
 from pink.store import Store
 
+from .harness import time_ms
+
 
 def _fill(store: Store, workers: int, total: int, have: int) -> None:
     for i in range(have, total):
         entry = QueueEntry(new_job_id(), f"user{i % 50}", JobState.QUEUED, i % 2, 3600, 0, time.time())
         store.etcd.call(lambda c, e=entry, w=i % workers: c.put(store.queue_key(f"w{w}", e.job_id), e.to_json()),
                         "fill")
-
-
-def _ms(fn, repeat: int) -> tuple[float, float]:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    times.sort()
-    return statistics.median(times), times[int(0.99 * (len(times) - 1))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         for n in (int(s) for s in args.sizes.split(",")):
             _fill(store, args.workers, n, have)
             have = n
-            whole = _ms(store.all_queues, args.repeat)
-            one = _ms(lambda: store.queue("w0"), args.repeat)
-            head = _ms(lambda: QueueMirror(store)._head(), args.repeat)
+            whole = time_ms(store.all_queues, args.repeat)
+            one = time_ms(lambda: store.queue("w0"), args.repeat)
+            head = time_ms(lambda: QueueMirror(store)._head(), args.repeat)
             print(f"{n:>8} {whole[0]:>10.1f} / {whole[1]:<7.1f} {one[0]:>8.1f} / {one[1]:<7.1f} "
                   f"{head[0]:>8.1f} / {head[1]:<7.1f}")
     return 0
