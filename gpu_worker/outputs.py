@@ -56,6 +56,14 @@ def remapped_root(attrs: dict) -> tuple[int, int]:
     return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
 
+def _inspected(container) -> dict:
+    """``container``'s ``docker inspect``; a container object made without one
+    (gpu_worker.container creates without inspecting) is inspected now."""
+    if "GraphDriver" not in container.attrs:
+        container.reload()
+    return container.attrs
+
+
 class ChunkReader(io.RawIOBase):
     """A readable file over an iterator of byte chunks (docker-py's archive streams)."""
 
@@ -191,7 +199,7 @@ def deleted_list(paths: list[str]) -> bytes:
 def write_changes(container, sink: BinaryIO, entries: Entries) -> None:
     """The ``changes`` archive of ``container`` as an uncompressed tar into ``sink``."""
     reads, deleted = plan_changes(container.diff())
-    root = remapped_root(container.attrs)
+    root = remapped_root(_inspected(container))
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as out:
         for path, wanted in group_reads(reads):
             copy_path(container, path, out, entries, wanted, root)
@@ -206,7 +214,7 @@ def write_changes(container, sink: BinaryIO, entries: Entries) -> None:
 def write_dir(container, folder: str, sink: BinaryIO, entries: Entries) -> None:
     """The ``path:`` archive: ``folder`` of ``container``, as an uncompressed tar into ``sink``."""
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as out:
-        copy_path(container, folder, out, entries, root=remapped_root(container.attrs))
+        copy_path(container, folder, out, entries, root=remapped_root(_inspected(container)))
 
 
 def output_mounts(mode: str, image: Callable[[], dict]) -> list[docker.types.Mount]:
