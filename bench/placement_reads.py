@@ -2,7 +2,7 @@
 
 Placement (webapp.jobs.submit) read every worker's queue (``Store.all_queues``: one range over
 ``queue/``) to weigh workers and to count the user's waiting jobs; it now reads its process's
-mirror of ``queue/`` after checking etcd's newest queue key (pink.queues). This measures those
+mirror of ``queue/`` after putting its marker key (pink.queues). This measures those
 reads on a real single-member etcd holding N queue entries spread over W workers (the entries
 are written directly, as create_job writes them: the control plane's reads are measured, not
 jobs). Run: ``python -m bench.placement_reads``.
@@ -18,7 +18,7 @@ import pink_dev as dev
 from pink.config import EtcdConfig
 from pink.model import new_job_id
 from pink.states import JobState
-from pink.queues import QueueEntry, QueueMirror
+from pink.queues import QueueEntry
 from pink.store import Store
 
 from .harness import time_ms
@@ -40,14 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, dev.EtcdCluster(1, tmp) as etcd:
         store = Store(EtcdConfig(endpoints=tuple(etcd.endpoints), prefix="/bench"))
         print(f"real etcd, {args.workers} workers; ms per call, median / p99 of {args.repeat}")
-        print(f"{'queued':>8} {'all_queues (today)':>20} {'one worker queue':>18} {'newest key (mirror)':>19}")
+        print(f"{'queued':>8} {'all_queues (today)':>20} {'one worker queue':>18} {'marker put (mirror)':>19}")
         have = 0
         for n in (int(s) for s in args.sizes.split(",")):
             _fill(store, args.workers, n, have)
             have = n
             whole = time_ms(store.all_queues, args.repeat)
             one = time_ms(lambda: store.queue("w0"), args.repeat)
-            head = time_ms(lambda: QueueMirror(store)._head(), args.repeat)
+            head = time_ms(store.queue_mirror._mark, args.repeat)
             print(f"{n:>8} {whole[0]:>10.1f} / {whole[1]:<7.1f} {one[0]:>8.1f} / {one[1]:<7.1f} "
                   f"{head[0]:>8.1f} / {head[1]:<7.1f}")
     return 0

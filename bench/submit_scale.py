@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 _put(ways[n]["mirror"], f"w{i % args.workers}", _entry(i))
             ways[n]["mirror"].queue_load()  # starts the watch
             dev.wait_until(lambda: ways[n]["mirror"].queue_mirror._listed, 120, "the mirror's listing")
+        listing_reads = {n: ways[n]["mirror"].queue_mirror.fallbacks for n in sizes}  # before the listing
         print(f"real etcd, {args.workers} workers, webapp.jobs.submit of a held image (no upload), "
               f"each after one change by another writer; sizes and ways alternate; ms per submission, "
               f"median / p99 of {args.repeat} (full read: of {args.full_read})")
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                     times[(n, way)].append((time.perf_counter() - t0) * 1000)
         for n in sizes:
             m, f = _stats(times[(n, "mirror")]), _stats(times[(n, "full read")])
-            fallbacks = ways[n]["mirror"].queue_mirror.fallbacks - 1  # the first read, before the listing
+            fallbacks = ways[n]["mirror"].queue_mirror.fallbacks - listing_reads[n]
             print(f"{n:>8} {m[0]:>8.1f} / {m[1]:<7.1f} {f[0]:>9.1f} / {f[1]:<8.1f} {fallbacks:>10} of {args.repeat}")
         base, top = _stats(times[(sizes[0], "mirror")]), _stats(times[(sizes[-1], "mirror")])
         print(f"mirror p99 at {sizes[-1]} / at {sizes[0]}: {top[1] / base[1]:.2f}x (target <= 2x); "

@@ -118,9 +118,9 @@ class EtcdClient:
     def watch_prefix(self, prefix: str, on_event: Callable[[], None]) -> "PrefixWatch":
         return PrefixWatch(self, prefix, on_event)
 
-    def list_and_watch(self, prefix: str, on_list: Callable[[list, int], None],
+    def list_and_watch(self, start: str, prefix: str, on_list: Callable[[list, int], None],
                        on_events: Callable[[list], None]) -> "ListWatch":
-        return ListWatch(self, prefix, on_list, on_events)
+        return ListWatch(self, start, prefix, on_list, on_events)
 
     def close(self) -> None:
         with self._lock:
@@ -194,23 +194,24 @@ class PrefixWatch:
 
 
 class ListWatch(PrefixWatch):
-    """Lists ``prefix`` (``on_list(kvs, revision)``), then hands every change after that listing
-    to ``on_events(events)`` in order, one response (whole revisions) at a time. After a
-    reconnect, or when etcd has compacted away the revisions it would resume from, it lists
-    again: ``on_list`` replaces whatever was built from the events before."""
+    """Lists the keys from ``start`` to the end of ``prefix`` (``on_list(kvs, revision)``), then
+    hands every change to them after that listing to ``on_events(events)`` in order, one response
+    (whole revisions) at a time. After a reconnect, or when etcd has compacted away the revisions
+    it would resume from, it lists again: ``on_list`` replaces whatever was built from the events
+    before. ``start`` is ``prefix`` itself or a key before it (with nothing else in between)."""
 
-    def __init__(self, etcd: EtcdClient, prefix: str, on_list: Callable[[list, int], None],
+    def __init__(self, etcd: EtcdClient, start: str, prefix: str, on_list: Callable[[list, int], None],
                  on_events: Callable[[list], None]) -> None:
+        self._start = start.encode()
         self._on_list = on_list
         self._on_events = on_events
         super().__init__(etcd, prefix, lambda: None)
 
     def _create_request(self, client: etcd3.Etcd3Client) -> etcdrpc.WatchCreateRequest:
-        listing = client.get_prefix_response(self._key)
+        end = etcd3.utils.increment_last_byte(self._key)
+        listing = client.get_range_response(self._start, end)
         self._on_list(list(listing.kvs), listing.header.revision)
-        create = super()._create_request(client)
-        create.start_revision = listing.header.revision + 1
-        return create
+        return etcdrpc.WatchCreateRequest(key=self._start, range_end=end, start_revision=listing.header.revision + 1)
 
     def _handle(self, response: etcdrpc.WatchResponse, first: bool) -> bool:
         if response.canceled or response.compact_revision:

@@ -3,8 +3,8 @@
 Placement (webapp.jobs) weighs workers by their live jobs and queued GPU-seconds, and the queue
 quota counts a user's waiting jobs. Summing every entry under ``queue/`` on each submission
 costs time linear in the cluster's queued jobs, so each process keeps :class:`QueueMirror`, a
-copy of ``queue/`` fed by one etcd watch that keeps those sums up to date, and reads etcd's
-newest queue key (one key) to know the copy has every change before using it.
+copy of ``queue/`` fed by one etcd watch that keeps those sums up to date, and writes one
+marker key its watch also sees to know the copy has every change before using it.
 
 Only placement and the (soft) queue quota read the mirror. Nothing that decides a job's fate
 does: claims, transitions and creation keep comparing revisions in their transactions.
@@ -19,7 +19,6 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from .etcd import etcd3, etcdrpc
 from .metrics import QUEUE_LOAD_READS
 from .model import Job
 from .scheduling import QueuedJob
@@ -137,12 +136,21 @@ class QueueLoad:
 class QueueMirror:
     """This process's copy of ``queue/``, kept by one etcd watch, summed as a :class:`QueueLoad`.
 
-    :meth:`load` answers from the copy only when it has every change etcd has: it reads the
-    count of queue keys and the newest of them (keys only, one key over the wire). Any put since
-    the copy's last event makes the newest key one the copy lacks at that revision; deletes alone
-    lower the count; so an equal pair means an equal set. Otherwise it waits up to ``wait_s``
-    for the watch, then sums a full read of ``queue/`` (as before the mirror). A submission
-    thus always sees the ones before it, on any web server.
+    :meth:`load` answers from the copy only when it has every change etcd had when it was
+    called. It learns that in O(1), whatever the number of queue entries: it puts the marker key
+    ``queue.sync`` (just before ``queue/``: the watch covers both, and nothing else sorts in
+    between) and waits up to ``wait_s`` for its own watch to bring a revision at or after that
+    put's. etcd sends one watch's events in revision order, so by then the copy has every change
+    made before the put. Otherwise (the watch is behind, down, or not listed yet) it sums a full
+    read of ``queue/``, as before the mirror. A submission thus always sees the ones before it,
+    on any web server.
+
+    Why a write, and not a progress request on the watch stream (``WatchProgressRequest``, etcd
+    >= 3.4, which would be a read): etcd 3.4.23 (Debian 12's) answers one with its current
+    revision even while the watch is still catching up with older events (etcd issue 15220,
+    fixed in later 3.4 releases by dropping such a request), so the answer could claim events
+    the copy does not have yet. The marker is one blind put of an empty value to one key that
+    all processes share: no compare, nothing left behind.
 
     The watch starts on the first :meth:`load` in each process (gunicorn forks its workers after
     the app is made; a thread does not survive a fork).
@@ -159,10 +167,14 @@ class QueueMirror:
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self._entries: dict[bytes, tuple[str, QueueEntry, int]] = {}  # key -> (worker, entry, mod_revision)
+        self._entries: dict[bytes, tuple[str, QueueEntry]] = {}  # key -> (worker, entry)
         self._load = QueueLoad()
-        self._revision = 0
+        self._revision = 0  # the copy has every change up to this revision
         self._listed = False
+
+    def sync_key(self) -> str:
+        """The marker key: it sorts just before every queue key (``.`` before ``/``)."""
+        return self._store.queues_prefix().rstrip("/") + ".sync"
 
     def _start(self) -> None:
         with self._cond:
@@ -170,7 +182,8 @@ class QueueMirror:
                 return
             self._pid = os.getpid()
             self._reset_state()  # what a parent process had is not this one's
-        self._watch = self._store.etcd.list_and_watch(self._store.queues_prefix(), self._on_list, self._on_events)
+        self._watch = self._store.etcd.list_and_watch(self.sync_key(), self._store.queues_prefix(),
+                                                      self._on_list, self._on_events)
 
     def stop(self) -> None:
         """End the watch: the mirror stays as it was (and falls behind)."""
@@ -178,14 +191,15 @@ class QueueMirror:
             self._watch.cancel()
 
     # ----- fed by the watch -------------------------------------------------------------------
-    def _worker_of(self, key: bytes) -> str:
-        return key.decode().rsplit("/", 2)[1]
+    def _is_entry(self, key: bytes) -> bool:
+        return key != self.sync_key().encode()
 
     def _on_list(self, kvs: list, revision: int) -> None:
         with self._cond:
             self._reset_state()
             for kv in kvs:
-                self._put(kv.key, kv.value, kv.mod_revision)
+                if self._is_entry(kv.key):
+                    self._put(kv.key, kv.value)
             self._revision = revision
             self._listed = True
             self._cond.notify_all()
@@ -194,50 +208,40 @@ class QueueMirror:
         with self._cond:
             for event in events:
                 kv = event.kv
+                self._revision = max(self._revision, kv.mod_revision)
+                if not self._is_entry(kv.key):
+                    continue
                 old = self._entries.pop(kv.key, None)
                 if old is not None:
                     self._load.add(old[0], old[1], -1)
                 if event.type == event.PUT:
-                    self._put(kv.key, kv.value, kv.mod_revision)
-                self._revision = max(self._revision, kv.mod_revision)
+                    self._put(kv.key, kv.value)
             self._cond.notify_all()
 
-    def _put(self, key: bytes, value: bytes, mod_revision: int) -> None:
-        worker, entry = self._worker_of(key), QueueEntry.from_json(value)
-        self._entries[key] = (worker, entry, mod_revision)
+    def _put(self, key: bytes, value: bytes) -> None:
+        worker, entry = key.decode().rsplit("/", 2)[1], QueueEntry.from_json(value)
+        self._entries[key] = (worker, entry)
         self._load.add(worker, entry)
 
     # ----- read by placement ------------------------------------------------------------------
-    def _head(self) -> tuple[int, bytes, int, int]:
-        """etcd's (count of queue keys, newest key, its mod_revision, revision read at)."""
-        prefix = self._store.queues_prefix().encode()
-        # Built here: etcd3's get_prefix_response drops limit (and count_only) on the floor.
-        request = etcdrpc.RangeRequest(
-            key=prefix, range_end=etcd3.utils.increment_last_byte(prefix), keys_only=True, limit=1,
-            sort_order=etcdrpc.RangeRequest.DESCEND, sort_target=etcdrpc.RangeRequest.MOD)
-        r = self._store.etcd.call(lambda c: c.kvstub.Range(request, c.timeout, credentials=c.call_credentials,
-                                                           metadata=c.metadata), "newest queue key")
-        newest = r.kvs[0] if r.kvs else None
-        return r.count, newest.key if newest else b"", newest.mod_revision if newest else 0, r.header.revision
-
-    def _has(self, head: tuple[int, bytes, int, int]) -> bool:
-        count, key, mod_revision, revision = head
-        if not self._listed:
-            return False
-        if self._revision >= revision:
-            return True  # it has applied a change made after that read
-        mine = self._entries.get(key)
-        return len(self._entries) == count and (not count or (mine is not None and mine[2] == mod_revision))
+    def _mark(self) -> int:
+        """Put the marker key; the revision of that put (every change before it is older)."""
+        key = self.sync_key()
+        return self._store.etcd.call(lambda c: c.put(key, b"").header.revision, "queue mirror marker")
 
     def _fresh(self) -> bool:
         """Whether the mirror has every change etcd had when this was called (waiting up to
         ``wait_s`` for the watch to bring them); counts the answer."""
         self._start()
-        head = self._head()
         with self._cond:
-            if self._listed and self._cond.wait_for(lambda: self._has(head), self.wait_s):
-                QUEUE_LOAD_READS.labels(source="mirror").inc()
-                return True
+            listed = self._listed
+        if listed:
+            revision = self._mark()
+            with self._cond:
+                if self._cond.wait_for(lambda: self._revision >= revision, self.wait_s):
+                    QUEUE_LOAD_READS.labels(source="mirror").inc()
+                    return True
+        with self._cond:
             self.fallbacks += 1
         QUEUE_LOAD_READS.labels(source="etcd").inc()
         return False
@@ -256,6 +260,6 @@ class QueueMirror:
             return self._store.all_queues()
         out: dict[str, list[QueueEntry]] = {}
         with self._cond:
-            for worker, entry, _ in self._entries.values():
+            for worker, entry in self._entries.values():
                 out.setdefault(worker, []).append(entry)
         return out

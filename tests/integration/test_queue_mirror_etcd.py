@@ -1,10 +1,13 @@
 """The queue mirror of each web server process (pink.queues.QueueMirror) on a real etcd: it
 follows the store's writes through its watch, lists again after its etcd member went away,
-submissions in a row see each other (on one web server and across two), and a mirror that
-stopped following changes nothing but costs a full read."""
+submissions in a row see each other (on one web server and across two), its freshness check
+(a marker put that its own watch must bring back) confirms, waits for a watch that is behind, or
+gives up into a full read, and a mirror that stopped following changes nothing but costs a full
+read."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -89,6 +92,66 @@ def test_submissions_in_a_row_see_each_other_on_one_web_server_and_across_two(et
     submit(web2, quota=2)
     with pytest.raises(SubmitError):
         submit(web1, quota=2)  # web2's job, made just before, counts on web1 too
+
+
+def held_watch(store: Store) -> threading.Event:
+    """Hold the mirror's watch thread before it applies its next response, until the event is
+    set: etcd's stream stays as it is, the copy falls behind."""
+    go = threading.Event()
+    watch = store.queue_mirror._watch
+    apply = watch._on_events
+
+    def held(events: list) -> None:
+        go.wait()
+        apply(events)
+
+    watch._on_events = held
+    return go
+
+
+def test_a_change_by_another_writer_is_confirmed_through_the_marker_without_a_full_read(etcd):
+    store, other = store_on(etcd), store_on(etcd)
+    register(store, "w1", "w2")
+    submit(store)
+    in_step(store)
+    store.queue_mirror.wait_s = 10.0  # a loaded machine may be slow to deliver; none may be missed
+    before = store.queue_mirror.fallbacks
+    for made in range(2, 7):
+        submit(other)  # its own mirror starts too: both put the one shared marker key
+        assert store.queue_load().waiting == {"root": made}, "the copy has it right after"
+    assert store.queue_mirror.fallbacks == before
+    marker = store.etcd.call(lambda c: c.get(store.queue_mirror.sync_key()), "marker")
+    assert marker[0] == b"", "one shared marker key, empty"
+    assert sum(len(e) for e in store.all_queues().values()) == 6, "the marker is no queue entry"
+
+
+def test_a_watch_that_is_behind_is_waited_for_then_served_from_the_mirror(etcd):
+    store, other = store_on(etcd), store_on(etcd)
+    register(store, "w1")
+    submit(store)
+    in_step(store)
+    store.queue_mirror.wait_s = 10.0
+    go = held_watch(store)
+    submit(other)
+    threading.Timer(0.5, go.set).start()
+    started, before = time.monotonic(), store.queue_mirror.fallbacks
+    assert store.queue_load().waiting == {"root": 2}
+    assert store.queue_mirror.fallbacks == before, "served from the copy once the watch caught up"
+    assert time.monotonic() - started >= 0.4, "it waited for the held watch"
+
+
+def test_a_marker_the_watch_does_not_bring_in_time_falls_back_to_a_full_read(etcd):
+    store, other = store_on(etcd), store_on(etcd)
+    register(store, "w1")
+    submit(store)
+    in_step(store)
+    go = held_watch(store)
+    submit(other)
+    before = store.queue_mirror.fallbacks
+    assert store.queue_load().waiting == {"root": 2}, "the full read has the other writer's job"
+    assert store.queue_mirror.fallbacks == before + 1
+    go.set()
+    in_step(store)  # and it answers alone again once the watch moves on
 
 
 def test_a_mirror_that_stopped_following_only_costs_full_reads(etcd):

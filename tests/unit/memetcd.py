@@ -81,8 +81,6 @@ class MemEtcd:
     def Range(self, req: etcdrpc.RangeRequest, *_, **__) -> etcdrpc.RangeResponse:
         with self._lock:
             keys = self._range_keys(req.key, req.range_end)
-            if req.sort_target == etcdrpc.RangeRequest.MOD:  # (by key or by mod, as the store asks)
-                keys.sort(key=lambda k: self.kvs[k].mod_revision)
             if req.sort_order == etcdrpc.RangeRequest.DESCEND:
                 keys.reverse()
             count = len(keys)
@@ -172,7 +170,7 @@ class MemEtcdClient(EtcdClient):
     def watch_prefix(self, prefix, on_event):  # noqa: ANN001, ANN201 - EtcdClient's
         return _NoWatch()
 
-    def list_and_watch(self, prefix, on_list, on_events):  # noqa: ANN001, ANN201 - EtcdClient's
+    def list_and_watch(self, start, prefix, on_list, on_events):  # noqa: ANN001, ANN201 - EtcdClient's
         return _NoWatch()  # so a QueueMirror never lists: the store reads all of queue/
 
     def close(self) -> None:
