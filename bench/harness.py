@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Sequence
 import requests
 
 import pink_dev as dev
+from pink.config import WebConfig
 from pink.states import TERMINAL
 
 from .images import Blob, BuiltImage, cached_image
@@ -332,16 +333,19 @@ class PlainSshd(dev.Sshd):
         pub = self.client_key.with_suffix(".pub").read_text().strip()
         dev.write_private(self.authorized_keys, pub + "\n")
 
-    def ssh_argv(self, command: str) -> list[str]:
+    def ssh_argv(self, command: str, ciphers: str = "") -> list[str]:
+        """``ssh`` as a person types it; ``ciphers``: an OpenSSH ``Ciphers`` list instead of the
+        default preference (chacha20-poly1305 first)."""
         return [
             "ssh", "-i", str(self.client_key), "-p", str(self.port),
             "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
             "-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR",
+            *(["-o", f"Ciphers={ciphers}"] if ciphers else []),
             f"{self.user}@{self.host}", command,
         ]
 
-    def negotiated_cipher(self) -> str:
-        out = subprocess.run(self.ssh_argv("true")[:-2] + ["-v", f"{self.user}@{self.host}", "true"],
+    def negotiated_cipher(self, ciphers: str = "") -> str:
+        out = subprocess.run(self.ssh_argv("true", ciphers)[:-2] + ["-v", f"{self.user}@{self.host}", "true"],
                              capture_output=True, text=True, timeout=30)
         m = re.search(r"kex: client->server cipher: (\S+)", out.stderr)
         return m.group(1) if m else "?"
@@ -413,13 +417,16 @@ class Session:
                               outbox=self.work / "by-hand" / "out")
         self.sshd.start().wait_ready(30)
         self.ssh_cipher = self.sshd.negotiated_cipher()
+        #: What PINK's web->worker hop runs: the same OpenSSH server given ``web.ssh_ciphers``.
+        self.pink_cipher = self.sshd.negotiated_cipher(WebConfig().ssh_ciphers)
         nginx = self.cluster.nginx
         assert nginx is not None
         self.relay = CountingRelay((nginx.host, nginx.https_port))
         # Nothing from an earlier run may make an image look held.
         for img in held:
             self.forget(img, wait=False)
-        self.log(f"cluster up at {self.cluster.url}; baseline ssh cipher {self.ssh_cipher}")
+        self.log(f"cluster up at {self.cluster.url}; baseline ssh cipher {self.ssh_cipher}, "
+                 f"PINK's web->worker cipher {self.pink_cipher}")
         if a.profile:
             self.start_profiles(Path(a.profile))
 

@@ -38,7 +38,9 @@ def run(s: h.Session) -> None:
                              {k: [p["cpu"] for p in r["pink"]] for k, r in runs.items()},
                              {k: [b["cpu"] for b in r["by_hand"]] for k, r in runs.items()}, 1.15))
     s.notes.append("upload CPU by hop: the web server's includes the `ssh` client it runs; the "
-                   "worker sshd's the gate and `scp -t` writing the file.")
+                   "worker sshd's the gate and `scp -t` writing the file. Ciphers: the by-hand "
+                   f"`ssh 'cat > f'` runs OpenSSH's default ({s.ssh_cipher}); PINK's web->worker hop "
+                   f"`web.ssh_ciphers` ({s.pink_cipher}); the CLI->nginx hop TLS.")
     if s.args.rss_size:
         peak_rss(s, s.args.rss_size)
 

@@ -57,7 +57,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["pink.config"] = cfg
     app.extensions["pink.store"] = Store(cfg.etcd)
     app.extensions["pink.fairshare"] = FairShare(app.extensions["pink.store"], cfg.scheduling)
-    app.extensions["pink.links"] = WorkerLinks(cfg.web.ssh_key, cfg.web.known_hosts)
+    app.extensions["pink.links"] = WorkerLinks(cfg.web.ssh_key, cfg.web.known_hosts,
+                                               ciphers=cfg.web.ssh_ciphers)
     app.extensions["pink.lease"] = Lease(app.extensions["pink.store"], cfg.web.lease_ttl_s, f"web server {os.getpid()}")
     app.wsgi_app = TrustedProxyFix(app.wsgi_app, cfg.web.trusted_proxies)  # type: ignore[method-assign]
 

@@ -34,6 +34,7 @@ import paramiko
 from scp import SCPClient, SCPException
 
 from pink import metrics
+from pink.config import WebConfig
 from pink.errors import TransferError, WorkerUnavailable
 from pink.model import INPUT_ID, JOB_ID, WorkerInfo
 
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 #: AES-GCM is the fastest cipher paramiko speaks on these machines; keep the others after it.
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
-#: The same preference for OpenSSH (AES-GCM runs on AES-NI; chacha20 costs ~1.6x the CPU here).
-OPENSSH_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr"
 #: Pipes to and from ``ssh`` hold this much, so each side moves 1 MiB per system call.
 PIPE_BYTES = 1 << 20
 #: Transfers of at least this many bytes use OpenSSH's client; smaller ones ride the persistent
@@ -70,8 +69,10 @@ class WorkerLink:
     """A persistent, thread-safe SSH transport to one worker's transfer account."""
 
     def __init__(self, info: WorkerInfo, key_path: str, known_hosts: str, timeout_s: float = 10.0,
-                 ssh_binary: str | None = None):
+                 ssh_binary: str | None = None, ciphers: str = WebConfig.ssh_ciphers):
         self.info = info
+        #: OpenSSH's ``Ciphers`` for bulk transfers (``web.ssh_ciphers``).
+        self.ciphers = ciphers
         self.key_path = key_path
         self.known_hosts = known_hosts
         self.timeout_s = timeout_s
@@ -170,7 +171,7 @@ class WorkerLink:
             "-o", "StrictHostKeyChecking=yes", "-o", "CheckHostIP=no", "-o", "UpdateHostKeys=no",
             "-o", f"ConnectTimeout={max(1, int(self.timeout_s))}",
             "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
-            "-o", f"Ciphers={OPENSSH_CIPHERS}", "-o", "Compression=no",
+            "-o", f"Ciphers={self.ciphers}", "-o", "Compression=no",
             "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "LogLevel=ERROR",
             "--", self.info.ssh_host, command,
         ]
@@ -258,7 +259,9 @@ class WorkerLink:
         proc = self._spawn(command, stdin=False)
         assert proc.stdout is not None
         try:
-            while data := proc.stdout.read1(CHUNK):
+            # read(), not read1(): ssh writes its stdout in pieces of 90-450 KiB, and each one
+            # costs a pass through the WSGI stack and a send to nginx; whole MiBs cost less.
+            while data := proc.stdout.read(CHUNK):
                 yield data
             if proc.wait(60) != 0:
                 raise self._ssh_failure(proc, what)
@@ -353,9 +356,11 @@ class WorkerLink:
 class WorkerLinks:
     """The pool of links, one per worker, replaced when a worker's address changes."""
 
-    def __init__(self, key_path: str, known_hosts: str, ssh_binary: str | None | bool = True) -> None:
+    def __init__(self, key_path: str, known_hosts: str, ssh_binary: str | None | bool = True,
+                 ciphers: str = WebConfig.ssh_ciphers) -> None:
         self.key_path = key_path
         self.known_hosts = known_hosts
+        self.ciphers = ciphers
         #: True: OpenSSH's client if installed; a path; or None/False: paramiko only.
         self.ssh_binary = openssh_client() if ssh_binary is True else (ssh_binary or None)
         self._links: dict[str, WorkerLink] = {}
@@ -369,7 +374,8 @@ class WorkerLinks:
                                 link.info.inbox, link.info.outbox) != addr:
                 if link is not None:
                     link.close()
-                link = WorkerLink(info, self.key_path, self.known_hosts, ssh_binary=self.ssh_binary)
+                link = WorkerLink(info, self.key_path, self.known_hosts, ssh_binary=self.ssh_binary,
+                                  ciphers=self.ciphers)
                 self._links[info.name] = link
             return link
 

@@ -101,7 +101,7 @@ def cluster() -> Cluster:
 def app(cluster, monkeypatch):
     cfg = Config(web=WebConfig(secret_key="unit-test-secret", max_body_bytes=64 << 10))
     monkeypatch.setattr("webapp.Store", lambda _cfg: cluster.store)
-    monkeypatch.setattr("webapp.WorkerLinks", lambda *_: cluster.links)
+    monkeypatch.setattr("webapp.WorkerLinks", lambda *_, **__: cluster.links)
     app = create_app({"PINK": cfg, "TESTING": True, "JANITOR": False})
     for name, admin in (("alice", False), ("bob", False), ("root", True)):
         auth.create_user(cluster.store, name, f"{name}-password-1", admin=admin)

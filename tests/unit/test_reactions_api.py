@@ -19,7 +19,7 @@ def app(cluster, monkeypatch):
                  notify=NotifyConfig(smtp_host="relay.example.org", smtp_from="pink@example.org",
                                      webhook_allow=("https://hooks.example.org/ci/",)))
     monkeypatch.setattr("webapp.Store", lambda _cfg: cluster.store)
-    monkeypatch.setattr("webapp.WorkerLinks", lambda *_: cluster.links)
+    monkeypatch.setattr("webapp.WorkerLinks", lambda *_, **__: cluster.links)
     app = create_app({"PINK": cfg, "TESTING": True, "JANITOR": False})
     auth.create_user(cluster.store, "root", "root-password-1", admin=True)
     return app
