@@ -60,8 +60,12 @@ class StartCounter:
         since = time.time()
         while not self.stop.is_set():
             try:
-                with contextlib.closing(docker.DockerClient(base_url=self.url, timeout=5)) as client:
-                    for event in client.events(since=since, decode=True, filters={"event": "start"}):
+                # The stream is closed too: one left to the garbage collector after an engine
+                # restart broke it would hold its socket until then.
+                with contextlib.closing(docker.DockerClient(base_url=self.url, timeout=5)) as client, \
+                        contextlib.closing(client.events(since=since, decode=True,
+                                                         filters={"event": "start"})) as events:
+                    for event in events:
                         since = event.get("time", since)
                         name = event.get("Actor", {}).get("Attributes", {}).get("name", "")
                         if name.startswith("pink-"):

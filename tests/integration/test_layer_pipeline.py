@@ -4,6 +4,7 @@ leaves neither the image nor its layers; a whole job with a multi-layer image ru
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tarfile
 import threading
@@ -147,13 +148,14 @@ class _HeldBody:
         yield self.data[self.cut:]
 
 
-def test_the_worker_registers_layers_while_the_upload_runs(cluster, tmp_path):
+def test_the_worker_registers_layers_while_the_upload_runs(cluster, tmp_path, request):
     c = cluster()
     data, img = _sent(tmp_path)
     # The top layer's file (3 MiB); its first 2 MiB are sent, so that the hops' 1 MiB reads
     # surely pass every layer under it on.
     top = read_image_archive(img.path).upload_ranges()[-2]
     engine = docker.DockerClient(base_url=c.workers[0].docker_url, version="1.41")
+    request.addfinalizer(engine.close)
     release = threading.Event()
     answer: list = []
     upload = threading.Thread(target=lambda: answer.append(c.api("alice").post(
@@ -186,5 +188,5 @@ def test_a_multi_layer_image_runs_through_the_cluster(cluster, tmp_path):
     job = api.get("/api/v1/jobs", params={"limit": 1}).json()["jobs"][0]
     assert job["state"] == "SUCCEEDED" and job["image_id"] == img.image_id, job
     assert api.get(f"/api/v1/jobs/{job['id']}/logs").text.split()[0] == _sha256("pipeline-c", 3 << 20)
-    engine = docker.DockerClient(base_url=c.workers[0].docker_url, version="1.41")
-    assert engine.images.list(filters={"label": PARTIAL_LABEL}) == []
+    with contextlib.closing(docker.DockerClient(base_url=c.workers[0].docker_url, version="1.41")) as engine:
+        assert engine.images.list(filters={"label": PARTIAL_LABEL}) == []
