@@ -158,6 +158,9 @@ class QueueMirror:
 
     def __init__(self, store: "Store", wait_s: float = 0.25) -> None:
         self._store = store
+        #: The marker key: it sorts just before every queue key (``.`` before ``/``).
+        self.sync_key = store.queues_prefix().rstrip("/") + ".sync"
+        self._sync_key = self.sync_key.encode()
         self.wait_s = wait_s
         self._cond = threading.Condition()
         self._pid = 0
@@ -172,17 +175,13 @@ class QueueMirror:
         self._revision = 0  # the copy has every change up to this revision
         self._listed = False
 
-    def sync_key(self) -> str:
-        """The marker key: it sorts just before every queue key (``.`` before ``/``)."""
-        return self._store.queues_prefix().rstrip("/") + ".sync"
-
     def _start(self) -> None:
         with self._cond:
             if self._pid == os.getpid():
                 return
             self._pid = os.getpid()
             self._reset_state()  # what a parent process had is not this one's
-        self._watch = self._store.etcd.list_and_watch(self.sync_key(), self._store.queues_prefix(),
+        self._watch = self._store.etcd.list_and_watch(self.sync_key, self._store.queues_prefix(),
                                                       self._on_list, self._on_events)
 
     def stop(self) -> None:
@@ -192,7 +191,7 @@ class QueueMirror:
 
     # ----- fed by the watch -------------------------------------------------------------------
     def _is_entry(self, key: bytes) -> bool:
-        return key != self.sync_key().encode()
+        return key != self._sync_key
 
     def _on_list(self, kvs: list, revision: int) -> None:
         with self._cond:
@@ -226,8 +225,7 @@ class QueueMirror:
     # ----- read by placement ------------------------------------------------------------------
     def _mark(self) -> int:
         """Put the marker key; the revision of that put (every change before it is older)."""
-        key = self.sync_key()
-        return self._store.etcd.call(lambda c: c.put(key, b"").header.revision, "queue mirror marker")
+        return self._store.etcd.call(lambda c: c.put(self.sync_key, b"").header.revision, "queue mirror marker")
 
     def _fresh(self) -> bool:
         """Whether the mirror has every change etcd had when this was called (waiting up to

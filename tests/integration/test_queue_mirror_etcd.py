@@ -120,7 +120,7 @@ def test_a_change_by_another_writer_is_confirmed_through_the_marker_without_a_fu
         submit(other)  # its own mirror starts too: both put the one shared marker key
         assert store.queue_load().waiting == {"root": made}, "the copy has it right after"
     assert store.queue_mirror.fallbacks == before
-    marker = store.etcd.call(lambda c: c.get(store.queue_mirror.sync_key()), "marker")
+    marker = store.etcd.call(lambda c: c.get(store.queue_mirror.sync_key), "marker")
     assert marker[0] == b"", "one shared marker key, empty"
     assert sum(len(e) for e in store.all_queues().values()) == 6, "the marker is no queue entry"
 

@@ -59,7 +59,7 @@ class Watch:
 
     def watched(self) -> dict[bytes, KeyValue]:
         """The keys the mirror's watch covers: its marker and the queues."""
-        start = self.mirror.sync_key().encode()
+        start = self.mirror.sync_key.encode()
         end = self.store.queues_prefix().encode()[:-1] + b"0"
         return {k: v for k, v in self.mem.kvs.items() if start <= k < end}
 
@@ -138,7 +138,7 @@ def test_a_listing_at_or_after_the_marker_is_enough_and_the_marker_is_no_entry(c
     assert watch.mirror._revision < revision
     watch.list()
     assert watch.mirror._revision >= revision
-    assert watch.mirror.sync_key().encode() in watch.seen, "the listing held the marker"
+    assert watch.mirror.sync_key.encode() in watch.seen, "the listing held the marker"
     assert sums(watch.mirror.load()) == sums(QueueLoad.of(cluster.store.all_queues()))
 
 
