@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from pink_client.http import _exception_chain
+
 from deploy_harness import TIMINGS, Deployment, job_of, submit, wait_for, wait_state
 
 from tests.helpers import TERMINAL
@@ -33,7 +35,7 @@ pytestmark = pytest.mark.deploy
 
 MARKER = "+release-b"
 LOOP_SCRIPT = "mkdir -p /out; echo loop-ok > /out/result.txt"
-#: Waits for the test to let it finish (``docker exec ... touch /tmp/go``), then writes its result.
+#: Waits for the test to let it finish (it makes /tmp/go with ``docker exec``), then writes its result.
 HELD_SCRIPT = "while [ ! -e /tmp/go ]; do sleep 0.2; done; mkdir -p /out; echo held-ok > /out/result.txt"
 
 
@@ -63,11 +65,7 @@ class SlowBody:
 
 def closed_before_answering(exc: BaseException) -> bool:
     """Whether the server closed the connection without sending a byte of an answer."""
-    while exc is not None:
-        if isinstance(exc, http.client.RemoteDisconnected):
-            return True
-        exc = next((a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)), None)
-    return False
+    return any(isinstance(e, http.client.RemoteDisconnected) for e in _exception_chain(exc))
 
 
 class Client(threading.Thread):
