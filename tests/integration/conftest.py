@@ -31,6 +31,8 @@ from typing import Any
 import pytest
 
 import pink_dev as dev
+from pink.config import EtcdConfig
+from pink.store import Store
 
 from tests.helpers import track_logs
 
@@ -53,6 +55,20 @@ def etcd_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dev.
 def etcd(etcd_server: dev.EtcdCluster) -> list[str]:
     """Endpoints of a fresh single-member etcd, as ``etcd.endpoints`` takes them."""
     return etcd_server.endpoints
+
+
+@pytest.fixture
+def open_store() -> Iterator[Callable[[EtcdConfig], Store]]:
+    """Makes ``Store``s on a test's etcd and closes their connections when the test ends."""
+    stores: list[Store] = []
+
+    def make(cfg: EtcdConfig) -> Store:
+        stores.append(Store(cfg))
+        return stores[-1]
+
+    yield make
+    for store in stores:
+        store.etcd.close()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import pytest
 import pink_dev as dev
 from pink.config import EtcdConfig
 from pink.states import JobState
-from pink.store import Store
 
 from tests.helpers import starts_of, submit, wait_state
 
@@ -89,13 +88,13 @@ def test_a_worker_killed_while_a_container_waits_made_ahead_runs_its_job_once(cl
     assert starts_of(w.docker_url, queued, since) == 1
 
 
-def test_a_worker_killed_between_the_claim_and_the_start_never_starts_twice(cluster, images):
+def test_a_worker_killed_between_the_claim_and_the_start_never_starts_twice(cluster, images, open_store):
     """The crash window after the claim (STARTING) and before the start of a container made
     ahead, set up exactly: kill the worker while the container waits, claim as it would have,
     restart. The job runs once, or ends LOST if the claim's lease ran out first; never twice."""
     c, since = cluster(max_parallel_jobs=1, containers_ahead=1, **RESTART), time.time()
     w, api, running, queued, made = killed_while_made_ahead(c, images)
-    store = Store(EtcdConfig(**c._etcd_section()))
+    store = open_store(EtcdConfig(**c._etcd_section()))
     _, meta = store.etcd.call(lambda client: client.get(store._k("workers", w.name)), "lease")
     job = store.get_job(queued)
     assert store.claim(job, w.name, meta.lease_id, ()) is not None  # what the killed daemon did last

@@ -13,7 +13,6 @@ import pink_dev as dev
 from pink import config as pink_config
 from pink.etcd import transactions as tx
 from pink.model import day_of
-from pink.store import Store
 from pink.store_usage import Usage
 from tests.helpers import TERMINAL, cli, most_claimed_at_once, start_fake_gpu_worker, submit_spec, wait_state
 
@@ -32,9 +31,9 @@ def _sleep(api, tar, seconds: float, **spec) -> str:
     return resp.json()["job"]["id"]
 
 
-def test_heavy_recent_usage_waits_behind_a_newer_job_and_reorder_picks_the_users_first(cluster, images):
+def test_heavy_recent_usage_waits_behind_a_newer_job_and_reorder_picks_the_users_first(cluster, images, open_store):
     c = cluster(max_parallel_jobs=1)
-    store = Store(pink_config.load(str(c.config_path), env={}).etcd)
+    store = open_store(pink_config.load(str(c.config_path), env={}).etcd)
     # Alice used 50 GPU-hours today (as the accounting janitor would have rolled up).
     heavy = Usage(day_of(time.time()), "alice", jobs=10, gpu_seconds=50 * 3600)
     store._txn([], [tx.put(store.usage_key(heavy.day, "alice"), heavy.to_json())], "test rollup")
@@ -58,7 +57,7 @@ def test_heavy_recent_usage_waits_behind_a_newer_job_and_reorder_picks_the_users
     assert next(u for u in shares if u["user"] == "alice")["usage_gpu_hours"] >= 40
 
 
-def test_a_gpu_quota_holds_while_two_workers_claim_at_once(cluster, images, tmp_path):
+def test_a_gpu_quota_holds_while_two_workers_claim_at_once(cluster, images, tmp_path, open_store):
     fakebin = tmp_path / "fakebin"
     dev.fake_nvidia_smi(fakebin, [(f"GPU-{i:08x}-0000-0000-0000-000000000000", "NVIDIA H100 80GB HBM3", 81559)
                                   for i in range(2)])
@@ -86,5 +85,5 @@ def test_a_gpu_quota_holds_while_two_workers_claim_at_once(cluster, images, tmp_
     assert {j["worker"] for j in jobs} == {c.workers[0].name, c.workers[1].name}
     assert most_claimed_at_once(jobs) == 2
     # Every slot went back with its job's end.
-    store = Store(pink_config.load(str(c.config_path), env={}).etcd)
+    store = open_store(pink_config.load(str(c.config_path), env={}).etcd)
     assert store._get_prefix(store._k("gpuslots", "")) == []

@@ -17,7 +17,6 @@ import pink_dev as dev
 from pink.config import EtcdConfig, WebConfig
 from pink.model import Job, new_job_id
 from pink.states import JobState
-from pink.store import Store
 from webapp.janitor import sweep
 
 from tests.helpers import TERMINAL, archive_members, starts_of, submit, wait_state
@@ -183,7 +182,7 @@ def test_a_retry_while_the_first_uploads_web_server_is_dead_takes_the_job_over(c
     assert [(j["state"], "upload never finished" in j["reason"]) for j in first] == [("FAILED", True)]
 
 
-def test_a_hung_etcd_member_costs_one_timeout_then_the_next_member_answers(etcd):
+def test_a_hung_etcd_member_costs_one_timeout_then_the_next_member_answers(etcd, open_store):
     # A member whose host is gone answers nothing (no refusal): like this socket, which takes
     # connections and never speaks. The request must still succeed on the next member.
     with socket.socket() as hung:
@@ -191,7 +190,7 @@ def test_a_hung_etcd_member_costs_one_timeout_then_the_next_member_answers(etcd)
         hung.listen(16)
         cfg = EtcdConfig(endpoints=(f"127.0.0.1:{hung.getsockname()[1]}", *etcd), timeout_s=2,
                          prefix=f"/hung{time.time_ns()}")
-        store = Store(cfg)
+        store = open_store(cfg)
         started = time.monotonic()
         job, created = store.create_job(Job(id=new_job_id(), user="alice", state=JobState.QUEUED, worker="w1"))
         assert created and store.get_job(job.id) == job
@@ -219,16 +218,16 @@ def test_client_retries_with_the_same_idempotency_key_make_one_job(cluster, imag
     assert sorted(j["state"] for j in ran) == ["FAILED", "SUCCEEDED", "SUCCEEDED"]
 
 
-def test_web_servers_racing_to_mark_a_job_lost_make_exactly_one_write(etcd):
+def test_web_servers_racing_to_mark_a_job_lost_make_exactly_one_write(etcd, open_store):
     prefix = f"/lostrace{time.time_ns()}"
     cfg = EtcdConfig(endpoints=tuple(etcd), prefix=prefix)
-    store = Store(cfg)
+    store = open_store(cfg)
     job, _ = store.create_job(Job(id=new_job_id(), user="alice", state=JobState.QUEUED, worker="w1"))
     lease = store.grant_lease(60)
     job = store.claim(job, "w1", lease, ())
     job = store.transition(job, JobState.RUNNING)
     store.revoke_lease(lease)  # the worker's lease ends: its claim vanishes
-    sweepers = [Store(cfg) for _ in range(10)]  # ten web servers, each with its own connection
+    sweepers = [open_store(cfg) for _ in range(10)]  # ten web servers, each with its own connection
     barrier = threading.Barrier(len(sweepers))
     results = []
 

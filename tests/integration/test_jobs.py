@@ -21,7 +21,6 @@ import pink_dev as dev
 from pink.config import EtcdConfig
 from pink.model import Job, new_job_id
 from pink.states import JobState
-from pink.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -261,8 +260,8 @@ def test_worker_killed_mid_job_is_adopted_and_the_job_runs_once(cluster, images)
     assert files["out/starts"] == b"started\n"
 
 
-def test_twenty_racers_one_winner(etcd):
-    store = Store(EtcdConfig(endpoints=tuple(etcd), prefix=f"/race{time.time_ns()}"))
+def test_twenty_racers_one_winner(etcd, open_store):
+    store = open_store(EtcdConfig(endpoints=tuple(etcd), prefix=f"/race{time.time_ns()}"))
     job, _ = store.create_job(Job(id=new_job_id(), user="alice", state=JobState.QUEUED, worker="w1"))
     lease = store.grant_lease(30)
     barrier = threading.Barrier(20)
@@ -283,8 +282,8 @@ def test_twenty_racers_one_winner(etcd):
     assert list(store.claims().values()) == [f"w{wins[0]}"]
 
 
-def test_listing_more_jobs_than_one_etcd_transaction_may_hold(etcd):
-    store = Store(EtcdConfig(endpoints=tuple(etcd), prefix=f"/many{time.time_ns()}"))
+def test_listing_more_jobs_than_one_etcd_transaction_may_hold(etcd, open_store):
+    store = open_store(EtcdConfig(endpoints=tuple(etcd), prefix=f"/many{time.time_ns()}"))
     made = {store.create_job(Job(id=new_job_id(), user="alice", state=JobState.QUEUED, worker="w1"))[0].id
             for _ in range(300)}
     listed = store.list_jobs("alice", limit=1000)

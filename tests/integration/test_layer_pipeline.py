@@ -68,6 +68,18 @@ def _wait(predicate, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+def _partial_chains(engine: docker.DockerClient) -> list[list[str]]:
+    """The layer chains of the partial images now on the engine. The worker removes each step's
+    partial image once the next one holds its layers: one listed may be gone when inspected."""
+    chains = []
+    for summary in engine.api.images(filters={"label": PARTIAL_LABEL}):
+        try:
+            chains.append(engine.api.inspect_image(summary["Id"])["RootFS"]["Layers"])
+        except docker.errors.ImageNotFound:
+            continue
+    return chains
+
+
 def test_layers_are_registered_before_the_upload_ends_and_the_image_only_at_its_end(engine, tmp_path):
     data, img = _sent(tmp_path)
     inbox = tmp_path / "inbox.tar"
@@ -164,8 +176,7 @@ def test_the_worker_registers_layers_while_the_upload_runs(cluster, tmp_path, re
     upload.start()
     try:
         # The three layers under the top one are registered while the upload waits.
-        _wait(lambda: any(i.attrs["RootFS"]["Layers"] == list(img.diff_ids[:3])
-                          for i in engine.images.list(filters={"label": PARTIAL_LABEL})), timeout=120)
+        _wait(lambda: list(img.diff_ids[:3]) in _partial_chains(engine), timeout=120)
         with pytest.raises(docker.errors.ImageNotFound):
             engine.images.get(img.image_id)
     finally:

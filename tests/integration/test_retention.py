@@ -12,7 +12,6 @@ import pytest
 import pink_dev as dev
 from pink.config import EtcdConfig
 from pink.model import day_of
-from pink.store import Store
 
 from tests.helpers import cli, submit, wait_state
 
@@ -21,11 +20,11 @@ pytestmark = pytest.mark.integration
 RETENTION_S = 12
 
 
-def test_ended_jobs_are_counted_once_and_leave_etcd_after_retention_but_their_usage_stays(cluster, images):
+def test_ended_jobs_are_counted_once_and_leave_etcd_after_retention_but_their_usage_stays(cluster, images, open_store):
     # Workers keep outputs forever (0): a record's retention counts from the job's end.
     c = cluster(output_retention_days=0, web_overrides={
         "janitor_interval_s": 0.5, "lease_ttl_s": 3, "job_record_retention_days": RETENTION_S / 86400})
-    store = Store(EtcdConfig(**c._etcd_section()))
+    store = open_store(EtcdConfig(**c._etcd_section()))
     alice, bob = c.api("alice"), c.api("bob")
     with open(images["writer"], "rb") as body:
         first = alice.post("/api/v1/jobs", data=body, headers={"Idempotency-Key": "k1"}).json()["job"]["id"]
