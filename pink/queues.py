@@ -6,8 +6,9 @@ costs time linear in the cluster's queued jobs, so each process keeps :class:`Qu
 copy of ``queue/`` fed by one etcd watch that keeps those sums up to date, and writes one
 marker key its watch also sees to know the copy has every change before using it.
 
-Only placement and the (soft) queue quota read the mirror. Nothing that decides a job's fate
-does: claims, transitions and creation keep comparing revisions in their transactions.
+Only placement, the (soft) queue quota and what is shown (queue positions, the janitor's and
+the metrics' queue depths) read the mirror. Nothing that decides a job's fate does: claims,
+transitions and creation keep comparing revisions in their transactions.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from .metrics import QUEUE_LOAD_READS
@@ -171,6 +173,7 @@ class QueueMirror:
 
     def _reset_state(self) -> None:
         self._entries: dict[bytes, tuple[str, QueueEntry]] = {}  # key -> (worker, entry)
+        self._by_worker: dict[str, dict[bytes, QueueEntry]] = {}  # worker -> key -> entry
         self._load = QueueLoad()
         self._revision = 0  # the copy has every change up to this revision
         self._listed = False
@@ -213,6 +216,10 @@ class QueueMirror:
                 old = self._entries.pop(kv.key, None)
                 if old is not None:
                     self._load.add(old[0], old[1], -1)
+                    entries = self._by_worker[old[0]]
+                    del entries[kv.key]
+                    if not entries:
+                        del self._by_worker[old[0]]
                 if event.type == event.PUT:
                     self._put(kv.key, kv.value)
             self._cond.notify_all()
@@ -220,6 +227,7 @@ class QueueMirror:
     def _put(self, key: bytes, value: bytes) -> None:
         worker, entry = key.decode().rsplit("/", 2)[1], QueueEntry.from_json(value)
         self._entries[key] = (worker, entry)
+        self._by_worker.setdefault(worker, {})[key] = entry
         self._load.add(worker, entry)
 
     # ----- read by placement ------------------------------------------------------------------
@@ -251,13 +259,15 @@ class QueueMirror:
                 return self._load.copy()
         return QueueLoad.of(self._store.all_queues())
 
-    def queues(self) -> dict[str, list[QueueEntry]]:
-        """Every worker's queue entries, as :meth:`Store.all_queues` reads them (the janitor's
-        sweep and the metrics' queue depths), from the mirror when it is up to date."""
+    def queues(self, workers: Collection[str] | None = None) -> dict[str, list[QueueEntry]]:
+        """The queue entries of ``workers`` (every worker's when None), in key order, as
+        :meth:`Store.queue` and :meth:`Store.all_queues` read them, from the mirror when it is up
+        to date: the janitor's sweep and the metrics' queue depths read all of them, a job's queue
+        position its worker's (in time linear in that worker's entries, not the cluster's)."""
         if not self._fresh():
-            return self._store.all_queues()
-        out: dict[str, list[QueueEntry]] = {}
+            if workers is None:
+                return self._store.all_queues()
+            return {name: entries for name in workers if (entries := self._store.queue(name))}
         with self._cond:
-            for worker, entry in self._entries.values():
-                out.setdefault(worker, []).append(entry)
-        return out
+            names = list(self._by_worker) if workers is None else [w for w in workers if w in self._by_worker]
+            return {name: [entry for _, entry in sorted(self._by_worker[name].items())] for name in names}

@@ -364,10 +364,11 @@ def queue_info(store: Store, jobs: list[Job], fairshare: FairShare) -> dict[str,
     if not waiting:
         return {}
     workers = {w.name: w for w in store.workers() if w.name in waiting}
+    queues = store.queue_mirror.queues(waiting)
     out: dict[str, tuple[int, str, float | None]] = {}
     now = time.time()
     for name in waiting:
-        entries = store.queue(name)
+        entries = queues.get(name, [])
         worker = workers.get(name)
         if worker is None or not worker.alive:
             for e in entries:

@@ -62,6 +62,9 @@ def in_step(store: Store) -> None:
     assert sums(store.queue_load()) == sums(QueueLoad.of(store.all_queues()))
     ids = lambda queues: {w: sorted(e.job_id for e in entries) for w, entries in queues.items()}  # noqa: E731
     assert ids(store.queue_mirror.queues()) == ids(store.all_queues())
+    # One worker's entries (what a queue position plans), as a read of that worker's queue has them.
+    for worker in ("w1", "w2"):
+        assert store.queue_mirror.queues([worker]) == ({worker: store.queue(worker)} if store.queue(worker) else {})
 
 
 def test_the_mirror_follows_creations_claims_and_ends(etcd):
