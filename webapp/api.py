@@ -48,10 +48,11 @@ def own_job(job_id: str) -> Job:
     return job
 
 
-def jobs_json(jobs: list[Job], viewer: str) -> list[dict]:
+def jobs_json(jobs: list[Job], viewer: str, planned: bool = True) -> list[dict]:
     """Jobs as ``viewer`` may see them: the values of a job's env are its owner's only (they
-    may be secrets); anyone else (an admin) sees the names, each with the value "***"."""
-    out = joblogic.public_jobs(store(), jobs, current_app.extensions["pink.fairshare"])
+    may be secrets); anyone else (an admin) sees the names, each with the value "***".
+    ``planned``: with the queue position, waiting reason and estimated start of queued jobs."""
+    out = joblogic.public_jobs(store(), jobs, current_app.extensions["pink.fairshare"], planned)
     for data in out:
         if data["user"] != viewer:
             data["env"] = dict.fromkeys(data["env"], "***")
@@ -104,8 +105,10 @@ def submit_job():
 
 def submitted(job: Job, created: bool):
     """The answer to a submission: 201 (200 for a retry) with the job, and with the array it
-    made, if any (its first job is ``job``)."""
-    body = {"job": job_json(job)}
+    made, if any (its first job is ``job``). The job's queue position is left to the next GET:
+    planning its worker's queue costs time linear in that queue, which a submission must not
+    (docs/scale.md)."""
+    body = {"job": jobs_json([job], g.user.name, planned=False)[0]}
     if job.array_id:
         body["array"] = array_json(job.array_id)
     return jsonify(body), 201 if created else 200

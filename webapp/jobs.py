@@ -389,8 +389,9 @@ def queue_info(store: Store, jobs: list[Job], fairshare: FairShare) -> dict[str,
     return out
 
 
-def public_jobs(store: Store, jobs: list[Job], fairshare: FairShare) -> list[dict]:
-    positions = queue_info(store, jobs, fairshare)
+def public_jobs(store: Store, jobs: list[Job], fairshare: FairShare, planned: bool = True) -> list[dict]:
+    """The jobs' JSON; ``planned``: with :func:`queue_info` (else null and "")."""
+    positions = queue_info(store, jobs, fairshare) if planned else {}
     result = []
     for job in jobs:
         data = job.public()
