@@ -66,3 +66,17 @@ def test_queue_entries_carry_the_start_and_read_a_newer_releases_fields():
     assert QueueEntry.from_json(entry.to_json()).started_at == 5.0
     newer = entry.to_json().replace(b"}", b',"from_the_future":1}')
     assert QueueEntry.from_json(newer) == entry
+
+
+def test_a_submissions_answer_leaves_the_queue_position_to_the_next_get(client, cluster, as_user):
+    image = "sha256:" + "ef" * 32
+    cluster.add_worker("w1", max_parallel_jobs=1, images=(image,))
+    cluster.add_job("bob", JobState.RUNNING, timeout_s=600, started_at=time.time())
+    resp = client.post("/api/v1/jobs", query_string={"image": image}, data=b"", headers=as_user("root"))
+    assert resp.status_code == 201, resp.json
+    answer = resp.json["job"]
+    assert answer["state"] == "QUEUED"
+    assert (answer["queue_position"], answer["waiting_reason"], answer["estimated_start_at"]) == (None, "", None)
+    job = get(client, as_user, answer["id"], "root")
+    assert job["queue_position"] == 1 and job["waiting_reason"] == "waiting for a free job slot (1 running)"
+    assert job["estimated_start_at"] is not None
