@@ -274,7 +274,10 @@ def judge(args, c, etcd, counters, injector, accepted, refused, retries, jobs, s
         with contextlib.closing(docker.DockerClient(base_url=w.docker_url)) as engine:
             orphans["containers"] += len(engine.containers.list(all=True, filters={"label": "pink.job"}))
     store = Store(EtcdConfig(endpoints=tuple(etcd.endpoints)))
-    claims = store.claims()
+    try:
+        claims = store.claims()
+    finally:
+        store.etcd.close()
     orphans["claims"] += sum(1 for job_id in claims if jobs.get(job_id, {}).get("state") in TERMINAL)
     detect = []
     for job in jobs.values():

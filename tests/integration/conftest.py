@@ -24,6 +24,7 @@ When a test fails, the tail of every log of the clusters it made is added to its
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,16 @@ from pink.config import EtcdConfig
 from pink.store import Store
 
 from tests.helpers import track_logs
+
+
+@pytest.fixture(autouse=True)
+def collect_what_the_test_left() -> Iterator[None]:
+    """Collect garbage as each test ends, so that a socket or client a test forgot to close
+    fails that test (filterwarnings = error), not whichever test runs when the collector next
+    passes."""
+    yield
+    gc.collect()
+
 
 @pytest.fixture(scope="session")
 def system_docker() -> str:

@@ -27,8 +27,10 @@ IMG = "sha256:" + "cd" * 32
 ROOT = User("root", "", admin=True)  # may reuse the image the workers hold
 
 
-def store_on(endpoints) -> Store:
-    return Store(EtcdConfig(endpoints=tuple(endpoints), prefix="/mirror"))
+@pytest.fixture
+def store_on(open_store):
+    """Makes a web server's Store on the test's etcd (closed at the end of the test)."""
+    return lambda endpoints: open_store(EtcdConfig(endpoints=tuple(endpoints), prefix="/mirror"))
 
 
 def register(store: Store, *names: str) -> None:
@@ -67,7 +69,7 @@ def in_step(store: Store) -> None:
         assert store.queue_mirror.queues([worker]) == ({worker: store.queue(worker)} if store.queue(worker) else {})
 
 
-def test_the_mirror_follows_creations_claims_and_ends(etcd):
+def test_the_mirror_follows_creations_claims_and_ends(etcd, store_on):
     store = store_on(etcd)
     register(store, "w1", "w2")
     first, second = submit(store), submit(store)
@@ -84,7 +86,7 @@ def test_the_mirror_follows_creations_claims_and_ends(etcd):
     assert store.queue_mirror.fallbacks <= 3
 
 
-def test_submissions_in_a_row_see_each_other_on_one_web_server_and_across_two(etcd):
+def test_submissions_in_a_row_see_each_other_on_one_web_server_and_across_two(etcd, store_on):
     web1, web2 = store_on(etcd), store_on(etcd)
     register(web1, "w1")
     submit(web1)  # starts web1's mirror; in step from then on
@@ -112,7 +114,7 @@ def held_watch(store: Store) -> threading.Event:
     return go
 
 
-def test_a_change_by_another_writer_is_confirmed_through_the_marker_without_a_full_read(etcd):
+def test_a_change_by_another_writer_is_confirmed_through_the_marker_without_a_full_read(etcd, store_on):
     store, other = store_on(etcd), store_on(etcd)
     register(store, "w1", "w2")
     submit(store)
@@ -128,7 +130,7 @@ def test_a_change_by_another_writer_is_confirmed_through_the_marker_without_a_fu
     assert sum(len(e) for e in store.all_queues().values()) == 6, "the marker is no queue entry"
 
 
-def test_a_watch_that_is_behind_is_waited_for_then_served_from_the_mirror(etcd):
+def test_a_watch_that_is_behind_is_waited_for_then_served_from_the_mirror(etcd, store_on):
     store, other = store_on(etcd), store_on(etcd)
     register(store, "w1")
     submit(store)
@@ -143,7 +145,7 @@ def test_a_watch_that_is_behind_is_waited_for_then_served_from_the_mirror(etcd):
     assert time.monotonic() - started >= 0.4, "it waited for the held watch"
 
 
-def test_a_marker_the_watch_does_not_bring_in_time_falls_back_to_a_full_read(etcd):
+def test_a_marker_the_watch_does_not_bring_in_time_falls_back_to_a_full_read(etcd, store_on):
     store, other = store_on(etcd), store_on(etcd)
     register(store, "w1")
     submit(store)
@@ -157,7 +159,7 @@ def test_a_marker_the_watch_does_not_bring_in_time_falls_back_to_a_full_read(etc
     in_step(store)  # and it answers alone again once the watch moves on
 
 
-def test_a_mirror_that_stopped_following_only_costs_full_reads(etcd):
+def test_a_mirror_that_stopped_following_only_costs_full_reads(etcd, store_on):
     store = store_on(etcd)
     register(store, "w1", "w2")
     submit(store)
@@ -174,7 +176,7 @@ def test_a_mirror_that_stopped_following_only_costs_full_reads(etcd):
     assert store.claim(made[0], made[0].worker, lease, ()) is None, "claimed at most once"
 
 
-def test_after_its_member_stops_the_mirror_lists_another_even_past_a_compaction(etcd3cluster):
+def test_after_its_member_stops_the_mirror_lists_another_even_past_a_compaction(etcd3cluster, store_on):
     endpoints = etcd3cluster.endpoints
     store = store_on(endpoints)
     register(store, "w1", "w2")
