@@ -12,7 +12,6 @@ to catch up. Sizes and ways alternate. Run: ``python -m bench.queue_position``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 
@@ -24,6 +23,8 @@ from pink.queues import QueueEntry
 from pink.states import JobState
 from pink.store import Store
 from webapp import jobs
+
+from .harness import percentile
 
 WORKER = "w0"
 
@@ -54,11 +55,6 @@ def _fill(store: Store, n: int) -> Job:
 
 def _put(store: Store, entry: QueueEntry) -> None:
     store.etcd.call(lambda c: c.put(store.queue_key(WORKER, entry.job_id), entry.to_json()), "fill")
-
-
-def _stats(times: list[float]) -> tuple[float, float]:
-    times = sorted(times)
-    return statistics.median(times), times[int(0.99 * (len(times) - 1))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| queued jobs | entries from the mirror | worker's queue read each time (before) | ratio of medians |")
     print("| ---: | ---: | ---: | ---: |")
     for n in sizes:
-        m, r = _stats(times[(n, "mirror")]), _stats(times[(n, "read each time (before)")])
+        m, r = ((percentile(times[(n, way)], .5), percentile(times[(n, way)], .99))
+                for way in ("mirror", "read each time (before)"))
         print(f"| {n:,} | {m[0]:.1f} / {m[1]:.1f} | {r[0]:.1f} / {r[1]:.1f} | {m[0] / r[0]:.2f}x |")
     return 0
 
