@@ -36,6 +36,8 @@ async function gpuAction(w, index, release) {
     }
   } catch (err) {
     alertIn(errorBox, "error", err.message);
+    refresh(true);
+    return;
   }
   refresh();
 }
@@ -83,6 +85,8 @@ async function setSlots(w, value) {
     }
   } catch (err) {
     alertIn(errorBox, "error", err.message);
+    refresh(true);
+    return;
   }
   refresh();
 }
@@ -121,6 +125,8 @@ function card(w, mine) {
           toast(undo ? `${w.name} takes jobs again.` : `${w.name} is drained: it takes no new jobs.`);
         } catch (err) {
           alertIn(errorBox, "error", err.message);
+          refresh(true);
+          return;
         }
         refresh();
       },
@@ -151,11 +157,13 @@ function card(w, mine) {
     el("p", { class: "muted small" }, `${(w.images || []).length} ${(w.images || []).length === 1 ? "image" : "images"} cached`));
 }
 
-async function refresh() {
+/** Reload the page's data (every 5 s); ``keepMessage``: an action failed, its message stays up
+ * until an action succeeds. */
+async function refresh(keepMessage = false) {
   clearTimeout(timer);
   try {
     const [{ workers }, { jobs }] = await Promise.all([api("/workers"), api("/jobs?limit=200")]);
-    clear(errorBox);
+    if (!keepMessage) clear(errorBox);
     const active = jobs.filter((j) => !TERMINAL.has(j.state));
     clear(grid, ...workers.map((w) => card(w, active.filter((j) => j.worker === w.name))));
     if (!workers.length) clear(grid, el("div", { class: "card empty" }, el("p", {}, "No worker has registered yet.")));
@@ -167,8 +175,9 @@ async function refresh() {
       + (sick ? ` · ${sick} quarantined.` : ".");
   } catch (e) {
     alertIn(errorBox, "error", e.message);
+    keepMessage = false;  // this message is the page's own: the next load that works clears it
   }
-  timer = setTimeout(refresh, 5000);
+  timer = setTimeout(() => refresh(keepMessage), 5000);
 }
 
 refresh();
