@@ -32,6 +32,7 @@ from pink.lease import Lease
 from pink.scheduling import Decision
 from pink.model import JOB_ID, WorkerInfo
 from pink.states import CLAIMED, JobState
+from pink.queues import WorkerQueue
 from pink.store import QueueEntry, Store
 
 from .ahead import Ahead
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 DISK_FREE_STEP = 256 << 20
 #: Images loaded at once while their upload is still arriving.
 MAX_PRELOADS = 2
+#: Seconds between full reads of the worker's queue from etcd; the cycles in between read the
+#: watched copy (pink.queues.WorkerQueue).
+QUEUE_REREAD_S = 10.0
 
 
 class WorkerDaemon:
@@ -102,7 +106,11 @@ class WorkerDaemon:
         self.wake = threading.Event()
         self.lease = Lease(self.store, self.wcfg.lease_ttl_s, f"worker {self.wcfg.name}")
         self.slots = LiveSlots(self.store, self.wcfg.name, self.wcfg.max_parallel_jobs, self.wake)
-        self._unwatch = None
+        #: This worker's queue, kept by a watch that also wakes the loop; ``_claimed_at`` is the
+        #: revision of the newest claim, which the copy must have before a cycle reads it.
+        self.queue = WorkerQueue(self.store, self.wcfg.name, self.wake.set)
+        self._claimed_at = 0
+        self._queue_read_at = 0.0
         self._unwatch_deleted = None
         self._unwatch_quarantine = None
         self._unwatch_drain = None
@@ -293,9 +301,9 @@ class WorkerDaemon:
             self._heartbeat_sent = key
 
     def watch(self) -> None:
-        """Wake the loop early when this worker's queue changes (the watch heals itself)."""
-        if self._unwatch is None:
-            self._unwatch = self.store.watch_prefix(("queue", self.wcfg.name, ""), lambda _ok: self.wake.set())
+        """Wake the loop early when this worker's queue (self.queue's watch) or its settings
+        change (the watches heal themselves)."""
+        self.queue.start()
         if self._unwatch_deleted is None:
             self._unwatch_deleted = self.store.watch_prefix(("deleted", ""), self._on_deleted)
         if self._unwatch_quarantine is None:
@@ -334,7 +342,7 @@ class WorkerDaemon:
             self.engine.ping()
             self._pinged_at = time.monotonic()
         self.watch()
-        entries = self.store.queue(self.wcfg.name)
+        entries = self._queue_entries()
         by_id = {e.job_id: e for e in entries}
         self._preload(by_id)
         # Runs that ended, or whose job left our hands (cancelled, LOST: gone from the queue).
@@ -366,6 +374,18 @@ class WorkerDaemon:
             self.deletions.sweep(self.store, busy=self.runs)
         self.heartbeat()
         self._log_status(entries)
+
+    def _queue_entries(self) -> list[QueueEntry]:
+        """This worker's queue: from the watched copy once it holds this worker's newest claim
+        (or a run of a job just claimed would look cancelled), from etcd when the copy is behind
+        and every QUEUE_REREAD_S, so a watch that hangs without an error delays no change longer."""
+        entries = None
+        if time.monotonic() - self._queue_read_at < QUEUE_REREAD_S:
+            entries = self.queue.entries(self._claimed_at)
+        if entries is None:
+            entries = self.store.queue(self.wcfg.name)
+            self._queue_read_at = time.monotonic()
+        return entries
 
     def _start_queued(self, entries: list[QueueEntry]) -> None:
         queued = [e for e in entries if e.state is JobState.QUEUED]
@@ -408,6 +428,7 @@ class WorkerDaemon:
                     self.reaper.remove(made.container, f"job {decision.job_id} (made ahead, not claimed)")
                 made, fresh = None, False
             if claimed is not None:
+                self._claimed_at = max(self._claimed_at, claimed.mod_revision)
                 log.info("job %s: claimed (user %s, GPUs %s)", claimed.id, claimed.user,
                          list(decision.gpu_indices) or "none")
                 self._launch(claimed, fresh=fresh, ahead=made.container if made else None)
@@ -535,7 +556,8 @@ class WorkerDaemon:
                     self._failing = True
                 self.wake.wait(self.wcfg.loop_interval_s)
         finally:
-            for unwatch in (self._unwatch, self._unwatch_deleted, self._unwatch_quarantine, self._unwatch_drain):
+            self.queue.stop()
+            for unwatch in (self._unwatch_deleted, self._unwatch_quarantine, self._unwatch_drain):
                 if unwatch is not None:
                     unwatch()
             self.slots.close()

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from .metrics import QUEUE_LOAD_READS
@@ -135,7 +135,101 @@ class QueueLoad:
         return out
 
 
-class QueueMirror:
+class QueueCopy:
+    """The queue entries under ``prefix``, kept by one etcd list-and-watch
+    (:class:`pink.etcd.ListWatch`): a listing, then every change after it, in revision order.
+    ``revision`` is the newest change the copy has. ``on_change()`` is called after each listing
+    and each batch of changes. The watch starts on the first read in each process (gunicorn forks
+    its workers after the app is made; a thread does not survive a fork)."""
+
+    def __init__(self, store: "Store", prefix: str, start: str = "",
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self._store = store
+        self._prefix, self._start_key = prefix, start or prefix
+        self._on_change = on_change
+        self._cond = threading.Condition()
+        self._pid = 0
+        self._watch = None
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._entries: dict[bytes, tuple[str, QueueEntry]] = {}  # key -> (worker, entry)
+        self._revision = 0  # the copy has every change up to this revision
+        self._listed = False
+
+    def start(self) -> None:
+        """Start the watch (once per process)."""
+        with self._cond:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._reset_state()  # what a parent process had is not this one's
+        self._watch = self._store.etcd.list_and_watch(self._start_key, self._prefix, self._on_list,
+                                                      self._on_events)
+
+    def stop(self) -> None:
+        """End the watch: the copy stays as it was (and falls behind)."""
+        if self._watch is not None:
+            self._watch.cancel()
+
+    # ----- fed by the watch -------------------------------------------------------------------
+    def _on_list(self, kvs: list, revision: int) -> None:
+        prefix = self._prefix.encode()
+        with self._cond:
+            self._reset_state()
+            for kv in kvs:
+                if kv.key.startswith(prefix):
+                    self._put(kv.key, kv.value)
+            self._revision = revision
+            self._listed = True
+            self._cond.notify_all()
+        self._on_change()
+
+    def _on_events(self, events: list) -> None:
+        prefix = self._prefix.encode()
+        with self._cond:
+            for event in events:
+                kv = event.kv
+                self._revision = max(self._revision, kv.mod_revision)
+                if not kv.key.startswith(prefix):
+                    continue
+                old = self._entries.pop(kv.key, None)
+                if old is not None:
+                    self._drop(kv.key, *old)
+                if event.type == event.PUT:
+                    self._put(kv.key, kv.value)
+            self._cond.notify_all()
+        self._on_change()
+
+    def _put(self, key: bytes, value: bytes) -> tuple[str, QueueEntry]:
+        worker, entry = key.decode().rsplit("/", 2)[1], QueueEntry.from_json(value)
+        self._entries[key] = (worker, entry)
+        return worker, entry
+
+    def _drop(self, key: bytes, worker: str, entry: QueueEntry) -> None:
+        """``key``'s entry left the copy (the subclasses' sums follow)."""
+
+
+class WorkerQueue(QueueCopy):
+    """One worker's queue (``queue/<worker>/``), as its daemon reads it on every cycle: in time
+    linear in its entries, without a read of etcd. The daemon's own claims tell it how fresh the
+    copy must be (:meth:`entries`)."""
+
+    def __init__(self, store: "Store", worker: str, on_change: Callable[[], None]) -> None:
+        super().__init__(store, store.queue_key(worker, ""), on_change=on_change)
+
+    def entries(self, revision: int = 0, wait_s: float = 1.0) -> list[QueueEntry] | None:
+        """The entries in key order (as :meth:`Store.queue` reads them) once the copy has every
+        change up to ``revision`` (waiting up to ``wait_s``); None while it is not listed yet or
+        stays behind: read the store then."""
+        self.start()
+        with self._cond:
+            if not self._listed or not self._cond.wait_for(lambda: self._revision >= revision, wait_s):
+                return None
+            return [entry for _, (_, entry) in sorted(self._entries.items())]
+
+
+class QueueMirror(QueueCopy):
     """This process's copy of ``queue/``, kept by one etcd watch, summed as a :class:`QueueLoad`.
 
     :meth:`load` answers from the copy only when it has every change etcd had when it was
@@ -153,82 +247,33 @@ class QueueMirror:
     fixed in later 3.4 releases by dropping such a request), so the answer could claim events
     the copy does not have yet. The marker is one blind put of an empty value to one key that
     all processes share: no compare, nothing left behind.
-
-    The watch starts on the first :meth:`load` in each process (gunicorn forks its workers after
-    the app is made; a thread does not survive a fork).
     """
 
     def __init__(self, store: "Store", wait_s: float = 0.25) -> None:
-        self._store = store
         #: The marker key: it sorts just before every queue key (``.`` before ``/``).
         self.sync_key = store.queues_prefix().rstrip("/") + ".sync"
-        self._sync_key = self.sync_key.encode()
+        super().__init__(store, store.queues_prefix(), start=self.sync_key)
         self.wait_s = wait_s
-        self._cond = threading.Condition()
-        self._pid = 0
-        self._watch = None
         #: Loads this process summed from a full read because the mirror was behind or down.
         self.fallbacks = 0
-        self._reset_state()
 
     def _reset_state(self) -> None:
-        self._entries: dict[bytes, tuple[str, QueueEntry]] = {}  # key -> (worker, entry)
+        super()._reset_state()
         self._by_worker: dict[str, dict[bytes, QueueEntry]] = {}  # worker -> key -> entry
         self._load = QueueLoad()
-        self._revision = 0  # the copy has every change up to this revision
-        self._listed = False
 
-    def _start(self) -> None:
-        with self._cond:
-            if self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            self._reset_state()  # what a parent process had is not this one's
-        self._watch = self._store.etcd.list_and_watch(self.sync_key, self._store.queues_prefix(),
-                                                      self._on_list, self._on_events)
-
-    def stop(self) -> None:
-        """End the watch: the mirror stays as it was (and falls behind)."""
-        if self._watch is not None:
-            self._watch.cancel()
-
-    # ----- fed by the watch -------------------------------------------------------------------
-    def _is_entry(self, key: bytes) -> bool:
-        return key != self._sync_key
-
-    def _on_list(self, kvs: list, revision: int) -> None:
-        with self._cond:
-            self._reset_state()
-            for kv in kvs:
-                if self._is_entry(kv.key):
-                    self._put(kv.key, kv.value)
-            self._revision = revision
-            self._listed = True
-            self._cond.notify_all()
-
-    def _on_events(self, events: list) -> None:
-        with self._cond:
-            for event in events:
-                kv = event.kv
-                self._revision = max(self._revision, kv.mod_revision)
-                if not self._is_entry(kv.key):
-                    continue
-                old = self._entries.pop(kv.key, None)
-                if old is not None:
-                    self._load.add(old[0], old[1], -1)
-                    entries = self._by_worker[old[0]]
-                    del entries[kv.key]
-                    if not entries:
-                        del self._by_worker[old[0]]
-                if event.type == event.PUT:
-                    self._put(kv.key, kv.value)
-            self._cond.notify_all()
-
-    def _put(self, key: bytes, value: bytes) -> None:
-        worker, entry = key.decode().rsplit("/", 2)[1], QueueEntry.from_json(value)
-        self._entries[key] = (worker, entry)
+    def _put(self, key: bytes, value: bytes) -> tuple[str, QueueEntry]:
+        worker, entry = super()._put(key, value)
         self._by_worker.setdefault(worker, {})[key] = entry
         self._load.add(worker, entry)
+        return worker, entry
+
+    def _drop(self, key: bytes, worker: str, entry: QueueEntry) -> None:
+        self._load.add(worker, entry, -1)
+        entries = self._by_worker[worker]
+        del entries[key]
+        if not entries:
+            del self._by_worker[worker]
 
     # ----- read by placement ------------------------------------------------------------------
     def _mark(self) -> int:
@@ -238,7 +283,7 @@ class QueueMirror:
     def _fresh(self) -> bool:
         """Whether the mirror has every change etcd had when this was called (waiting up to
         ``wait_s`` for the watch to bring them); counts the answer."""
-        self._start()
+        self.start()
         with self._cond:
             listed = self._listed
         if listed:

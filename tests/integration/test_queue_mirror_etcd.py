@@ -15,7 +15,7 @@ import pytest
 import pink_dev as dev
 from pink.config import Config, EtcdConfig, WebConfig
 from pink.model import User, WorkerInfo
-from pink.queues import QueueLoad
+from pink.queues import QueueLoad, WorkerQueue
 from pink.states import JobState
 from pink.store import Store
 from webapp import jobs
@@ -102,16 +102,7 @@ def test_submissions_in_a_row_see_each_other_on_one_web_server_and_across_two(et
 def held_watch(store: Store) -> threading.Event:
     """Hold the mirror's watch thread before it applies its next response, until the event is
     set: etcd's stream stays as it is, the copy falls behind."""
-    go = threading.Event()
-    watch = store.queue_mirror._watch
-    apply = watch._on_events
-
-    def held(events: list) -> None:
-        go.wait()
-        apply(events)
-
-    watch._on_events = held
-    return go
+    return held_watch_of(store.queue_mirror)
 
 
 def test_a_change_by_another_writer_is_confirmed_through_the_marker_without_a_full_read(etcd, store_on):
@@ -195,3 +186,44 @@ def test_after_its_member_stops_the_mirror_lists_another_even_past_a_compaction(
     submit(store)
     in_step(store)
     assert store.queue_load().waiting == {"root": 4}
+
+
+def test_a_workers_own_queue_copy_holds_its_claims_once_asked_for_their_revision(etcd, store_on):
+    """What a worker daemon reads each cycle (pink.queues.WorkerQueue): only its own entries, in
+    key order as a read has them, and never a copy older than its newest claim."""
+    store = store_on(etcd)
+    register(store, "w1", "w10")  # "w1"'s prefix must not take in "w10"'s entries
+    woken = threading.Event()
+    own = WorkerQueue(store, "w1", woken.set)
+    try:
+        own.start()
+        dev.wait_until(lambda: own.entries() is not None, 15, "the copy's listing")
+        made = [submit(store) for _ in range(4)]
+        dev.wait_until(lambda: own.entries() == store.queue("w1"), 15, "the copy to follow the store")
+        assert woken.is_set(), "a change wakes the daemon"
+        assert {e.job_id for e in own.entries()} == {j.id for j in made if j.worker == "w1"}
+        go = held_watch_of(own)
+        mine = next(j for j in made if j.worker == "w1")
+        claimed = store.claim(mine, "w1", store.grant_lease(60), ())
+        assert own.entries(claimed.mod_revision, wait_s=0.2) is None, "behind its claim: read the store"
+        threading.Timer(0.3, go.set).start()
+        entries = own.entries(claimed.mod_revision, wait_s=10)
+        assert entries == store.queue("w1")
+        assert {e.job_id: e.state for e in entries}[mine.id] is JobState.STARTING
+    finally:
+        own.stop()
+
+
+def held_watch_of(copy) -> threading.Event:
+    """Hold ``copy``'s watch thread before it applies its next response, until the event is set:
+    etcd's stream stays as it is, the copy falls behind."""
+    go = threading.Event()
+    watch = copy._watch
+    apply = watch._on_events
+
+    def held(events: list) -> None:
+        go.wait()
+        apply(events)
+
+    watch._on_events = held
+    return go

@@ -44,7 +44,7 @@ class Watch:
     def __init__(self, cluster, wait_s: float = 0.05, following: bool = True) -> None:
         self.mem, self.store = cluster.mem, cluster.store
         self.mirror = QueueMirror(self.store, wait_s=wait_s)
-        self.mirror._start()  # (the in-memory client's watch does nothing)
+        self.mirror.start()  # (the in-memory client's watch does nothing)
         self.seen: dict[bytes, KeyValue] = {}
         self.following = following
         mark = self.mirror._mark
