@@ -38,6 +38,7 @@ from pink.store import QueueEntry, Store
 from .ahead import Ahead
 from .container import host_cpus, host_memory_bytes
 from .deletions import Deletions
+from .engine import engine_client
 from . import metrics as worker_metrics, sweeps
 from .gpuhealth import GpuHealth
 from .imagegc import ImageGC, LoadRecord
@@ -65,12 +66,10 @@ class WorkerDaemon:
         self.wcfg = cfg.worker
         self.store = store or Store(cfg.etcd)
         self.fairshare = FairShare(self.store, cfg.scheduling)
-        # A fixed API version (1.41: Docker 20.10, has device requests) instead of asking the
-        # engine at start: a worker must start, and wait, while its engine is restarting.
         # Every run holds two streaming connections (logs, wait) and the image events one more:
         # a pool of docker-py's default 10 would open and close a connection for most calls.
-        self.engine = docker.DockerClient(base_url=self.wcfg.docker_url, version="1.41", timeout=120,
-                                          max_pool_size=3 * self.wcfg.max_parallel_jobs + 8)
+        self.engine = engine_client(self.wcfg.docker_url, timeout=120,
+                                    max_pool_size=3 * self.wcfg.max_parallel_jobs + 8)
         self.gpus: list[Gpu] = discover_gpus(self.wcfg.gpus)
         self.runtime = self.wcfg.runtime or ("nvidia" if self.gpus else "")
         self.health = GpuHealth(self.gpus, xid_source=self.wcfg.gpu_xid_source,
