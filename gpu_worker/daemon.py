@@ -57,7 +57,7 @@ DISK_FREE_STEP = 256 << 20
 MAX_PRELOADS = 2
 #: Seconds between full reads of the worker's queue from etcd; the cycles in between read the
 #: watched copy (pink.queues.WorkerQueue).
-QUEUE_REREAD_S = 10.0
+QUEUE_REREAD_S = 60.0
 
 
 class WorkerDaemon:
@@ -407,10 +407,15 @@ class WorkerDaemon:
                                       len(self.gpus) - len(sick), self.host_cpus, self.host_memory, slots)
         # Run slots of arrays with a %N limit and of users with a GPU quota, on every worker.
         taken = self.fairshare.taken(queued)
+        # Planned only until the free slots are taken: the jobs after wait for a slot (whatever
+        # else they wait for, which the web servers' plan of the queue tells their users).
         decisions = queueplan.plan_queue(queued, running, capacity, array_running=taken.array_running(),
-                                         **self.fairshare.order_args(taken)).decisions
+                                         until_full=True, **self.fairshare.order_args(taken)).decisions
         by_id = {q.job_id: q for q in queued}
-        self.waiting = {d.job_id: d.reason for d in decisions if not d.starts}
+        starts = {d.job_id for d in decisions if d.starts}
+        reasons = {d.job_id: d.reason for d in decisions if not d.starts}
+        slot = f"waiting for a free job slot ({slots} running)"
+        self.waiting = {q.job_id: reasons.get(q.job_id, slot) for q in queued if q.job_id not in starts}
         for decision in decisions:
             if not decision.starts:
                 continue
@@ -439,7 +444,8 @@ class WorkerDaemon:
         waiting, depth = [q for q in queued if q.job_id in self.waiting and not q.gpus], self.wcfg.containers_ahead
         room = queueplan.Capacity((), len(self.gpus), len(self.gpus), self.host_cpus * depth,
                                   self.host_memory * depth, depth)
-        idle = queueplan.plan_queue(waiting, [], room, usage=self.fairshare.usage()).decisions if waiting else []
+        idle = queueplan.plan_queue(waiting, [], room, usage=self.fairshare.usage(), until_full=True).decisions \
+            if waiting else []
         self.ahead.want([d.job_id for d in idle if d.starts], {q.job_id for q in queued})
 
     def _preload(self, by_id: dict[str, QueueEntry]) -> None:

@@ -54,7 +54,7 @@ class Capacity:
 
 
 def plan_once(queue: Sequence[QueuedJob], running: Sequence[Running], capacity: Capacity,
-              array_running: Mapping[str, int], **order: Any) -> list[Decision]:
+              array_running: Mapping[str, int], until_full: bool = False, **order: Any) -> list[Decision]:
     """:func:`pink.scheduling.plan` for a worker running ``running``."""
     per_user: dict[str, int] = {}
     for r in running:
@@ -66,7 +66,7 @@ def plan_once(queue: Sequence[QueuedJob], running: Sequence[Running], capacity: 
         memory = Pool(capacity.memory_bytes - sum(r.memory_bytes for r in running), capacity.memory_bytes)
     return plan(queue, per_user, capacity.free_gpus, max(capacity.slots - len(running), 0),
                 total_gpus=capacity.total_gpus, cpus=cpus, memory=memory,
-                array_running=dict(array_running), **order)
+                array_running=dict(array_running), until_full=until_full, **order)
 
 
 def estimate_starts(queue: Sequence[QueuedJob], limits: Mapping[str, float], running: Sequence[Running],

@@ -39,13 +39,13 @@ def capacity_of(worker: WorkerInfo) -> Capacity:
 
 def plan_queue(queued: Sequence[QueueEntry], running: Sequence[Running], capacity: Capacity, *,
                array_running: Mapping[str, int] | None = None, estimate_from: float | None = None,
-               **order: Any) -> QueuePlan:
+               until_full: bool = False, **order: Any) -> QueuePlan:
     """Plan the worker's QUEUED entries ``queued``; with ``estimate_from`` (now), also when each
-    starts at the latest (:func:`pink.eta.estimate_starts`). ``order`` goes to
+    starts at the latest (:func:`pink.eta.estimate_starts`). ``until_full`` and ``order`` go to
     :func:`pink.scheduling.plan` unchanged."""
-    queue = [e.queued_job() for e in queued]
+    queue = [e.as_queued for e in queued]
     arrays = dict(array_running or {})
-    decisions = plan_once(queue, running, capacity, arrays, **order)
+    decisions = plan_once(queue, running, capacity, arrays, until_full=until_full, **order)
     if estimate_from is None:
         return QueuePlan(decisions)
     limits = {e.job_id: e.timeout_s for e in queued}

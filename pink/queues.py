@@ -9,11 +9,16 @@ marker key its watch also sees to know the copy has every change before using it
 Only placement, the (soft) queue quota and what is shown (queue positions, the janitor's and
 the metrics' queue depths) read the mirror. Nothing that decides a job's fate does: claims,
 transitions and creation keep comparing revisions in their transactions.
+
+A worker daemon keeps :class:`WorkerQueue`, the same kind of copy of its own queue only, which
+it plans from on each cycle instead of reading the queue from etcd (see its docstring for how
+fresh it must be).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -74,8 +79,10 @@ class QueueEntry:
                    job.created_at, job.image_id, job.cpus, job.memory_bytes, job.array_id, job.array_limit,
                    job.started_at or 0.0, job.user_priority)
 
-    def queued_job(self) -> QueuedJob:
-        """The entry as :func:`pink.scheduling.plan` takes it."""
+    @functools.cached_property
+    def as_queued(self) -> QueuedJob:
+        """The entry as :func:`pink.scheduling.plan` takes it (made once: a worker's and a web
+        server's copies keep their entries, and plan them again and again)."""
         return QueuedJob(self.job_id, self.user, self.priority, self.created_at, self.gpus,
                          self.cpus, self.memory_bytes, self.array_id, self.array_limit, self.user_priority)
 

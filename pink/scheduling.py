@@ -383,6 +383,7 @@ def plan(
     array_running: Mapping[str, int] | None = None,
     usage: Mapping[str, float] | None = None,
     quotas: Mapping[str, UserQuota] | None = None,
+    until_full: bool = False,
 ) -> list[Decision]:
     """Decide which queued jobs of one worker start now, in start order.
 
@@ -410,6 +411,11 @@ def plan(
     ``quotas`` caps the GPUs each listed user's claimed jobs hold on all workers
     (:class:`UserQuota`, :mod:`pink.runslots`): a GPU job that would pass its user's cap
     waits, counting the jobs this plan starts, and takes nothing from the jobs behind it.
+
+    ``until_full`` stops the walk once no job slot is left: the jobs after that point have no
+    decision (none of them could start), for a caller that needs which jobs start and not why
+    every other one waits (a worker daemon's cycle, in time independent of its queue's length
+    past the jobs it starts, but for the ordering).
     """
     ids = [job.job_id for job in queue]
     if len(set(ids)) != len(ids):
@@ -433,6 +439,8 @@ def plan(
     decisions: list[Decision] = []
 
     for position, job in enumerate(_fair_order(queue, running_per_user, started, usage), start=1):
+        if until_full and slots == 0:
+            break
         needs = [pool.need(amount) for pool, amount in zip(pools, (job.cpus, job.memory_bytes))]
         asks = {"GPUs": job.gpus > 0, **{pool.what: n > 0 for pool, n in zip(pools, needs)}}
         too_big = [f"{pool.phrase(n)} but this worker has only {pool.amount(pool.total)}"

@@ -136,4 +136,4 @@ def test_records_written_before_resources_existed_still_read():
     entry = QueueEntry.from_json(b'{"job_id":"j","user":"u","state":"QUEUED","gpus":1,"timeout_s":60,'
                                  b'"priority":0,"created_at":1.0,"image_id":""}')
     assert (entry.cpus, entry.memory_bytes) == (0, 0)
-    assert entry.queued_job().cpus == 0
+    assert entry.as_queued.cpus == 0

@@ -16,7 +16,7 @@ from webapp import admin, jobs as joblogic
 
 
 def job_queued(job: Job):
-    return QueueEntry.of(job).queued_job()
+    return QueueEntry.of(job).as_queued
 
 
 def _claim_all(cluster, taken, jobs) -> list[Job]:
@@ -39,11 +39,11 @@ def test_a_quota_holds_when_two_workers_claim_from_the_same_snapshot(cluster):
         cluster.add_worker(name, gpus=4)
     queued = {name: [cluster.add_job("alice", worker=name, gpus=1) for _ in range(2)] for name in ("w1", "w2")}
     fs = fairshare.FairShare(cluster.store, SchedulingConfig(gpu_quota=3))
-    snapshots = {name: fs.taken([e.queued_job() for e in cluster.store.queue(name)]) for name in queued}
+    snapshots = {name: fs.taken([e.as_queued for e in cluster.store.queue(name)]) for name in queued}
     assert all(s.quotas()["alice"].gpus == 0 for s in snapshots.values())
     claimed = [j for name in queued for j in _claim_all(cluster, snapshots[name], queued[name])]
     assert [j.worker for j in claimed] == ["w1", "w1"], "w2's stale picks (slots 0 and 1) lost"
-    again = fs.taken([e.queued_job() for e in cluster.store.queue("w2")])
+    again = fs.taken([e.as_queued for e in cluster.store.queue("w2")])
     claimed += _claim_all(cluster, again, queued["w2"])
     assert len(claimed) == 3
     held = runslots.taken(cluster.store, runslots.GPUS, "alice")
@@ -88,7 +88,7 @@ def test_reorder_rewrites_job_and_queue_entry_and_loses_a_race(cluster):
     job = cluster.add_job("alice")
     moved = set_user_priority(cluster.store, job, 7)
     assert moved.user_priority == 7 and cluster.store.get_job(job.id).user_priority == 7
-    assert cluster.store.queue("w1")[0].queued_job().user_priority == 7
+    assert cluster.store.queue("w1")[0].as_queued.user_priority == 7
     assert set_user_priority(cluster.store, job, 9) is None, "an old read loses"
 
 

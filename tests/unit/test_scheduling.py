@@ -440,3 +440,18 @@ def test_random_plans_never_double_book_and_keep_every_rule():
         shuffled = queue[:]
         rng.shuffle(shuffled)
         assert plan(shuffled, running, list(reversed(free)), slots) == decisions
+
+
+def test_a_plan_until_full_starts_the_same_jobs_and_stops_at_the_last_free_slot():
+    """What a worker daemon's cycle plans (until_full): the same starts, with the same GPUs, as
+    the whole plan, and decisions for no job past the point where the slots ran out."""
+    rng = random.Random(20261203)
+    for _ in range(2000):
+        queue, running, free, slots = _random_case(rng)
+        usage = {u: rng.choice([0.0, 10.0, 100.0]) for u in {j.user for j in queue}}
+        whole = plan(queue, running, free, slots, usage=usage)
+        short = plan(queue, running, free, slots, usage=usage, until_full=True)
+        assert short == whole[:len(short)], "the same decisions, as far as it goes"
+        assert [d for d in whole if d.starts] == [d for d in short if d.starts]
+        if len(short) < len(whole):
+            assert sum(d.starts for d in short) == max(slots, 0), "it stopped only once the slots ran out"
