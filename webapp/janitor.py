@@ -93,12 +93,19 @@ TIDY_BATCH = 200
 def tidy(store: Store, cfg: WebConfig, now: float | None = None) -> dict[str, int]:
     """Account ended jobs in the usage rollups, then remove the records whose retention ran out
     (``web.job_record_retention_days``; pink.store_usage, pink.store_retention). Every step is
-    a CAS transaction, so janitors of many web servers may run it at once."""
-    accounted = store.account_pending(limit=TIDY_BATCH, now=now)
-    retired = store.retire_expired(cfg.job_record_retention_days * 86400, now=now, limit=TIDY_BATCH)
-    if retired:
-        log.info("janitor: removed %d job records past their retention", retired)
-    return {"accounted": accounted, "retired": retired}
+    a CAS transaction, so janitors of many web servers may run it at once. Batches follow each
+    other while there is work: with jobs ending faster than a batch per interval, a pause after
+    each would let the backlog (and etcd) grow without bound."""
+    done = {"accounted": 0, "retired": 0}
+    while True:
+        accounted = store.account_pending(limit=TIDY_BATCH, now=now)
+        retired = store.retire_expired(cfg.job_record_retention_days * 86400, now=now, limit=TIDY_BATCH)
+        if retired:
+            log.info("janitor: removed %d job records past their retention", retired)
+        done["accounted"] += accounted
+        done["retired"] += retired
+        if not accounted and not retired:
+            return done
 
 
 def repeat(name: str, interval_s: float, step: Callable[[], None]) -> threading.Thread:

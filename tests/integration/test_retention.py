@@ -10,8 +10,12 @@ import time
 import pytest
 
 import pink_dev as dev
-from pink.config import EtcdConfig
-from pink.model import day_of
+from pink import store_usage
+from pink.config import Config, EtcdConfig, WebConfig
+from pink.model import User, WorkerInfo, day_of
+from pink.states import JobState
+from webapp import jobs as webjobs
+from webapp.spec import JobSpec
 
 from tests.helpers import cli, submit, wait_state
 
@@ -82,3 +86,30 @@ def test_ended_jobs_are_counted_once_and_leave_etcd_after_retention_but_their_us
     after = admin.get("/api/v1/usage").json()
     assert after["total"]["jobs"] == 3 and [u["user"] for u in after["by_user"]] == ["alice", "bob"]
     assert after["by_user"][0] == {**usage["total"], "user": "alice", "day": ""}  # (a sum over days)
+
+
+def test_many_ended_jobs_of_one_user_are_accounted_in_full_transactions_on_real_etcd(etcd, open_store):
+    """A rollup's group of jobs (store_usage.ACCOUNT_GROUP: 32 jobs, 97 operations and 33
+    compares) is one transaction etcd takes (its default limit is 128 operations)."""
+    store = open_store(EtcdConfig(endpoints=tuple(etcd), prefix="/acct"))
+    image = "sha256:" + "cd" * 32
+    lease = store.grant_lease(600)
+    store.register_worker(WorkerInfo(name="w1", ssh_host="127.0.0.1", ssh_port=22, ssh_user="pink-transfer",
+                                     inbox="/in", outbox="/out", cpus=8, max_parallel_jobs=4,
+                                     memory_bytes=1 << 36, images=(image,)), lease)
+    cfg, root = Config(web=WebConfig(quota_queued_jobs=1000)), User("root", "", admin=True)
+    n = store_usage.ACCOUNT_GROUP + 8
+    for _ in range(n):
+        job, _ = webjobs.submit(cfg, store, None, None, root, JobSpec(image_id=image), body=None, length=None)
+        job = store.claim(job, "w1", lease, ())
+        job = store.transition(job, JobState.RUNNING, started_at=time.time())
+        job = store.transition(job, JobState.EXPORTING)
+        assert store.transition(job, JobState.SUCCEEDED, finished_at=time.time()) is not None
+    txns = []
+    txn = store._txn
+    store._txn = lambda c, s, what: txns.append(what) or txn(c, s, what)
+    assert store.account_pending(limit=200) == n
+    assert sorted(txns, key=len) == ["account 8 jobs of root", f"account {store_usage.ACCOUNT_GROUP} jobs of root"]
+    [usage] = store.usage("2000-01-01", "2999-12-31")
+    assert usage.jobs == n and usage.states == {"SUCCEEDED": n}
+    assert store.account_pending() == 0

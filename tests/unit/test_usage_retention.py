@@ -51,6 +51,37 @@ def test_a_job_is_accounted_once_even_with_racing_janitors(cluster):
     assert cluster.store.account_pending() == 0  # nothing left to account
 
 
+def test_the_jobs_of_one_rollup_are_accounted_together_and_a_lost_race_one_at_a_time(cluster, monkeypatch):
+    """One transaction per rollup (up to ACCOUNT_GROUP jobs); when the rollup changed between its
+    read and the transaction (another janitor), each job is accounted on its own, once."""
+    from pink import store_usage
+
+    monkeypatch.setattr(store_usage, "ACCOUNT_GROUP", 4)
+    jobs = [_ended(cluster, "alice") for _ in range(6)] + [_ended(cluster, "bob") for _ in range(2)]
+    txns = []
+    txn = cluster.store._txn
+    monkeypatch.setattr(cluster.store, "_txn", lambda c, s, what: txns.append(what) or txn(c, s, what))
+    assert cluster.store.account_pending() == 8
+    assert sorted(txns) == ["account 2 jobs of alice", "account 2 jobs of bob", "account 4 jobs of alice"]
+    late = [_ended(cluster, "alice") for _ in range(3)]
+    get, raced_once = cluster.store._get, []
+
+    def raced(key):  # another janitor adds to alice's rollup right after this one read it
+        value, revision = get(key)
+        if "/usage/" in key and not raced_once:
+            raced_once.append(key)
+            assert cluster.store.account_job(late[0]) is not None
+        return value, revision
+
+    monkeypatch.setattr(cluster.store, "_get", raced)
+    assert cluster.store.account_pending() == 3
+    monkeypatch.setattr(cluster.store, "_get", get)
+    [alice] = cluster.store.usage("2000-01-01", "2999-12-31", user="alice")
+    assert alice.jobs == 9 and alice.gpu_seconds == 9 * 120.0
+    assert all(cluster.store.get_job(j.id).accounted_at for j in jobs + late)
+    assert cluster.store.account_pending() == 0
+
+
 def test_a_job_changed_under_the_accountant_is_not_counted_twice(cluster):
     job = _ended(cluster)
     done = cluster.store.account_job(job)
