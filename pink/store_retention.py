@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -31,8 +32,21 @@ def _range_end(prefix: bytes) -> bytes:
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
+#: A janitor's pass takes a random slice of its batch size from this many batches' worth of
+#: the oldest keys waiting, so the janitors of several web server processes work on different
+#: jobs of a backlog instead of racing on the same ones.
+SPREAD = 4
+
+
 class RetentionMixin:
     """Needs the Store's ``_k``, ``_txn``, ``get_job(s)``, ``job_key`` and ``removal_ops``."""
+
+    def _backlog(self: "Store", start: str, end: str, limit: int) -> list[tuple[str, bytes, int]]:
+        """Up to ``limit`` keys (no values) of ``start`` <= key < ``end`` (see :meth:`_range`),
+        a random run of them from the first ``limit * SPREAD``, in key order."""
+        rows = self._range(start, end=end, limit=limit * SPREAD, keys_only=True)
+        first = random.randrange(max(len(rows) - limit, 0) + 1)
+        return rows[first:first + limit]
 
     def _range(self: "Store", start: str, end: str = "", limit: int = 0, descend: bool = False,
                keys_only: bool = False) -> list[tuple[str, bytes, int]]:
@@ -87,7 +101,7 @@ class RetentionMixin:
             return 0
         now = time.time() if now is None else now
         prefix = self._k("retire", "")
-        rows = self._range(prefix, end=prefix + f"{now - retention_s:017.3f}", limit=limit, keys_only=True)
+        rows = self._backlog(prefix, prefix + f"{now - retention_s:017.3f}", limit)
         due = [(k, k.rsplit("/", 1)[1]) for k, _, _ in rows]
         jobs = {j.id: j for j in self.get_jobs([job_id for _, job_id in due])}
         removed = 0

@@ -160,9 +160,9 @@ class UsageMixin:
         The jobs of one rollup (user and day) go in one transaction, up to ACCOUNT_GROUP at a
         time: one compare-and-swap of the rollup key per group instead of per job, which is what
         keeps accounting ahead of tens of jobs ending per second. Janitors of several web servers
-        take the groups in different orders, so they race less on the same ones."""
-        rows = self._range(self._k("acct", ""), limit=limit, keys_only=True)
-        ids = [k.rsplit("/", 1)[1] for k, _, _ in rows]
+        take different slices of a backlog and the groups in different orders, so they race less
+        on the same ones."""
+        ids = [k.rsplit("/", 1)[1] for k, _, _ in self._backlog(self._k("acct", ""), "", limit)]
         jobs = {j.id: j for j in self.get_jobs(ids)}
         cpus = {w.name: float(w.cpus) for w in self.workers()} if ids else {}
         groups: dict[str, list[tuple[Job, Usage]]] = {}
