@@ -99,7 +99,7 @@ ACCOUNT_GROUP = 32
 
 
 class UsageMixin:
-    """Needs the Store's ``_k``, ``_txn``, ``_get``, ``get_job(s)``, ``workers`` and ``_range``."""
+    """Needs the Store's ``_k``, ``_txn``, ``_get``, ``get_job(s)``, ``workers`` and ``_backlog``."""
 
     def account_marker_key(self: "Store", job_id: str) -> str:
         return self._k("acct", job_id)
