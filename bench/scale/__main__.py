@@ -45,6 +45,10 @@ def _size(x: float) -> str:
     return h.human_size(x)
 
 
+def _keys(kinds: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {n:,}" for kind, n in kinds.items())
+
+
 def tables(args, runs: dict[int, dict], keep: dict[str, Any] | None) -> str:
     ws = sorted(runs)
     queued = {w: runs[w]["queued"] for w in ws}
@@ -85,14 +89,17 @@ def tables(args, runs: dict[int, dict], keep: dict[str, Any] | None) -> str:
                                                    f"{_ms(through[w]['windows'][i]['p99'])}")
         row(f"{tag}: etcd in use / on disk (retention {args.retention_s:g} s)",
             lambda w: f"{_size(through[w]['windows'][i]['etcd']['in_use'])} / {_size(through[w]['windows'][i]['etcd']['db'])}")
+        row(f"{tag}: etcd keys by kind", lambda w: _keys(through[w]['windows'][i]['keys']))
         row(f"{tag}: web RSS (each)", lambda w: ", ".join(_size(x) for x in through[w]['windows'][i]['web_rss']))
+    row("etcd on disk after defrag, at the last count", lambda w: _size(through[w]['windows'][-1]['etcd']['defragmented']))
     if keep:
         lines += ["", f"Job-record retention off ({keep['workers']} workers): etcd in use after compaction, "
-                  "per 10,000 jobs through:", "", "| jobs through | in use | on disk | in use per 10,000 jobs |",
-                  "| --- | --- | --- | --- |"]
+                  "per 10,000 jobs through:", "",
+                  "| jobs through | in use | on disk | in use per 10,000 jobs | keys by kind |",
+                  "| --- | --- | --- | --- | --- |"]
         for wdw in keep["windows"]:
             lines.append(f"| {wdw['through']:,} | {_size(wdw['etcd']['in_use'])} | {_size(wdw['etcd']['db'])} | "
-                         f"{_size(wdw['etcd']['in_use'] * 10_000 / max(wdw['through'], 1))} |")
+                         f"{_size(wdw['etcd']['in_use'] * 10_000 / max(wdw['through'], 1))} | {_keys(wdw['keys'])} |")
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ image the engines hold, so nothing is uploaded.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -176,6 +177,20 @@ class ScaleCluster:
         status = json.loads(self.etcd.etcdctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]
         return {"db": int(status["dbSize"]), "in_use": int(status.get("dbSizeInUse", status["dbSize"])),
                 "revision": int(status["header"]["revision"])}
+
+    def etcd_keys(self) -> dict[str, int]:
+        """How many keys etcd holds of each kind (the path part after the prefix: jobs, queue,
+        usage, ...), most first: what grows when the size in use grows."""
+        assert self.etcd is not None
+        out = self.etcd.etcdctl("get", self.etcd_prefix + "/", "--prefix", "--keys-only", timeout=120).stdout
+        kinds = collections.Counter(key.split("/")[2] for key in out.splitlines() if key.count("/") >= 2)
+        return dict(kinds.most_common())
+
+    def etcd_defrag(self) -> int:
+        """Defragment etcd (what an operator does, docs/deploy.md); the db size on disk after."""
+        assert self.etcd is not None
+        self.etcd.etcdctl("defrag", timeout=120)
+        return self.etcd_status(compact=False)["db"]
 
     def kill_worker(self, i: int) -> float:
         self.daemons[i].kill(signal.SIGKILL)

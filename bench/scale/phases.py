@@ -6,8 +6,9 @@
   ``--dispatch`` jobs that end (QUEUED -> SUCCEEDED with a full queue).
 * ``through``: jobs of ``--run-s`` seconds flow through while the submitters keep about
   ``--backlog`` jobs waiting; at each count of ``--through`` ended jobs: submit p50/p99 of the
-  window, jobs/s, etcd size (compacted), web and worker RSS. With retention on, a record leaves
-  etcd ``--retention-s`` after its job ended.
+  window, jobs/s, etcd size (compacted; at the last count also defragmented) and its keys by kind,
+  web and worker RSS. With retention on, a record leaves etcd ``--retention-s`` after its job
+  ended.
 * ``lost``: a worker running jobs is SIGKILLed; the time until all its running jobs are LOST.
 """
 
@@ -33,10 +34,15 @@ def latency(results: list[Submit]) -> dict[str, float]:
             "failed": sum(1 for r in results if r.status != 201)}
 
 
-def snapshot(c: ScaleCluster) -> dict[str, Any]:
+def snapshot(c: ScaleCluster, defrag: bool = False) -> dict[str, Any]:
+    """Sizes now: etcd compacted (and with ``defrag`` its db on disk after a defragmentation),
+    etcd's keys by kind, web and worker RSS."""
     workers = c.worker_rss()
-    return {"etcd": c.etcd_status(compact=True), "web_rss": c.web_rss(),
-            "worker_rss_mean": sum(workers) / max(len(workers), 1), "worker_rss_max": max(workers, default=0)}
+    out = {"etcd": c.etcd_status(compact=True), "keys": c.etcd_keys(), "web_rss": c.web_rss(),
+           "worker_rss_mean": sum(workers) / max(len(workers), 1), "worker_rss_max": max(workers, default=0)}
+    if defrag:
+        out["etcd"]["defragmented"] = c.etcd_defrag()
+    return out
 
 
 def run(args, workers: int, work: Path, retention_s: float, fill: bool, kill: bool) -> dict[str, Any]:
@@ -106,8 +112,9 @@ def through(c: ScaleCluster, load: Load, args) -> list[dict[str, Any]]:
             return False
         now = time.time()
         window = [r for r in l.results if state["t"] <= r.at < now]
+        last = state["i"] == len(marks) - 1
         row = {"through": done, "rate": (done - state["ended"]) / (now - state["t"]),
-               "min_waiting": state["min_waiting"], **latency(window), **snapshot(c)}
+               "min_waiting": state["min_waiting"], **latency(window), **snapshot(c, defrag=last)}
         windows.append(row)
         log.info("through %d, %d workers: %s", done, len(c.daemons), row)
         state.update(t=time.time(), ended=done, min_waiting=10**9, i=state["i"] + 1)
