@@ -36,7 +36,8 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.QUEUED: frozenset({S.STARTING, S.FAILED, S.CANCELLED}),
     # STARTING -> TIMED_OUT never happens: the clock starts when the container runs.
     S.STARTING: frozenset({S.RUNNING, S.FAILED, S.CANCELLED, S.LOST}),
-    S.RUNNING: frozenset({S.EXPORTING, S.FAILED, S.CANCELLED, S.LOST}),
+    # A job with no archive to make (output mode none) ends from RUNNING in its outcome.
+    S.RUNNING: frozenset({S.EXPORTING, S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED, S.LOST}),
     # EXPORTING ends in the outcome the container had; FAILED also covers a failed export.
     S.EXPORTING: frozenset({S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED, S.LOST}),
 }

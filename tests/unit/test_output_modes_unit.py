@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import tarfile
 import threading
+import time
 
 import pytest
 
@@ -21,7 +22,7 @@ from webapp.cancel import CannotCancel, cancel
 from webapp.janitor import sweep
 from webapp.spec import JobSpec, SubmitError
 
-from tests.unit.test_job_limits import MiB, RunningContainer, disk_run
+from tests.unit.test_job_limits import FakeStream, MiB, RunningContainer, disk_run
 
 S = JobState
 
@@ -346,6 +347,35 @@ def test_a_job_that_ends_by_itself_as_it_is_cancelled_still_exports_as_cancelled
     assert run.job.outcome == "CANCELLED"
     run._export_and_finish(container)
     assert cluster.store.get_job(job.id).state is S.CANCELLED
+
+
+class ExitsContainer(RunningContainer):
+    """A container that exits by itself after ``after`` seconds with code 0."""
+
+    def __init__(self, after: float):
+        super().__init__()
+        self.after = after
+        self.stream = FakeStream([b"hello\n"])
+
+    def wait(self):
+        if self.stopped.wait(self.after):
+            return {"StatusCode": 143}
+        self.attrs = {"State": {"ExitCode": 0, "FinishedAt": "2026-01-01T00:00:10Z"}}
+        return {"StatusCode": 0}
+
+
+@pytest.mark.parametrize("timeout_s,state,code", [(60, S.SUCCEEDED, 0), (1, S.TIMED_OUT, 143)])
+def test_a_run_with_no_archive_to_make_ends_from_running_in_one_write(tmp_path, cluster, timeout_s, state, code):
+    cluster.add_worker()
+    job = cluster.add_job(state=S.RUNNING, output="none", timeout_s=timeout_s, started_at=time.time())
+    run = store_run(tmp_path, cluster, job)
+    revision = job.mod_revision
+    run._run(ExitsContainer(after=3))
+    done = cluster.store.get_job(job.id)
+    assert (done.state, done.outcome, done.exit_code) == (state, state.value, code)
+    assert [h["state"] for h in done.history][-2:] == ["RUNNING", state.value]
+    assert done.log_bytes == 6 and done.output_bytes == 0 and done.output_expires_at
+    assert run.job.mod_revision == done.mod_revision > revision
 
 
 def test_a_discarding_cancel_stops_the_run_without_export(tmp_path, cluster):
