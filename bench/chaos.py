@@ -3,7 +3,9 @@
 Submits N jobs through nginx to 2 web servers, 2 workers (each with its own Docker engine) and
 a 3-member etcd cluster, while a seeded fault injector kills and restarts a worker daemon, a
 worker's engine, a web server or an etcd member. Clients behave like the CLI: every submission
-carries an Idempotency-Key and is retried with it on a network error or a 5xx.
+carries an Idempotency-Key and is retried with it on a network error or a 5xx. Most jobs reuse
+the image a worker holds, and a third of those make no archive (output none), so both ways a
+run ends (through EXPORTING, and straight from RUNNING) meet the faults.
 
 At the end it checks, and prints as a table (appended to bench/RESULTS.md):
 accepted == terminal, executions per job <= 1 (container `start` events, streamed live from
@@ -128,7 +130,8 @@ class Injector:
 def submit_all(c: dev.LocalCluster, image_tar: Path, image_id: str, n: int, threads: int, seed: int):
     """Submit n jobs like the CLI does; returns (accepted job ids, refused count, retries by cause)."""
     rng = random.Random(seed + 1)
-    plan = [(str(uuid.UUID(int=rng.getrandbits(128))), rng.random() < 0.15) for _ in range(n)]
+    # 15 % upload the image; a third of the rest make no archive (output none: RUNNING -> the end).
+    plan = [(str(uuid.UUID(int=rng.getrandbits(128))), rng.random() < 0.15, rng.random() < 1 / 3) for _ in range(n)]
     accepted: set[str] = set()
     retries: collections.Counter[str] = collections.Counter()
     refused = 0
@@ -142,7 +145,7 @@ def submit_all(c: dev.LocalCluster, image_tar: Path, image_id: str, n: int, thre
             with lock:
                 if not todo:
                     return
-                key, upload = todo.pop()
+                key, upload, no_output = todo.pop()
             for attempt in range(30):
                 try:
                     if upload:
@@ -150,8 +153,9 @@ def submit_all(c: dev.LocalCluster, image_tar: Path, image_id: str, n: int, thre
                             r = api.post("/api/v1/jobs", params={"timeout": 60}, data=body,
                                          headers={"Idempotency-Key": key}, timeout=60)
                     else:
-                        r = api.post("/api/v1/jobs", params={"timeout": 60, "image": image_id}, data=b"",
-                                     headers={"Idempotency-Key": key}, timeout=60)
+                        params = {"timeout": 60, "image": image_id, **({"output": "none"} if no_output else {})}
+                        r = api.post("/api/v1/jobs", params=params, data=b"", headers={"Idempotency-Key": key},
+                                     timeout=60)
                 except requests.RequestException as exc:
                     with lock:
                         retries[type(exc).__name__] += 1
