@@ -6,6 +6,8 @@ seen lately opens a new socket connection, and a full set of pools closes anothe
 every call of every job connected anew (60 calls, 60 connections, in the unit test). One pool
 for the one socket keeps connections alive between calls. ``trust_env`` off: requests would
 look for ``~/.netrc`` and proxy settings on every call, for an engine reached without either.
+And ``logs()`` inspects the container first, to learn whether it has a TTY: PINK creates every
+container without one, so that round trip is left out.
 """
 
 from __future__ import annotations
@@ -25,8 +27,18 @@ class SocketPool(UnixHTTPAdapter):
         return super().get_connection("http+docker://localhost", proxies)
 
 
+class EngineAPI(docker.APIClient):
+    def _check_is_tty(self, container) -> bool:  # noqa: ANN001 - docker-py's signature
+        return False  # gpu_worker.container never asks for a TTY
+
+
+class Engine(docker.DockerClient):
+    def __init__(self, **kwargs) -> None:  # noqa: ANN003 - docker.APIClient's keywords
+        self.api = EngineAPI(**kwargs)
+
+
 def engine_client(url: str, timeout: int, max_pool_size: int) -> docker.DockerClient:
-    client = docker.DockerClient(base_url=url, version=API_VERSION, timeout=timeout, max_pool_size=max_pool_size)
+    client = Engine(base_url=url, version=API_VERSION, timeout=timeout, max_pool_size=max_pool_size)
     api = client.api
     api.trust_env = False
     if isinstance(api._custom_adapter, UnixHTTPAdapter):
