@@ -52,6 +52,11 @@ def is_transient_rpc_error(exc: grpc.RpcError) -> bool:
 transactions = etcd3.Transactions()  # compare/op builders for the store layer
 
 
+def prefix_end(prefix: bytes) -> bytes:
+    """The end of a prefix range (etcd's: the prefix with its last byte incremented)."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
 class EtcdClient:
     """Talks to one of several etcd endpoints, moving to the next one when a call fails.
 

@@ -19,17 +19,12 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from .etcd import etcdrpc, transactions as tx
+from .etcd import etcdrpc, prefix_end, transactions as tx
 from .model import Job
 from .reactions import outbox_key
 
 if TYPE_CHECKING:
     from .store import Store
-
-
-def _range_end(prefix: bytes) -> bytes:
-    """The end of a prefix range (etcd's: the prefix with its last byte incremented)."""
-    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 #: A janitor's pass takes a random slice of its batch size from this many batches' worth of
@@ -54,7 +49,7 @@ class RetentionMixin:
         at most ``limit`` (0: all). etcd3's ``get_range`` drops ``limit``: this builds the request."""
         key = start.encode()
         request = etcdrpc.RangeRequest(
-            key=key, range_end=end.encode() if end else _range_end(key), limit=limit, keys_only=keys_only,
+            key=key, range_end=end.encode() if end else prefix_end(key), limit=limit, keys_only=keys_only,
             sort_order=etcdrpc.RangeRequest.DESCEND if descend else etcdrpc.RangeRequest.ASCEND,
             sort_target=etcdrpc.RangeRequest.KEY)
 
@@ -73,7 +68,7 @@ class RetentionMixin:
         end = index + before if before else ""
         if end == index:  # an empty cursor part: nothing is below it
             return [], ""
-        rows = self._range(index, end=end or _range_end(index.encode()).decode(), limit=limit + 1, descend=True,
+        rows = self._range(index, end=end or prefix_end(index.encode()).decode(), limit=limit + 1, descend=True,
                            keys_only=user is not None)
         more = len(rows) > limit
         rows = rows[:limit]
