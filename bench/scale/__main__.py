@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="web.job_record_retention_days, in seconds, for the phases with retention on")
     p.add_argument("--keep-records-at", type=int, default=10,
                    help="worker count at which the through phase also runs with retention off (0: never)")
+    p.add_argument("--keep-through", type=ints, default=[],
+                   help="counts of ended jobs for the retention-off run (default: --through's)")
     p.add_argument("--smoke", action="store_true", help="3 workers, 30 queued, 30 through: the CI check")
     p.add_argument("--workdir", default="/var/tmp/pink-bench-scale")
     p.add_argument("--results", help="append the report here (default bench/RESULTS.md; smoke: nowhere)")
@@ -137,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[int, dict] = {}
     keep = None
     for w in args.workers:
-        runs[w] = phases.run(args, w, work, args.retention_s, fill=True, kill=True)
+        runs[w] = phases.run(args, w, work, args.retention_s, fill=True, kill=True, marks=args.through)
         if w == args.keep_records_at:
-            keep = phases.run(args, w, work, 0.0, fill=False, kill=False)
+            keep = phases.run(args, w, work, 0.0, fill=False, kill=False, marks=args.keep_through or args.through)
         # What is done so far, should a later worker count not finish.
         (work / "raw.json").write_text(json.dumps({"runs": runs, "keep": keep}, indent=1, default=str))
         (work / "partial.md").write_text(tables(args, runs, keep) + "\n")
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         f"## {stamp} control-plane scale{' (smoke)' if args.smoke else ''}", "",
         f"`python -m bench.scale {' '.join(sys.argv[1:] if argv is None else argv)}` — "
         f"{time.monotonic() - t0:.0f} s. {NOTE}", "",
-        f"Setup: etcd 1 member, 2 gunicorn web servers (2 processes × 16 threads) behind nginx with TLS, "
+        f"Setup: etcd 1 member (periodic compaction keeping 1 minute, as the role's 1 hour), 2 gunicorn web servers (2 processes × 16 threads) behind nginx with TLS, "
         f"worker daemons with {args.slots} slots each, {args.users} users (admins: see bench/scale), "
         f"{args.threads} submitting threads; jobs 'run' {args.run_s:g} s; record retention "
         f"{args.retention_s:g} s after a job ends.", "",

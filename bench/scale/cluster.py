@@ -29,6 +29,11 @@ from .engine import socket_path
 
 log = logging.getLogger(__name__)
 
+#: etcd as the pink_etcd role runs it (periodic compaction, a 4 GiB quota), with one minute of
+#: history instead of one hour: tens of jobs a second for an hour would be gigabytes of history.
+ETCD_AS_DEPLOYED = ("--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1m",
+                    "--quota-backend-bytes", str(4 << 30))
+
 
 class StandInEngine(Service):
     """``python -m bench.scale.engine``: one socket per worker under ``base_dir/sockets``."""
@@ -103,7 +108,7 @@ class ScaleCluster:
     def start(self) -> "ScaleCluster":
         t0 = time.monotonic()
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.etcd = dev.EtcdCluster(1, self.base_dir / "etcd").start()
+        self.etcd = dev.EtcdCluster(1, self.base_dir / "etcd", extra_args=ETCD_AS_DEPLOYED).start()
         self.engine.start()
         self.etcd.wait_ready()
         etcd = {"endpoints": self.etcd.endpoints, "prefix": self.etcd_prefix}

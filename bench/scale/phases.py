@@ -45,9 +45,10 @@ def snapshot(c: ScaleCluster, defrag: bool = False) -> dict[str, Any]:
     return out
 
 
-def run(args, workers: int, work: Path, retention_s: float, fill: bool, kill: bool) -> dict[str, Any]:
-    """One cluster of ``workers`` workers: the queued phase (``fill``), the through phase, and
-    the LOST check (``kill``)."""
+def run(args, workers: int, work: Path, retention_s: float, fill: bool, kill: bool,
+        marks: list[int]) -> dict[str, Any]:
+    """One cluster of ``workers`` workers: the queued phase (``fill``), the through phase to
+    each of ``marks`` ended jobs, and the LOST check (``kill``)."""
     name = f"{workers}-workers-retention-{'on' if retention_s else 'off'}"
     with ScaleCluster(work / name, workers=workers, users=args.users, run_s=args.run_s, hold=fill,
                       retention_s=retention_s, slots=args.slots) as c:
@@ -57,7 +58,7 @@ def run(args, workers: int, work: Path, retention_s: float, fill: bool, kill: bo
             out: dict[str, Any] = {"workers": workers, "retention_s": retention_s}
             if fill:
                 out["queued"] = queued(c, load, args)
-            out["windows"] = through(c, load, args)
+            out["windows"] = through(c, load, args, marks)
             if kill:
                 out["lost"] = time_to_lost(c, load)
             return out
@@ -92,11 +93,11 @@ def queued(c: ScaleCluster, load: Load, args) -> dict[str, Any]:
     return out
 
 
-def through(c: ScaleCluster, load: Load, args) -> list[dict[str, Any]]:
-    """Jobs through until each of ``args.through`` more have ended (what the queued phase left
-    drains first: the submitters wait while more than ``--backlog`` jobs wait)."""
+def through(c: ScaleCluster, load: Load, args, marks: list[int]) -> list[dict[str, Any]]:
+    """Jobs through until each of ``marks`` more have ended (what the queued phase left drains
+    first: the submitters wait while more than ``--backlog`` jobs wait)."""
     capacity = len(c.daemons) * c.slots
-    marks = sorted(args.through)
+    marks = sorted(marks)
     windows: list[dict[str, Any]] = []
 
     def ended(l: Load) -> int:

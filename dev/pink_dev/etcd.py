@@ -35,9 +35,11 @@ class EtcdMember(Service):
         initial_cluster: str | None = None,
         cluster_token: str = "pink-etcd",
         host: str = "127.0.0.1",
+        extra_args: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(base_dir, **kwargs)
+        self.extra_args = list(extra_args)
         self.member_name = member_name
         self.host = host
         self.client_port = client_port or free_port(host)
@@ -64,6 +66,7 @@ class EtcdMember(Service):
             "--initial-cluster-state", "new",
             "--logger", "zap",
             "--log-outputs", "stderr",
+            *self.extra_args,
         ]
 
     def is_ready(self) -> bool:
@@ -83,7 +86,9 @@ class EtcdCluster(Managed):
         *,
         host: str = "127.0.0.1",
         token: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
+        """``extra_args``: more etcd flags for every member."""
         if n < 1:
             raise ValueError("an etcd cluster needs at least one member")
         self.base_dir = Path(base_dir).resolve()
@@ -99,6 +104,7 @@ class EtcdCluster(Managed):
                 initial_cluster=initial,
                 cluster_token=token,
                 host=host,
+                extra_args=extra_args,
             )
             for i, (client, peer) in enumerate(ports)
         ]
