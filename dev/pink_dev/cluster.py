@@ -15,7 +15,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -324,7 +323,8 @@ class LocalCluster:
             return
         store = Store(pink_config.load(str(self.config_path), env={}).etcd)
         try:
-            used = {job.image_id for job in store.list_jobs(limit=sys.maxsize)}
+            # Every job: etcd takes an int64 limit (sys.maxsize + 1, a page's one more, is not one).
+            used = {job.image_id for job in store.list_jobs(limit=10**9)}
         finally:
             store.etcd.close()
         for image in sorted((set(now) - self._images_before) & used):
