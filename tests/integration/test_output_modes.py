@@ -161,7 +161,7 @@ def test_every_output_mode_on_a_multi_layer_image(cluster, layered, as_user_1000
     job, out = results["none"]
     assert job["output_bytes"] == 0 and out.status_code == 409
     assert [h["state"] for h in job["history"]][-3:] == ["STARTING", "RUNNING", "SUCCEEDED"]
-    assert job["outcome"] == "SUCCEEDED" and job["log_bytes"] > 0 and job["output_expires_at"]
+    assert job["log_bytes"] > 0 and job["output_expires_at"]
     for mode in ("full", "changes", "path:/out"):
         assert [h["state"] for h in results[mode][0]["history"]][-2:] == ["EXPORTING", "SUCCEEDED"]
 
