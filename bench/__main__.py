@@ -100,7 +100,7 @@ def describe_versions() -> dict[str, str]:
     return {
         "pink": f"{pink.__version__} ({commit}{' + local changes' if dirty else ''})",
         "python": sys.version.split()[0],
-        "docker": _first_line(["docker", "version", "--format", "{{.Server.Version}}"]),
+        "docker": _first_line(["dockerd", "--version"]).split(",")[0].replace("Docker version ", ""),
         "etcd": _first_line(["etcd", "--version"]).replace("etcd Version: ", ""),
         "nginx": _first_line(["nginx", "-v"]).replace("nginx version: ", ""),
         "openssh": _first_line(["ssh", "-V"]).split(",")[0],

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -251,9 +252,12 @@ class Dockerd(Service):
         if self.alive():
             raise ServiceError("stop dockerd before purging its data")
         left = _mounts_under(self.data_root)
-        if left == [str(self.data_root)]:
-            # Only dockerd's private bind mount of its own root, which a killed dockerd leaves.
-            subprocess.run(["umount", str(self.data_root)], capture_output=True, check=False)
+        own = [m for m in left if m == str(self.data_root) or re.fullmatch(r"\d+\.\d+", os.path.relpath(m, self.data_root))]
+        if own == left:
+            # Only dockerd's private bind mounts of its own root (and of its user-namespace
+            # root, <uid>.<gid>), which a killed dockerd leaves: innermost first.
+            for mount in sorted(own, key=len, reverse=True):
+                subprocess.run(["umount", mount], capture_output=True, check=False)
             left = _mounts_under(self.data_root)
         if left:
             log.warning("not deleting %s: still mounted: %s", self.data_root, left[:3])

@@ -11,6 +11,7 @@ import os
 import docker
 import pytest
 
+import pink_dev as dev
 from pink_dev.sampleimage import build_sample_image
 from tests.helpers import TERMINAL, submit, wait_state
 
@@ -63,3 +64,27 @@ def test_a_cpu_job_runs_as_a_remapped_uid(cluster, images, dataset, tmp_path):
     assert "public-data" in lines, lines
     # The host's root-only file, though bind-mounted, is closed to the job's root.
     assert "DENIED" in lines and "host-secret" not in lines, lines
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (dockerd)")
+def test_purge_unmounts_what_a_killed_remapping_engine_leaves(tmp_path):
+    """A SIGKILLed dockerd with userns-remap leaves bind mounts of its data root and of its
+    ``<uid>.<gid>`` root; purge() takes them down and deletes the folder (the soak kills
+    engines, and every leftover mount stayed until reboot)."""
+    engine = dev.Dockerd(tmp_path / "engine", userns_remap=True)
+    engine.start()
+    try:
+        engine.wait_ready(60)
+        remapped = [m for m in mounts_under(engine.data_root) if m != str(engine.data_root)]
+        assert remapped, "the remapping engine made no <uid>.<gid> bind mount"
+        engine.kill()
+    finally:
+        engine.stop()
+    engine.purge()
+    assert mounts_under(engine.data_root) == []
+    assert not engine.data_root.exists()
+
+
+def mounts_under(path) -> list[str]:
+    with open("/proc/self/mounts") as f:
+        return [line.split()[1] for line in f if (line.split()[1] + "/").startswith(f"{path}/")]
