@@ -67,6 +67,8 @@ class Fake:
     #: what GET /datasets answers
     datasets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     range_supported: bool = True
+    #: this many output downloads are cut off after half the body
+    drop_outputs: int = 0
     log_text: bytes = b"hello from the container\n"
     #: a followed log stream ends after this many lines (None: when the log is done)
     follow_lines: int | None = None
@@ -369,6 +371,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/zstd")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        if fake.drop_outputs:
+            fake.drop_outputs -= 1
+            self.wfile.write(data[:len(data) // 2])
+            self.close_connection = True
+            return
         self.wfile.write(data)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pink_client import jobs
 from pink_client import main as cli
 from pink_client import output
 from tests.unit.fakeapi import TOKEN, Fake, serve
@@ -43,6 +44,25 @@ def test_download_resumes_a_partial_file_and_verifies(
     assert not (tmp_path / "result.tar.zst.part").exists()
     ranges = [h.get("Range") for m, p, h in logged_in.requests if p.endswith("/output")]
     assert ranges == [f"bytes={have}-"]
+
+
+def test_download_cut_off_twice_resumes_where_it_broke(
+    logged_in: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = logged_in.add_job(state="SUCCEEDED")
+    data = os.urandom(5 * (1 << 20) + 3)
+    logged_in.set_output(job, data)
+    logged_in.drop_outputs = 2
+    dest = tmp_path / "result.tar.zst"
+    monkeypatch.setattr(jobs, "backoff", lambda attempt: 0)
+    rc = cli.main(["download", job["id"], "-o", str(dest)])
+    assert rc == 0, capsys.readouterr().err
+    assert dest.read_bytes() == data
+    ranges = [h.get("Range") for m, p, h in logged_in.requests if p.endswith("/output")]
+    assert ranges[0] is None and len(ranges) == 3  # each try resumes after what it wrote
+    starts = [int(r.removeprefix("bytes=").rstrip("-")) for r in ranges[1:]]
+    assert 0 < starts[0] < starts[1] < len(data)
+    assert "the download broke off" in capsys.readouterr().err
 
 
 def test_download_restarts_when_the_server_ignores_range(logged_in: Fake, tmp_path: Path) -> None:
