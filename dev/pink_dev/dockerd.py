@@ -252,10 +252,11 @@ class Dockerd(Service):
         if self.alive():
             raise ServiceError("stop dockerd before purging its data")
         left = _mounts_under(self.data_root)
-        own = [m for m in left if m == str(self.data_root) or re.fullmatch(r"\d+\.\d+", os.path.relpath(m, self.data_root))]
+        # dockerd's private bind mounts of its own root and of its user-namespace root
+        # (<uid>.<gid>), which a killed dockerd leaves: if nothing else is left, innermost first.
+        own = [m for m in left
+               if m == str(self.data_root) or re.fullmatch(r"\d+\.\d+", os.path.relpath(m, self.data_root))]
         if own == left:
-            # Only dockerd's private bind mounts of its own root (and of its user-namespace
-            # root, <uid>.<gid>), which a killed dockerd leaves: innermost first.
             for mount in sorted(own, key=len, reverse=True):
                 subprocess.run(["umount", mount], capture_output=True, check=False)
             left = _mounts_under(self.data_root)
