@@ -83,7 +83,7 @@ def ensure_system_dockerd(timeout: float = 60.0) -> bool:
     return True
 
 
-def _mounts_under(path: Path) -> list[str]:
+def mounts_under(path: Path) -> list[str]:
     prefix = str(path).rstrip("/") + "/"
     try:
         lines = Path("/proc/self/mounts").read_text().splitlines()
@@ -251,7 +251,7 @@ class Dockerd(Service):
         """Delete the engine's data root (after stop), unless something is still mounted there."""
         if self.alive():
             raise ServiceError("stop dockerd before purging its data")
-        left = _mounts_under(self.data_root)
+        left = mounts_under(self.data_root)
         # dockerd's private bind mounts of its own root and of its user-namespace root
         # (<uid>.<gid>), which a killed dockerd leaves: if nothing else is left, innermost first.
         own = [m for m in left
@@ -259,14 +259,14 @@ class Dockerd(Service):
         if own == left:
             for mount in sorted(own, key=len, reverse=True):
                 subprocess.run(["umount", mount], capture_output=True, check=False)
-            left = _mounts_under(self.data_root)
+            left = mounts_under(self.data_root)
         if left:
             log.warning("not deleting %s: still mounted: %s", self.data_root, left[:3])
             return
         shutil.rmtree(self.data_root, ignore_errors=True)
-        if self._fixed_exec and not _mounts_under(self.exec_root):
+        if self._fixed_exec and not mounts_under(self.exec_root):
             shutil.rmtree(self.exec_root, ignore_errors=True)
         if self._own_data is not None:
             (self.base_dir / "data").unlink(missing_ok=True)
-        if self._short_exec is not None and not _mounts_under(self._short_exec):
+        if self._short_exec is not None and not mounts_under(self._short_exec):
             shutil.rmtree(self._short_exec, ignore_errors=True)

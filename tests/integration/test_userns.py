@@ -12,6 +12,7 @@ import docker
 import pytest
 
 import pink_dev as dev
+from pink_dev.dockerd import mounts_under
 from pink_dev.sampleimage import build_sample_image
 from tests.helpers import TERMINAL, submit, wait_state
 
@@ -83,8 +84,3 @@ def test_purge_unmounts_what_a_killed_remapping_engine_leaves(tmp_path):
     engine.purge()
     assert mounts_under(engine.data_root) == []
     assert not engine.data_root.exists()
-
-
-def mounts_under(path) -> list[str]:
-    with open("/proc/self/mounts") as f:
-        return [line.split()[1] for line in f if (line.split()[1] + "/").startswith(f"{path}/")]
